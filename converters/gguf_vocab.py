@@ -1,0 +1,99 @@
+"""A Hugging Face byte-level BPE tokenizer -> GGUF tokenizer metadata.
+
+llama.cpp chooses its pre-tokenizer (the split regex applied before BPE) from
+`tokenizer.ggml.pre`. A wrong name loads silently and tokenizes wrongly, so the
+name is derived from the tokenizer's own split regex and special tokens, and an
+unknown tokenizer is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import gguf
+
+from edgekit import pretokenizers as pt
+from edgekit.errors import EdgekitError
+
+SUPPORTED_PRE = "qwen2 (Qwen2 split regex), deepseek-r1-qwen (Qwen2 regex + R1 special tokens), llama-bpe (Llama-3 regex)"
+
+
+def read_tokenizer_json(path: Path) -> dict:
+    tj_path = path / "tokenizer.json"
+    if not tj_path.is_file():
+        extra = " (found tokenizer.model: SentencePiece tokenizers are not supported)" \
+            if (path / "tokenizer.model").is_file() else ""
+        raise EdgekitError(f"no tokenizer.json in {path}{extra}",
+                           "save the tokenizer with transformers (tokenizer.save_pretrained) into the checkpoint folder")
+    try:
+        tj = json.loads(tj_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgekitError(f"{tj_path} is not valid JSON ({' '.join(str(e).split())})",
+                           "re-download or re-save the tokenizer") from None
+    if not isinstance(tj, dict) or not isinstance(tj.get("model"), dict):
+        raise EdgekitError(f"{tj_path} has no tokenizer model", "re-download or re-save the tokenizer")
+    return tj
+
+
+def identify_pre(tokenizer_json: dict) -> str:
+    """The llama.cpp pre-tokenizer name for this tokenizer, or a clear error."""
+    family = pt.family_of(tokenizer_json)
+    added = {t.get("content") for t in tokenizer_json.get("added_tokens", [])}
+    if family == "qwen2":
+        return "deepseek-r1-qwen" if pt.R1_BOS in added else "qwen2"
+    if family == "llama3":
+        return "llama-bpe"
+    raise EdgekitError("unrecognised pre-tokenizer in tokenizer.json (its split regex matches no known family)",
+                       f"supported: {SUPPORTED_PRE}")
+
+
+def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Token strings and llama.cpp token types for ids 0..vocab_size-1.
+
+    Added tokens marked special become CONTROL (parsed only on request), other
+    added tokens USER_DEFINED (always matched, as transformers does), ids the
+    tokenizer does not use are padded as UNUSED `[PAD<id>]`.
+    """
+    model = tokenizer_json["model"]
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise EdgekitError(f"tokenizer model type {model.get('type')!r} is not supported",
+                           f"byte-level BPE tokenizers are supported: {SUPPORTED_PRE}")
+    by_id: dict[int, tuple[str, int]] = {i: (tok, gguf.TokenType.NORMAL) for tok, i in model["vocab"].items()}
+    for t in tokenizer_json.get("added_tokens", []):
+        kind = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+        by_id[int(t["id"])] = (t["content"], kind)
+    top = max(by_id) + 1 if by_id else 0
+    if top > vocab_size:
+        raise EdgekitError(f"tokenizer has ids up to {top - 1}, beyond the model's vocab_size {vocab_size}",
+                           "the tokenizer does not belong to this checkpoint")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        tok, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
+        tokens.append(tok)
+        types.append(int(kind))
+    return tokens, types
+
+
+def add_tokenizer(writer: gguf.GGUFWriter, path: Path, vocab_size: int) -> dict:
+    tj = read_tokenizer_json(path)
+    pre = identify_pre(tj)
+    tokens, types = vocab_tables(tj, vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf_log = logging.getLogger("gguf")
+    level = gguf_log.level
+    gguf_log.setLevel(logging.ERROR)  # its warnings about unusual templates are not the user's business
+    try:
+        special = gguf.SpecialVocab(path, load_merges=True, n_vocab=len(tokens))
+    finally:
+        gguf_log.setLevel(level)
+    if not special.merges:
+        raise EdgekitError(f"tokenizer.json in {path} has no BPE merges", "re-download or re-save the tokenizer")
+    special.add_to_gguf(writer, quiet=True)
+    return {"tokenizer_pre": pre, "n_tokens_used": len(tj["model"]["vocab"]) + len(tj.get("added_tokens", [])),
+            "vocab_size": vocab_size, "special_token_ids": dict(special.special_token_ids),
+            "add_bos": special.add_special_token.get("bos")}

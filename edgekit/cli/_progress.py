@@ -1,0 +1,27 @@
+"""Rich progress bars for library callbacks of the form (label, done, total)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool = True):
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def report(label: str, done: float, total: float) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=total or None)
+            bars.update(tasks[label], completed=done, total=total or None)
+
+        yield report

@@ -1,0 +1,85 @@
+"""manifest.json: what an export produced, from what, with which tools, and how it checked out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from edgekit.errors import EdgekitError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+TOOL_PACKAGES = ("edgekit", "gguf", "llama-cpp-python", "transformers", "torch", "safetensors", "tokenizers")
+
+
+class SourceInfo(BaseModel):
+    spec: str                      # what the user passed
+    path: str                      # the folder read (the HF cache snapshot for hub ids)
+    hub_id: str | None = None
+    dtype: str                     # stored dtype of the source weights
+
+
+class ArtifactFile(BaseModel):
+    file: str                      # name inside the export folder
+    format: Literal["gguf", "onnx", "tensorrt"]
+    quant: str                     # llama.cpp spelling: Q4_K_M, F16, ...
+    size_bytes: int
+    sha256: str
+    seconds: float                 # time to produce this file
+    verify: dict[str, Any] | None = None
+
+
+class ExportManifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    format: Literal["gguf", "onnx", "tensorrt"]
+    created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    source: SourceInfo
+    architecture: str              # HF class
+    n_params: int
+    vocab_size: int
+    context_length: int
+    tokenizer: dict[str, Any] = {}
+    files: list[ArtifactFile]
+    tools: dict[str, str]
+    host: dict[str, Any] = {}
+    total_s: float
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> "ExportManifest":
+        path = Path(folder) / MANIFEST_NAME
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise EdgekitError(f"no {MANIFEST_NAME} in {folder}", "pass an edgekit export folder or a model file") from None
+        except Exception as e:
+            raise EdgekitError(f"{path} is not a valid edgekit manifest ({' '.join(str(e).split())[:160]})",
+                               "re-run the export") from None
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for pkg in TOOL_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
