@@ -53,7 +53,8 @@ def inspect_gguf(path: Path) -> dict:
         "architecture": arch,
         "name": _field(reader, "general.name"),
         "quant": file_type_name(ftype) if ftype is not None else None,
-        "n_params": int(sum(int(t.n_elements) for t in reader.tensors)),
+        # rope_freqs holds precomputed rope scaling factors, not parameters
+        "n_params": int(sum(int(t.n_elements) for t in reader.tensors if not t.name.startswith("rope_freqs"))),
         "n_tensors": len(reader.tensors),
         "tensor_types": dict(types.most_common()),
         "context_length": a("context_length"),

@@ -16,7 +16,7 @@ def progress_bars(enabled: bool = True):
 
     console = Console(file=sys.stderr)
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bars:
+                  console=console, transient=True) as bars:  # the summary table replaces them
         tasks: dict[str, int] = {}
 
         def report(label: str, done: float, total: float) -> None:

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""edgekit's GGUF export vs llama.cpp's own convert_hf_to_gguf.py + quantize, same job.
+
+For each preset: synthesize the checkpoint (cached), then
+  edgekit:   `edgekit export gguf CKPT --quant Q4_K_M --no-verify`   (convert + quantize)
+  llama.cpp: `convert_hf_to_gguf.py CKPT --outtype f16`, then the same
+             llama_model_quantize call (llama.cpp's quantizer, through llama-cpp-python)
+and print wall time, peak RSS (of each child process, from wait4), their ratios,
+and whether both Q4_K_M files hold byte-identical tensors and give the same logits.
+
+llama.cpp's converter comes from the llama-cpp-python sdist matching the installed
+version (`pip download --no-binary`), cached in the work folder. Its tokenizer check
+hashes the encoding of a fixed string against a list of known models; a synthetic
+tokenizer is on no list, so the reference run is told the pre-tokenizer name
+edgekit identified (that is the only change; it costs no time).
+
+Goals from the issue: time ratio (edgekit / llama.cpp) <= 1.0, 7B peak RSS <= 4 GB.
+
+    python benchmarks/convert_vs_llamacpp.py --presets r1-distill-qwen-1.5b,r1-distill-qwen-7b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REF_RUNNER = """
+import runpy, sys
+src, pre = sys.argv[1], sys.argv[2]
+sys.path[0:0] = [src, src + "/gguf-py"]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
+runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+QUANT_RUNNER = """
+import ctypes, sys, llama_cpp, gguf
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = int(gguf.LlamaFileType["MOSTLY_" + sys.argv[3]])
+p.nthread = int(sys.argv[4])
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
+"""
+
+
+def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS bytes of that child)."""
+    t0 = time.perf_counter()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss * 1024  # Linux: KiB
+
+
+def llama_cpp_source(work: Path, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    version = metadata.version("llama-cpp-python")
+    dest = work / f"llama_cpp_python-{version}"
+    script = dest / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    if not script.exists():
+        dl = work / "sdist"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                        f"llama-cpp-python=={version}", "-d", str(dl)], check=True)
+        with tarfile.open(next(dl.glob("llama_cpp_python-*.tar.gz"))) as tar:
+            tar.extractall(work, filter="data")
+    return dest / "vendor" / "llama.cpp"
+
+
+def tensors_identical(a: Path, b: Path) -> tuple[int, int]:
+    from gguf import GGUFReader
+
+    ra, rb = GGUFReader(a), GGUFReader(b)
+    tb = {t.name: t for t in rb.tensors}
+    same = 0
+    for t in ra.tensors:
+        o = tb.get(t.name)
+        if o is not None and t.tensor_type == o.tensor_type and bytes(t.data.data) == bytes(o.data.data):
+            same += 1
+    return same, max(len(ra.tensors), len(rb.tensors))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="r1-distill-qwen-1.5b,r1-distill-qwen-7b")
+    ap.add_argument("--quant", default="Q4_K_M")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--work", default="bench-work", help="cache folder for checkpoints and llama.cpp's source")
+    ap.add_argument("--llama-cpp-src", help="an extracted llama.cpp tree (default: from the matching sdist)")
+    ap.add_argument("--keep", action="store_true", help="keep the GGUF outputs")
+    ap.add_argument("--json", dest="json_out", help="also write the results here")
+    args = ap.parse_args()
+
+    work = Path(args.work).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    src = llama_cpp_source(work, args.llama_cpp_src)
+    edgekit = shutil.which("edgekit") or str(Path(sys.executable).parent / "edgekit")
+    results = []
+    for preset in args.presets.split(","):
+        ckpt = work / preset
+        if not (ckpt / "config.json").exists():
+            print(f"synthesizing {preset} ...", flush=True)
+            subprocess.run([edgekit, "synth", preset, str(ckpt)], check=True)
+        log = work / f"{preset}.log"
+        log.unlink(missing_ok=True)
+        from edgekit.converters.gguf_vocab import identify_pre, read_tokenizer_json
+
+        pre = identify_pre(read_tokenizer_json(ckpt))
+
+        ek_out = work / f"{preset}-edgekit"
+        ek_s, ek_rss = run_measured([edgekit, "export", "gguf", str(ckpt), "-o", str(ek_out), "--quant", args.quant,
+                                     "--no-verify", "--threads", str(args.threads), "--force"], log)
+        ek_file = next(ek_out.glob(f"*-{args.quant}.gguf"))
+
+        ref_dir = work / f"{preset}-llamacpp"
+        shutil.rmtree(ref_dir, ignore_errors=True)
+        ref_dir.mkdir()
+        ref_f16, ref_q = ref_dir / "F16.gguf", ref_dir / f"{args.quant}.gguf"
+        conv_s, conv_rss = run_measured([sys.executable, "-c", REF_RUNNER, str(src), pre, str(ckpt),
+                                         "--outtype", "f16", "--outfile", str(ref_f16)], log)
+        q_s, q_rss = run_measured([sys.executable, "-c", QUANT_RUNNER, str(ref_f16), str(ref_q), args.quant,
+                                   str(args.threads)], log)
+        same, total = tensors_identical(ek_file, ref_q)
+        row = {
+            "preset": preset, "quant": args.quant, "threads": args.threads,
+            "edgekit_s": round(ek_s, 1), "llamacpp_s": round(conv_s + q_s, 1),
+            "llamacpp_convert_s": round(conv_s, 1), "llamacpp_quantize_s": round(q_s, 1),
+            "time_ratio": round(ek_s / (conv_s + q_s), 3),
+            "edgekit_peak_rss_gb": round(ek_rss / 1e9, 2), "llamacpp_peak_rss_gb": round(max(conv_rss, q_rss) / 1e9, 2),
+            "llamacpp_convert_peak_rss_gb": round(conv_rss / 1e9, 2),
+            "rss_ratio": round(ek_rss / max(conv_rss, q_rss), 3),
+            "identical_tensors": f"{same}/{total}",
+        }
+        if same != total:  # only then are logits worth comparing: identical tensors give identical logits
+            from edgekit import parity
+
+            ids = parity.probe_ids(ckpt)
+            a = parity.llamacpp_logits(ek_file, ids, args.threads)
+            b = parity.llamacpp_logits(ref_q, ids, args.threads)
+            row["max_abs_logit_diff"] = float(abs(a - b).max())
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(ek_out, ignore_errors=True)
+            shutil.rmtree(ref_dir, ignore_errors=True)
+
+    print()
+    print(f"{'preset':24s} {'edgekit s':>10s} {'llama.cpp s':>12s} {'ratio':>6s} "
+          f"{'edgekit RSS':>12s} {'llama.cpp RSS':>14s} {'tensors equal':>14s}")
+    for r in results:
+        print(f"{r['preset']:24s} {r['edgekit_s']:10.1f} {r['llamacpp_s']:12.1f} {r['time_ratio']:6.2f} "
+              f"{r['edgekit_peak_rss_gb']:10.2f}GB {r['llamacpp_peak_rss_gb']:12.2f}GB {r['identical_tensors']:>14s}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
