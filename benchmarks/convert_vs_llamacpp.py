@@ -27,10 +27,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from common import edgekit_exe, llama_cpp_tree
 
 REF_RUNNER = """
 import runpy, sys
@@ -64,21 +64,6 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024  # Linux: KiB
 
 
-def llama_cpp_source(work: Path, given: str | None) -> Path:
-    if given:
-        return Path(given)
-    version = metadata.version("llama-cpp-python")
-    dest = work / f"llama_cpp_python-{version}"
-    script = dest / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
-    if not script.exists():
-        dl = work / "sdist"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                        f"llama-cpp-python=={version}", "-d", str(dl)], check=True)
-        with tarfile.open(next(dl.glob("llama_cpp_python-*.tar.gz"))) as tar:
-            tar.extractall(work, filter="data")
-    return dest / "vendor" / "llama.cpp"
-
-
 def tensors_identical(a: Path, b: Path) -> tuple[int, int]:
     from gguf import GGUFReader
 
@@ -105,8 +90,8 @@ def main() -> None:
 
     work = Path(args.work).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    src = llama_cpp_source(work, args.llama_cpp_src)
-    edgekit = shutil.which("edgekit") or str(Path(sys.executable).parent / "edgekit")
+    src = llama_cpp_tree(work, args.llama_cpp_src)
+    edgekit = edgekit_exe()
     results = []
     for preset in args.presets.split(","):
         ckpt = work / preset

@@ -217,56 +217,63 @@ def write_base_gguf(ckpt: Checkpoint, path: Path, base: str = "F16", model_name:
 # ---------------------------------------------------------------- quantize
 
 
-class _QuantizeLog:
-    """Routes llama.cpp's log lines during quantization: progress and errors."""
-
-    STEP = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
-
-    def __init__(self, label: str, progress: Progress | None):
-        import llama_cpp
-
-        self.label, self.progress, self.errors = label, progress, []
-        self._cb = llama_cpp.llama_log_callback(self._on_log)
-
-    def _on_log(self, level, text, _user):
-        try:
-            if level == 3 and text.strip():
-                self.errors.append(text.decode("utf-8", "replace").strip())
-            m = self.STEP.search(text or b"")
-            if m and self.progress:
-                self.progress(self.label, int(m.group(1)), int(m.group(2)))
-        except Exception:  # never raise into C
-            pass
-
-    def __enter__(self):
-        import llama_cpp
-
-        llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
-        return self
-
-    def __exit__(self, *exc):
-        import llama_cpp
-        from llama_cpp import _logger
-
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        return False
+_STEP = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None,
                   progress: Progress | None = None) -> None:
-    import llama_cpp
+    """llama.cpp's llama_model_quantize, run in a child interpreter.
+
+    The child imports only llama_cpp, so its peak memory is llama.cpp's own (the
+    converter's torch and transformers are not loaded there), a crash inside
+    llama.cpp becomes an error message instead of killing the CLI, and progress
+    comes back as lines on its stdout.
+    """
+    import subprocess
+    import sys
+    import tempfile
 
     if quant not in QUANT_TYPES:
         raise EdgekitError(f"unknown quantization '{quant}'", f"choose from: {', '.join(QUANT_TYPES)}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(QUANT_TYPES[quant])
-    params.nthread = int(threads or 0)
-    with _QuantizeLog(f"quantize → {dst.name}", progress) as log:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    label = f"quantize → {dst.name}"
+    cmd = [sys.executable, "-m", "edgekit.converters.gguf", "quantize", str(src), str(dst), quant, str(threads or 0)]
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "progress" and progress:
+                progress(label, int(parts[1]), int(parts[2]))
+        rc = proc.wait()
+        err.seek(0)
+        errors = [ln.strip() for ln in err.read().splitlines() if ln.strip()]
     if rc != 0:
-        detail = log.errors[-1] if log.errors else f"return code {rc}"
+        detail = errors[-1] if errors else f"exit code {rc}"
         raise EdgekitError(f"llama.cpp failed to quantize {src.name} to {quant}: {detail}",
                            "check free disk space and that the base GGUF loads (edgekit inspect)")
+
+
+def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
+    import sys
+
+    import llama_cpp
+
+    def on_log(level, text, _user):
+        try:
+            m = _STEP.search(text or b"")
+            if m:
+                print(f"progress {int(m.group(1))} {int(m.group(2))}", flush=True)
+            elif level == 3 and text.strip():  # GGML_LOG_LEVEL_ERROR
+                sys.stderr.write(text.decode("utf-8", "replace").strip() + "\n")
+                sys.stderr.flush()
+        except Exception:  # never raise into C
+            pass
+
+    callback = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(QUANT_TYPES[quant])
+    params.nthread = nthread
+    return llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
 
 
 # ---------------------------------------------------------------- checks
@@ -390,3 +397,11 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
             tools=tool_versions(), host=host_facts(), total_s=round(time.perf_counter() - t_start, 3))
         manifest.write(tmp)
     return manifest
+
+
+if __name__ == "__main__":  # the quantization child: python -m edgekit.converters.gguf quantize SRC DST QUANT N
+    import sys
+
+    if len(sys.argv) == 6 and sys.argv[1] == "quantize":
+        sys.exit(1 if _quantize_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])) else 0)
+    sys.exit("usage: python -m edgekit.converters.gguf quantize SRC DST QUANT NTHREAD")

@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "synth": "edgekit.cli.synth:synth",
     "export": "edgekit.cli.export:export",
     "inspect": "edgekit.cli.inspect:inspect_cmd",
+    "bench": "edgekit.cli.bench:bench",
+    "report": "edgekit.cli.report:report",
+    "demo": "edgekit.cli.demo:demo",
 }
 
 

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""`edgekit bench` vs llama.cpp's own llama-bench on the same GGUF, same settings, same job.
+
+Builds llama-bench from the llama-cpp-python sdist matching the installed version
+(cached in the work folder; pass --cmake-args "-DGGML_CUDA=ON" for CUDA), runs
+`llama-bench -o json` and `edgekit bench --format llama-bench` with the same
+threads, -p, -n, -r and GPU layers, alternating them --rounds times so that
+drift in the machine hits both, and prints the pp and tg ratios
+(edgekit / llama-bench, median over rounds). Goal: >= 0.97.
+
+    python benchmarks/bench_vs_llamabench.py                      # r1-distill-qwen-1.5b Q4_K_M, CPU
+    python benchmarks/bench_vs_llamabench.py --gguf m.gguf --gpu-layers 99 --cmake-args "-DGGML_CUDA=ON"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import edgekit_exe, llama_cpp_tree
+
+
+def build_llama_bench(src: Path, build: Path, cmake_args: str) -> Path:
+    exe = build / "bin" / "llama-bench"
+    if exe.exists():
+        return exe
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+                    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", *cmake_args.split()], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(os.cpu_count())],
+                   check=True)
+    return exe
+
+
+def default_gguf(work: Path, preset: str, quant: str) -> Path:
+    edgekit = edgekit_exe()
+    out = work / f"{preset}-{quant}"
+    found = sorted(out.glob(f"*-{quant}.gguf"))
+    if found:
+        return found[0]
+    ckpt = work / preset
+    if not (ckpt / "config.json").exists():
+        subprocess.run([edgekit, "synth", preset, str(ckpt)], check=True)
+    subprocess.run([edgekit, "export", "gguf", str(ckpt), "-o", str(out), "--quant", quant, "--no-verify",
+                    "--force"], check=True)
+    return next(out.glob(f"*-{quant}.gguf"))
+
+
+def by_test(entries: list[dict]) -> dict[str, float]:
+    out = {}
+    for e in entries:
+        key = "pp" if e["n_prompt"] and not e["n_gen"] else "tg" if e["n_gen"] and not e["n_prompt"] else None
+        if key:
+            out[key] = float(e["avg_ts"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gguf", help="GGUF to measure (default: the preset exported to --quant, cached)")
+    ap.add_argument("--preset", default="r1-distill-qwen-1.5b")
+    ap.add_argument("--quant", default="Q4_K_M")
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-r", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--gpu-layers", type=int, default=0)
+    ap.add_argument("--flash-attn", choices=["on", "off"], default=None,
+                    help="pass the same flash-attention setting to both (default: each tool's auto)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternate the two tools this many times")
+    ap.add_argument("--work", default="bench-work")
+    ap.add_argument("--llama-cpp-src", help="an extracted llama.cpp tree (default: from the matching sdist)")
+    ap.add_argument("--llama-bench", help="a built llama-bench binary (skips the build)")
+    ap.add_argument("--cmake-args", default="", help='extra CMake flags, e.g. "-DGGML_CUDA=ON"')
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    work = Path(args.work).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    if args.llama_bench:
+        exe = Path(args.llama_bench)
+    else:
+        tag = "cuda" if "CUDA" in args.cmake_args.upper() else "cpu"
+        exe = build_llama_bench(llama_cpp_tree(work, args.llama_cpp_src), work / f"llama-bench-{tag}", args.cmake_args)
+    gguf = Path(args.gguf) if args.gguf else default_gguf(work, args.preset, args.quant)
+    edgekit = edgekit_exe()
+
+    common = ["-p", str(args.p), "-n", str(args.n), "-r", str(args.r)]
+    lb_cmd = [str(exe), "-m", str(gguf), "-t", str(args.threads), "-ngl", str(args.gpu_layers), *common, "-o", "json"]
+    ek_cmd = [edgekit, "bench", str(gguf), "--threads", str(args.threads), "--gpu-layers", str(args.gpu_layers),
+              *common, "--format", "llama-bench", "--json", "--power", "none"]
+    if args.flash_attn:
+        lb_cmd += ["-fa", "1" if args.flash_attn == "on" else "0"]
+        ek_cmd += ["--flash-attn", args.flash_attn]
+
+    rounds = []
+    for i in range(args.rounds):
+        lb = by_test(json.loads(subprocess.run(lb_cmd, check=True, capture_output=True, text=True).stdout))
+        ek = by_test(json.loads(subprocess.run(ek_cmd, check=True, capture_output=True, text=True).stdout))
+        rounds.append({"round": i + 1, "llama_bench": lb, "edgekit": ek,
+                       "pp_ratio": ek["pp"] / lb["pp"] if "pp" in lb else None,
+                       "tg_ratio": ek["tg"] / lb["tg"] if "tg" in lb else None})
+        print(json.dumps(rounds[-1]), flush=True)
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    summary = {"gguf": str(gguf), "threads": args.threads, "gpu_layers": args.gpu_layers, "p": args.p,
+               "n": args.n, "r": args.r, "rounds": args.rounds}
+    for test in ("pp", "tg"):
+        summary[f"llama_bench_{test}_tok_s"] = median(r["llama_bench"].get(test) for r in rounds)
+        summary[f"edgekit_{test}_tok_s"] = median(r["edgekit"].get(test) for r in rounds)
+        summary[f"{test}_ratio_median"] = median(r[f"{test}_ratio"] for r in rounds)
+    print()
+    for test in ("pp", "tg"):
+        if summary[f"{test}_ratio_median"] is None:
+            continue
+        print(f"{test}{args.p if test == 'pp' else args.n}: llama-bench {summary[f'llama_bench_{test}_tok_s']:.2f} tok/s, "
+              f"edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, ratio {summary[f'{test}_ratio_median']:.3f} "
+              f"(median of {args.rounds}; goal >= 0.97)")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""`edgekit bench`: speed, memory and power of one artifact, as one BenchResult."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+from edgekit.results import (ArtifactInfo, BenchResult, HostInfo, Metrics, PowerInfo, Roofline, RuntimeInfo,
+                             Settings, Stat, ToolInfo)
+
+Progress = Callable[[str, float, float], None]
+
+
+# ---------------------------------------------------------------- process memory
+
+
+def parse_vm_hwm_bytes(status_text: str) -> int | None:
+    """Peak resident set (VmHWM) from /proc/<pid>/status."""
+    for line in status_text.splitlines():
+        if line.startswith("VmHWM:"):
+            parts = line.split()
+            return int(parts[1]) * 1024
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    try:
+        value = parse_vm_hwm_bytes(Path("/proc/self/status").read_text())
+        if value:
+            return value
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if platform.system() == "Darwin" else rss * 1024
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def resolve_artifact(path: Path) -> tuple[Path, str]:
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"{path} does not exist", "pass a .gguf file or an edgekit export folder")
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0], "gguf"
+        if not ggufs:
+            raise EdgekitError(f"{path} holds no .gguf file", "pass a .gguf file or a GGUF export folder")
+        raise EdgekitError(f"{path} holds {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)})",
+                           "pass one of them")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        return path, "gguf"
+    raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})",
+                       "pass a .gguf file, e.g. one written by edgekit export gguf")
+
+
+def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int) -> int:
+    if n_prompt < 0 or n_gen < 0:
+        raise EdgekitError("-p/--n-prompt and -n/--n-gen must not be negative", "pass 0 or more tokens")
+    if n_prompt == 0 and n_gen == 0:
+        raise EdgekitError("nothing to measure: -p/--n-prompt and -n/--n-gen are both 0",
+                           "ask for prompt tokens, generated tokens or both (defaults: -p 512 -n 128)")
+    if repetitions < 1:
+        raise EdgekitError("-r/--repetitions must be at least 1", "pass -r 5 (the default) or more")
+    need = max(n_prompt + 1, n_gen)
+    if ctx and ctx < need:
+        raise EdgekitError(f"--ctx {ctx} is smaller than the {need} tokens the run needs",
+                           f"pass --ctx {need} or more, or leave it out")
+    return ctx or need
+
+
+def host_info(accelerators: list[str]) -> HostInfo:
+    from edgekit.targets.host import host_facts
+
+    return HostInfo(**host_facts(), accelerators=accelerators)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
+               threads: int | None = None, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 512,
+               n_ubatch: int = 512, flash_attn: str = "auto", power: str = "auto", target: str = "auto",
+               idle_s: float = 2.0, sample_interval_s: float = 0.1, hash_artifact: bool = True,
+               progress: Progress | None = None) -> BenchResult:
+    from edgekit.inspect import inspect_gguf
+    from edgekit.manifest import sha256_of
+    from edgekit.power import Sampler, open_sensor
+    from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s
+    from edgekit.runners.llamacpp import LlamaCppRunner
+
+    ctx = check_settings(n_prompt, n_gen, repetitions, ctx)
+    threads = threads or os.cpu_count() or 1
+    facts = inspect_gguf(path)
+    warnings: list[str] = []
+
+    sensor, why_not = open_sensor(power, gpu_layers)
+    gpu_mem0 = sensor.memory_used_bytes() if sensor is not None and hasattr(sensor, "memory_used_bytes") else None
+    sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
+
+    reset_peak_rss()
+    runner = LlamaCppRunner(path, threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch,
+                            n_ubatch=n_ubatch, flash_attn=flash_attn)
+    pp_s: list[float] = []
+    tg_s: list[float] = []
+    ttft_s: list[float] = []
+    pp_windows: list[tuple[float, float]] = []
+    tg_windows: list[tuple[float, float]] = []
+    idle_window = None
+    gpu_peak = None
+    try:
+        load_s = runner.load()
+        if sampler:
+            sampler.start()
+            t_idle = time.perf_counter()
+            time.sleep(idle_s)
+            idle_window = (t_idle, time.perf_counter())
+        runner.warmup(n_prompt, n_gen)
+        total_steps = repetitions * ((n_prompt > 0) + (n_gen > 0) + (n_prompt > 0))
+        step = 0
+
+        def tick(label):
+            nonlocal step
+            step += 1
+            if progress:
+                progress(f"bench {path.name}", step, total_steps)
+
+        for _ in range(repetitions if n_prompt else 0):
+            t0 = time.perf_counter()
+            pp_s.append(runner.time_prompt(n_prompt))
+            pp_windows.append((t0, time.perf_counter()))
+            tick("pp")
+        for _ in range(repetitions if n_gen else 0):
+            t0 = time.perf_counter()
+            tg_s.append(runner.time_generate(n_gen))
+            tg_windows.append((t0, time.perf_counter()))
+            tick("tg")
+        for _ in range(repetitions if n_prompt else 0):
+            ttft_s.append(runner.time_first_token(n_prompt))
+            tick("ttft")
+        if gpu_mem0 is not None:
+            gpu_peak = max(0, sensor.memory_used_bytes() - gpu_mem0)
+        backend, build = runner.backend(), runner.system_info()
+    finally:
+        if sampler and sampler._thread:
+            sampler.stop()
+        runner.close()
+    rss = peak_rss_bytes()
+
+    power_info = PowerInfo(unavailable=why_not)
+    if sampler:
+        power_info = summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_gen, warnings)
+        sensor.close()
+
+    metrics = Metrics(
+        pp_tok_s=Stat.of([n_prompt / s for s in pp_s]) if pp_s else None,
+        tg_tok_s=Stat.of([n_gen / s for s in tg_s]) if tg_s else None,
+        ttft_s=Stat.of(ttft_s) if ttft_s else None,
+        load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
+
+    roofline = None
+    if n_gen and backend == "CPU":
+        bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
+        host = host_info([])
+        bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
+        bound = bw * 1e9 / bpt
+        roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
+                            tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
+    elif n_gen:
+        warnings.append(f"no roofline for the {backend} backend yet: its memory bandwidth is not known to edgekit")
+
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    from edgekit import __version__
+
+    return BenchResult(
+        tool=ToolInfo(version=__version__),
+        host=host_info([backend] if backend != "CPU" else []),
+        target=("local host" if target == "auto" else target),
+        artifact=ArtifactInfo(path=str(path), format="gguf", quant=facts["quant"], size_bytes=facts["size_bytes"],
+                              sha256=sha256_of(path) if hash_artifact else None, n_params=facts["n_params"],
+                              architecture=facts["architecture"]),
+        runtime=RuntimeInfo(name="llama.cpp", version=f"llama-cpp-python {version}", backend=backend,
+                            build_flags=build),
+        settings=Settings(n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
+                          gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
+        metrics=metrics, power=power_info, roofline=roofline, warnings=warnings)
+
+
+def summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_gen, warnings) -> PowerInfo:
+    sensor = sampler.sensor
+    idle_w = sampler.mean_w([idle_window]) if idle_window else None
+    info = PowerInfo(source=sensor.name, excludes=sensor.excludes, sample_interval_s=sampler.interval_s,
+                     idle_w=idle_w,
+                     samples=[(round(t - sampler.t0, 4), round(w, 4)) for t, w in sampler.samples])
+    for phase, windows, n_tok in (("pp", pp_windows, n_prompt), ("tg", tg_windows, n_gen)):
+        if not windows:
+            continue
+        seconds = sum(b - a for a, b in windows)
+        if seconds / len(windows) < 5 * sampler.interval_s:
+            warnings.append(f"{phase} phases last {seconds / len(windows):.3f} s each, under 5 power samples: "
+                            f"its watts are rough; use more tokens")
+        avg_w = sampler.mean_w(windows)
+        energy = avg_w * seconds
+        tokens = n_tok * len(windows)
+        setattr(info, f"{phase}_avg_w", avg_w)
+        setattr(info, f"{phase}_j_per_tok", energy / tokens)
+        if idle_w is not None:
+            setattr(info, f"{phase}_j_per_tok_above_idle", (avg_w - idle_w) * seconds / tokens)
+    if sampler.errors:
+        warnings.append("power sampling stopped early: " + sampler.errors[0])
+    return info

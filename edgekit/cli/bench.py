@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-p", "--n-prompt", default=512, show_default=True, help="Prompt tokens per pp test.")
+@click.option("-n", "--n-gen", default=128, show_default=True, help="Generated tokens per tg test.")
+@click.option("-r", "--repetitions", default=5, show_default=True, help="Repetitions of each test.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--gpu-layers", default=0, show_default=True, help="Layers offloaded to the GPU (99: all).")
+@click.option("--ctx", default=0, help="Context size (default: what the run needs).")
+@click.option("--batch", "n_batch", default=512, show_default=True, help="Logical batch for prompt decoding.")
+@click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Physical batch.")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--power", default="auto", show_default=True,
+              help="Power sensor: auto, none, rapl or nvml. Without one the run completes and says why.")
+@click.option("--target", default="auto", show_default=True, help="Name of the device the run is on.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
+@click.option("--format", "fmt", type=click.Choice(["edgekit", "llama-bench"]), default="edgekit",
+              show_default=True, help="JSON layout of -o/--json: edgekit's schema or llama-bench's field names.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
+def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, power,
+          target, output, fmt, as_json):
+    """Measure prompt processing, generation, TTFT, memory and power of ARTIFACT (a GGUF)."""
+    from edgekit.bench import bench_gguf, resolve_artifact
+    from edgekit.cli._progress import progress_bars
+
+    path, _fmt = resolve_artifact(artifact)
+    with progress_bars(not as_json) as report:
+        result = bench_gguf(path, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
+                            gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                            flash_attn=flash_attn, power=power, target=target, progress=report)
+    text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
+    if output:
+        from edgekit.atomic import atomic_file
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(output) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(text)
+        return
+    from rich.console import Console
+
+    from edgekit.cli.report import results_table
+
+    console = Console()
+    console.print(results_table([result]))
+    if result.power.source is None:
+        console.print(f"power: none ({result.power.unavailable})")
+    for w in result.warnings:
+        console.print(f"warning: {w}")
+    if output:
+        console.print(f"wrote {output}")

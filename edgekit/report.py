@@ -1,0 +1,166 @@
+"""Comparison tables and plots from BenchResult files: a static HTML page or Markdown."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.results import BenchResult
+
+COLUMNS = ["artifact", "runtime", "target", "pp tok/s", "tg tok/s", "TTFT s", "peak mem", "W (tg)",
+           "J/token (tg)", "roofline %"]
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _pm(stat, spec=".1f") -> str:
+    return "-" if stat is None else f"{stat.mean:{spec}} ± {stat.stdev:{spec}}"
+
+
+def label(r: BenchResult) -> str:
+    name = Path(r.artifact.path).name
+    return name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})"
+
+
+def rows(results: list[BenchResult]) -> list[list[str]]:
+    out = []
+    for r in results:
+        m, p = r.metrics, r.power
+        mem = m.peak_rss_bytes + (m.peak_gpu_mem_bytes or 0)
+        out.append([
+            label(r), f"{r.runtime.name} {r.runtime.backend}", r.target,
+            _pm(m.pp_tok_s), _pm(m.tg_tok_s), _fmt(m.ttft_s.mean if m.ttft_s else None, ".3f"),
+            f"{mem / 2**20:.0f} MiB", _fmt(p.tg_avg_w, ".1f"), _fmt(p.tg_j_per_tok, ".3f"),
+            _fmt(r.roofline.efficiency * 100 if r.roofline and r.roofline.efficiency else None, ".0f"),
+        ])
+    return out
+
+
+def plots(results: list[BenchResult]) -> dict[str, bytes]:
+    """PNG images: tg tok/s and J/token per artifact/target, and pp vs tg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{label(r)}\n{r.target}" for r in results]
+    images = {}
+
+    def png(fig) -> bytes:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        return buf.getvalue()
+
+    tg = [r.metrics.tg_tok_s for r in results]
+    if any(tg):
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.6))
+        ax.bar(range(len(results)), [s.mean if s else 0 for s in tg], yerr=[s.stdev if s else 0 for s in tg],
+               color="#3a7ca5", capsize=4)
+        bounds = [r.roofline.tg_bound_tok_s if r.roofline else None for r in results]
+        for i, b in enumerate(bounds):
+            if b:
+                ax.plot([i - 0.4, i + 0.4], [b, b], color="#d1495b", lw=2, label="roofline bound" if i == 0 else None)
+        ax.set_xticks(range(len(results)), names, fontsize=8)
+        ax.set_ylabel("generation (tok/s)")
+        ax.set_title("Token generation speed")
+        if any(bounds):
+            ax.legend(fontsize=8)
+        images["tg"] = png(fig)
+    jpt = [r.power.tg_j_per_tok for r in results]
+    if any(j is not None for j in jpt):
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.6))
+        ax.bar(range(len(results)), [j or 0 for j in jpt], color="#edae49")
+        ax.set_xticks(range(len(results)), names, fontsize=8)
+        ax.set_ylabel("J / generated token")
+        ax.set_title("Energy per token (generation)")
+        images["energy"] = png(fig)
+    pts = [(r.metrics.pp_tok_s.mean, r.metrics.tg_tok_s.mean, label(r)) for r in results
+           if r.metrics.pp_tok_s and r.metrics.tg_tok_s]
+    if pts:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for pp, tg_, name in pts:
+            ax.scatter(pp, tg_, s=40)
+            ax.annotate(name, (pp, tg_), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("prompt processing (tok/s)")
+        ax.set_ylabel("generation (tok/s)")
+        ax.set_title("Prompt vs generation speed")
+        images["pp_vs_tg"] = png(fig)
+    return images
+
+
+def settings_line(results: list[BenchResult]) -> str:
+    s = {(r.settings.n_prompt, r.settings.n_gen, r.settings.repetitions, r.settings.threads) for r in results}
+    return "; ".join(f"pp{p} tg{n}, {rep} repetitions, {t} threads" for p, n, rep, t in sorted(s))
+
+
+def to_markdown(results: list[BenchResult]) -> str:
+    lines = ["# edgekit benchmark report", "", f"Settings: {settings_line(results)}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    notes = _notes(results)
+    if notes:
+        lines += ["", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(results: list[BenchResult]) -> list[str]:
+    notes = []
+    for r in results:
+        if r.power.source is None:
+            notes.append(f"{label(r)}: no power figure: {r.power.unavailable}")
+        elif r.power.excludes:
+            notes.append(f"{label(r)}: power from {r.power.source}; it does not see: {r.power.excludes}")
+        notes += [f"{label(r)}: {w}" for w in r.warnings]
+    return notes
+
+
+def to_html(results: list[BenchResult]) -> str:
+    imgs = plots(results)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows(results))
+    figures = "".join(
+        f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}"></figure>'
+        for k, v in imgs.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in _notes(results))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgekit benchmark report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th {{ background: #f0f0f0; }} td:first-child, td:nth-child(2), td:nth-child(3) {{ text-align: left; }}
+figure {{ display: inline-block; margin: 1em 1em 0 0; }}
+</style></head><body>
+<h1>edgekit benchmark report</h1>
+<p>Settings: {html.escape(settings_line(results))}. Mean ± sample standard deviation over repetitions;
+random prompt tokens (speed does not depend on token values).</p>
+<table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{figures}
+<ul>{notes}</ul>
+</body></html>
+"""
+
+
+def write_report(result_paths: list[Path], out: Path) -> Path:
+    from edgekit.atomic import atomic_file
+
+    if not result_paths:
+        raise EdgekitError("no result files given", "pass one or more JSON files written by edgekit bench -o")
+    results = [BenchResult.load(p) for p in result_paths]
+    out = Path(out)
+    if out.suffix.lower() in (".html", ".htm"):
+        text = to_html(results)
+    elif out.suffix.lower() == ".md":
+        text = to_markdown(results)
+    else:
+        raise EdgekitError(f"unknown report type '{out.suffix or out.name}'", "name the output report.html or report.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out

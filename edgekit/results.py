@@ -1,0 +1,174 @@
+"""The one result schema every runner fills: one JSON document per benchmark run.
+
+Units are suffixes: `_s` seconds, `_w` watts, `_j` joules, `_tok_s` tokens per
+second, `_bytes` bytes, `_gb_s` gigabytes (1e9) per second.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from edgekit.errors import EdgekitError
+
+SCHEMA_VERSION = 1
+
+
+class Stat(BaseModel):
+    """Mean, sample standard deviation and every sample."""
+
+    mean: float
+    stdev: float
+    samples: list[float]
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Stat":
+        if not samples:
+            raise ValueError("no samples")
+        return cls(mean=statistics.fmean(samples),
+                   stdev=statistics.stdev(samples) if len(samples) > 1 else 0.0, samples=list(samples))
+
+
+class ToolInfo(BaseModel):
+    name: str = "edgekit"
+    version: str
+
+
+class HostInfo(BaseModel):
+    hostname: str | None = None
+    os: str | None = None
+    machine: str | None = None
+    cpu_model: str | None = None
+    cpu_cores: int | None = None
+    ram_bytes: int | None = None
+    python: str | None = None
+    accelerators: list[str] = []
+
+
+class ArtifactInfo(BaseModel):
+    path: str
+    format: str                     # gguf, onnx, tensorrt
+    quant: str | None = None        # llama.cpp spelling
+    size_bytes: int
+    sha256: str | None = None
+    n_params: int | None = None
+    architecture: str | None = None
+
+
+class RuntimeInfo(BaseModel):
+    name: str                       # llama.cpp, onnxruntime, ...
+    version: str
+    backend: str                    # CPU, CUDA, Metal, ...
+    build_flags: str | None = None
+
+
+class Settings(BaseModel):
+    n_prompt: int
+    n_gen: int
+    repetitions: int
+    threads: int
+    gpu_layers: int
+    ctx: int
+    n_batch: int
+    n_ubatch: int
+    flash_attn: str
+    warmup: bool = True
+    random_tokens: bool = True      # speed does not depend on token values; llama-bench does the same
+
+
+class Metrics(BaseModel):
+    pp_tok_s: Stat | None = None
+    tg_tok_s: Stat | None = None
+    ttft_s: Stat | None = None      # prompt of n_prompt tokens + the first generated token
+    load_s: float
+    peak_rss_bytes: int
+    peak_gpu_mem_bytes: int | None = None
+
+
+class PowerInfo(BaseModel):
+    source: str | None = None       # e.g. "rapl:package-0+dram", "nvml:GPU0 total energy"
+    excludes: str | None = None     # what the sensor cannot see
+    unavailable: str | None = None  # why there is no power figure, when there is none
+    sample_interval_s: float | None = None
+    idle_w: float | None = None
+    pp_avg_w: float | None = None
+    tg_avg_w: float | None = None
+    pp_j_per_tok: float | None = None
+    tg_j_per_tok: float | None = None
+    pp_j_per_tok_above_idle: float | None = None
+    tg_j_per_tok_above_idle: float | None = None
+    samples: list[tuple[float, float]] = []   # (seconds since run start, watts)
+    raw_log: str | None = None
+
+
+class Roofline(BaseModel):
+    bandwidth_gb_s: float
+    bandwidth_source: str           # "measured: ..." or a spec sheet
+    bytes_per_token: int            # weights read per token + KV cache at the mean context of the tg run
+    tg_bound_tok_s: float
+    efficiency: float | None = None  # achieved tg / bound
+
+
+class BenchResult(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    tool: ToolInfo
+    created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    host: HostInfo
+    target: str
+    artifact: ArtifactInfo
+    runtime: RuntimeInfo
+    settings: Settings
+    metrics: Metrics
+    power: PowerInfo
+    roofline: Roofline | None = None
+    warnings: list[str] = []
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> "BenchResult":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgekitError(f"{path} does not exist", "pass result files written by edgekit bench -o") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EdgekitError(f"{path} is not JSON ({' '.join(str(e).split())})",
+                               "pass result files written by edgekit bench -o") from None
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise EdgekitError(f"{path} has schema_version {data['schema_version']}, newer than this edgekit's "
+                               f"{SCHEMA_VERSION}", "upgrade edgekit")
+        try:
+            return cls.model_validate(data)
+        except Exception as e:
+            raise EdgekitError(f"{path} is not an edgekit bench result ({' '.join(str(e).split())[:160]})",
+                               "pass result files written by edgekit bench -o (llama-bench format is output only)") from None
+
+    def to_llama_bench(self) -> list[dict[str, Any]]:
+        """llama-bench's JSON (`-o json`): one object per test, pp and tg, for the overlapping fields."""
+        s, m = self.settings, self.metrics
+        base = {
+            "build_commit": None, "build_number": None,
+            "cpu_info": self.host.cpu_model, "gpu_info": ", ".join(self.host.accelerators),
+            "backends": self.runtime.backend, "model_filename": self.artifact.path,
+            "model_type": f"{self.artifact.architecture or '?'} {self.artifact.quant or '?'}",
+            "model_size": self.artifact.size_bytes, "model_n_params": self.artifact.n_params,
+            "n_batch": s.n_batch, "n_ubatch": s.n_ubatch, "n_threads": s.threads, "n_gpu_layers": s.gpu_layers,
+            "flash_attn": {"on": 1, "off": 0}.get(s.flash_attn, -1), "n_depth": 0, "test_time": self.created_utc,
+        }
+        out = []
+        for n_prompt, n_gen, n_tok, stat in ((s.n_prompt, 0, s.n_prompt, m.pp_tok_s), (0, s.n_gen, s.n_gen, m.tg_tok_s)):
+            if stat is None:
+                continue
+            samples_ns = [round(n_tok / ts * 1e9) for ts in stat.samples]
+            out.append({**base, "n_prompt": n_prompt, "n_gen": n_gen,
+                        "avg_ns": round(statistics.fmean(samples_ns)),
+                        "stddev_ns": round(statistics.stdev(samples_ns)) if len(samples_ns) > 1 else 0,
+                        "avg_ts": stat.mean, "stddev_ts": stat.stdev,
+                        "samples_ns": samples_ns, "samples_ts": stat.samples})
+        return out

@@ -1,0 +1,76 @@
+"""Memory-bandwidth roofline for token generation.
+
+Generating one token reads every weight once (the token embedding excepted: one
+row) plus the KV cache up to the current position, so tg tok/s <= bandwidth /
+bytes per token. Bandwidth comes from the target's spec sheet or, for the host,
+from a measured multi-threaded copy (cached per machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
+
+
+def gguf_bytes_per_token(path: Path, ctx_tokens: float, kv_bytes_per_elem: int = 2) -> tuple[int, dict]:
+    """Bytes read to generate one token at a context of `ctx_tokens`, and the parts."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    names = {t.name for t in reader.tensors}
+    weights = sum(int(t.n_bytes) for t in reader.tensors
+                  if not (t.name == "token_embd.weight" and "output.weight" in names)
+                  and not t.name.startswith("rope_freqs"))
+    arch = reader.fields["general.architecture"].contents()
+
+    def field(key, default=None):
+        f = reader.fields.get(f"{arch}.{key}")
+        return f.contents() if f is not None else default
+
+    n_layer, n_embd = int(field("block_count")), int(field("embedding_length"))
+    n_head = int(field("attention.head_count"))
+    n_kv = int(field("attention.head_count_kv", n_head))
+    k_len = int(field("attention.key_length", n_embd // n_head))
+    v_len = int(field("attention.value_length", n_embd // n_head))
+    kv_per_pos = n_layer * n_kv * (k_len + v_len) * kv_bytes_per_elem
+    total = int(weights + kv_per_pos * ctx_tokens)
+    return total, {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos, "ctx_tokens": ctx_tokens}
+
+
+def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repeats: int = 5) -> float:
+    """Best-of-N multi-threaded numpy copy: (read + write) bytes / seconds, in GB/s."""
+    threads = threads or os.cpu_count() or 1
+    n = mib * 2**20 // 8 // threads
+    srcs = [np.ones(n) for _ in range(threads)]
+    dsts = [np.empty(n) for _ in range(threads)]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(lambda i: np.copyto(dsts[i], srcs[i]), range(threads)))
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n * 8 * threads / best / 1e9
+
+
+def host_bandwidth_gb_s(host_key: str) -> tuple[float, str]:
+    """Measured once per machine and cached."""
+    cache = CACHE / "bandwidth.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    if host_key not in known:
+        known[host_key] = round(measure_copy_bandwidth_gb_s(), 2)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(known, indent=2))
+        except OSError:
+            pass
+    return known[host_key], f"measured: {os.cpu_count()}-thread numpy copy, cached in {cache}"

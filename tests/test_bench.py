@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.bench import bench_gguf, parse_vm_hwm_bytes
+from edgekit.cli import cli
+from edgekit.results import BenchResult, Stat
+
+from helpers import assert_one_line_error
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(exported, tiny_qwen2):
+    out, manifest = exported(tiny_qwen2)
+    return out / next(f.file for f in manifest.files if f.quant == "Q4_K_M")
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tiny_gguf) -> BenchResult:
+    return bench_gguf(tiny_gguf, n_prompt=32, n_gen=8, repetitions=3, threads=2, idle_s=0.2)
+
+
+def test_bench_metrics_are_positive_finite_and_consistent(tiny_result, tiny_gguf):
+    r, m = tiny_result, tiny_result.metrics
+    for stat in (m.pp_tok_s, m.tg_tok_s, m.ttft_s):
+        assert len(stat.samples) == 3
+        assert all(math.isfinite(x) and x > 0 for x in stat.samples)
+        assert stat.mean == pytest.approx(sum(stat.samples) / 3)
+    # TTFT covers a 32-token prompt plus one token: longer than the prompt alone on average
+    assert m.ttft_s.mean > 32 / m.pp_tok_s.mean * 0.5
+    assert m.load_s > 0 and m.peak_rss_bytes > tiny_gguf.stat().st_size
+    assert r.artifact.quant == "Q4_K_M" and r.artifact.format == "gguf" and len(r.artifact.sha256) == 64
+    assert r.runtime.backend == "CPU" and r.settings.ctx >= 33 and r.settings.random_tokens
+    assert r.roofline.bytes_per_token > 0 and r.roofline.tg_bound_tok_s > 0
+    assert r.roofline.efficiency == pytest.approx(m.tg_tok_s.mean / r.roofline.tg_bound_tok_s)
+    if r.power.source is None:  # no readable sensor here: say why, make nothing up
+        assert r.power.unavailable and r.power.tg_j_per_tok is None and r.power.samples == []
+    else:
+        assert r.power.tg_j_per_tok > 0
+
+
+def test_schema_round_trip(tiny_result, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(tiny_result.to_json())
+    again = BenchResult.load(path)
+    assert again == tiny_result
+    assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_llama_bench_export(tiny_result):
+    tests = tiny_result.to_llama_bench()
+    assert [(t["n_prompt"], t["n_gen"]) for t in tests] == [(32, 0), (0, 8)]
+    pp, tg = tests
+    assert pp["avg_ts"] == tiny_result.metrics.pp_tok_s.mean
+    assert tg["stddev_ts"] == tiny_result.metrics.tg_tok_s.stdev
+    for t, n in ((pp, 32), (tg, 8)):
+        assert len(t["samples_ns"]) == 3
+        for ns, ts in zip(t["samples_ns"], t["samples_ts"]):
+            assert ns == pytest.approx(n / ts * 1e9, rel=1e-6)
+    assert pp["model_size"] == tiny_result.artifact.size_bytes and pp["n_threads"] == 2
+    assert pp["backends"] == "CPU"
+
+
+def test_stat_of_one_sample_has_zero_stdev():
+    assert Stat.of([3.0]).stdev == 0.0
+    assert Stat.of([1.0, 3.0]).stdev == pytest.approx(math.sqrt(2))
+
+
+def test_vm_hwm_parser():
+    text = "Name:\tpython\nVmPeak:\t 2000 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 1000 kB\n"
+    assert parse_vm_hwm_bytes(text) == 123456 * 1024
+    assert parse_vm_hwm_bytes("Name: x\n") is None
+
+
+def test_report_html_and_markdown(tiny_result, tmp_path):
+    from edgekit.report import write_report
+
+    a = tmp_path / "a.json"
+    a.write_text(tiny_result.to_json())
+    b_data = json.loads(tiny_result.to_json())
+    b_data["artifact"]["path"] = "/models/other-Q8_0.gguf"
+    b_data["artifact"]["quant"] = "Q8_0"
+    b_data["power"].update(source="rapl:package-0", excludes="GPU", tg_avg_w=12.5, tg_j_per_tok=0.25)
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(b_data))
+    html = write_report([a, b], tmp_path / "report.html").read_text()
+    assert html.count("<tr>") == 3 and "other-Q8_0.gguf" in html and "0.250" in html
+    pngs = [base64.b64decode(chunk.split('"')[0]) for chunk in html.split("data:image/png;base64,")[1:]]
+    assert len(pngs) == 3 and all(p.startswith(b"\x89PNG") for p in pngs)
+    md = write_report([a, b], tmp_path / "report.md").read_text()
+    assert md.count("\n| ") == 3 and "tiny-qwen2-Q4_K_M.gguf" in md
+
+
+def test_cli_bench_writes_json_and_llama_bench_format(tiny_gguf, tmp_path):
+    r = CliRunner().invoke(cli, ["bench", str(tiny_gguf), "-p", "16", "-n", "4", "-r", "1", "--threads", "2",
+                                 "-o", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "tok/s" in r.output and BenchResult.load(tmp_path / "r.json").settings.n_gen == 4
+    r = CliRunner().invoke(cli, ["bench", str(tiny_gguf), "-p", "0", "-n", "4", "-r", "2", "--threads", "2",
+                                 "--format", "llama-bench", "--json", "--power", "none"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [(t["n_prompt"], t["n_gen"]) for t in data] == [(0, 4)]
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "r.json"), "-o", str(tmp_path / "rep.md")])
+    assert r.exit_code == 0 and (tmp_path / "rep.md").exists()
+
+
+def test_cli_bench_bad_inputs(tiny_gguf, tmp_path):
+    run = lambda *a: CliRunner().invoke(cli, ["bench", *map(str, a)])  # noqa: E731
+    assert_one_line_error(run(tmp_path / "nope.gguf"), "does not exist")
+    (tmp_path / "x.gguf").write_text("not a model")
+    assert_one_line_error(run(tmp_path / "x.gguf"), "not a GGUF file")
+    assert_one_line_error(run(tiny_gguf, "-p", "0", "-n", "0"), "nothing to measure")
+    assert_one_line_error(run(tiny_gguf, "-r", "0"), "repetitions")
+    assert_one_line_error(run(tiny_gguf, "-p", "64", "-n", "8", "--ctx", "16"), "--ctx 16", "65 tokens")
+    assert_one_line_error(run(tiny_gguf, "--power", "tegra"), "unknown power sensor")
+    (tmp_path / "junk.json").write_text("{}")
+    assert_one_line_error(CliRunner().invoke(cli, ["report", str(tmp_path / "junk.json"), "-o",
+                                                   str(tmp_path / "r.html")]), "not an edgekit bench result")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    from edgekit.demo import run_demo
+
+    said = []
+    outcome = run_demo(tmp_path / "demo", n_prompt=16, n_gen=4, repetitions=1, threads=2, say=said.append)
+    assert len(said) >= 4 and outcome.report.exists()
+    names = {p.name for p in outcome.result_files}
+    assert {"small-qwen2-Q4_K_M.json", "small-qwen2-Q8_0.json"} <= names
+    assert "<table" in outcome.report.read_text()
