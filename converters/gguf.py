@@ -279,23 +279,65 @@ def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
 # ---------------------------------------------------------------- checks
 
 
-def check_gguf_complete(path: Path) -> gguf.GGUFReader:
-    """Open a GGUF and make sure every tensor's data lies inside the file."""
+class _InitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+def _ggml_gguf():
+    """ggml's own GGUF reader (libggml-base, shipped with llama-cpp-python): it reads the
+    header and tensor infos in C, where gguf-py's reader walks every token string in Python."""
+    import llama_cpp
+
+    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("*ggml-base.*"))
+    if not libs:
+        return None
+    lib = ctypes.CDLL(str(libs[0]))
+    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _InitParams]
+    lib.gguf_init_from_file.restype = ctypes.c_void_p
+    lib.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
+    lib.gguf_get_data_offset.restype = ctypes.c_size_t
+    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
+    lib.gguf_get_n_tensors.restype = ctypes.c_int64
+    for fn in (lib.gguf_get_tensor_offset, lib.gguf_get_tensor_size):
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        fn.restype = ctypes.c_size_t
+    lib.gguf_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def gguf_data_end(path: Path) -> int | None:
+    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable."""
+    lib = _ggml_gguf()
+    if lib is None:  # no ggml library next to llama_cpp: fall back to gguf-py (slow on big vocabularies)
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception:
+            return None
+        return max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
+    if not ctx:
+        return None
+    try:
+        base = lib.gguf_get_data_offset(ctx)
+        return max((base + lib.gguf_get_tensor_offset(ctx, i) + lib.gguf_get_tensor_size(ctx, i)
+                    for i in range(lib.gguf_get_n_tensors(ctx))), default=base)
+    finally:
+        lib.gguf_free(ctx)
+
+
+def check_gguf_complete(path: Path) -> None:
+    """A GGUF whose header parses and whose every tensor lies inside the file."""
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
         raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})", "pass a .gguf file")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:
-        raise EdgekitError(f"{path} is truncated or corrupt ({' '.join(str(e).split())[:160]})",
-                           "re-create it with edgekit export, or download it again") from None
-    size = path.stat().st_size
-    for t in reader.tensors:
-        if int(t.data_offset) + int(t.n_bytes) > size:
-            raise EdgekitError(f"{path} is truncated: tensor {t.name} ends past the end of the file",
-                               "re-create it with edgekit export, or download it again")
-    return reader
+    end = gguf_data_end(path)
+    if end is None:
+        raise EdgekitError(f"{path} is truncated or corrupt (its header does not parse)",
+                           "re-create it with edgekit export, or download it again")
+    if end > path.stat().st_size:
+        raise EdgekitError(f"{path} is truncated: its tensors end at byte {end}, the file has {path.stat().st_size}",
+                           "re-create it with edgekit export, or download it again")
 
 
 def timed(fn, *args, **kwargs):

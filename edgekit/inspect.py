@@ -37,7 +37,10 @@ def _field(reader, key: str, default=None):
 def inspect_gguf(path: Path) -> dict:
     from edgekit.converters.gguf import check_gguf_complete, file_type_name
 
-    reader = check_gguf_complete(path)
+    check_gguf_complete(path)
+    import gguf
+
+    reader = gguf.GGUFReader(path)
     arch = _field(reader, "general.architecture", "unknown")
     a = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
     tokens = reader.fields.get("tokenizer.ggml.tokens")
