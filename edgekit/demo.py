@@ -7,6 +7,8 @@ it is benchmarked too and writes a short completion, so there is real text to re
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -57,7 +59,6 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
              threads: int | None = None, force: bool = True,
              progress: Callable[[str, float, float], None] | None = None,
              say: Callable[[str], None] = print) -> DemoOutcome:
-    from edgekit.bench import bench_gguf
     from edgekit.converters.gguf import export_gguf
     from edgekit.report import write_report
     from edgekit.synth import synthesize
@@ -85,10 +86,16 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
     results_dir = out_dir / "results"
     results_dir.mkdir(exist_ok=True)
     for path in artifacts:
-        result = bench_gguf(path, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
-                            idle_s=1.0, progress=progress)
+        # each run in a fresh process, as a user would run it: its peak memory is its own
         dest = results_dir / (path.stem + ".json")
-        dest.write_text(result.to_json() + "\n", encoding="utf-8")
+        cmd = [sys.executable, "-m", "edgekit", "bench", str(path), "-p", str(n_prompt), "-n", str(n_gen),
+               "-r", str(repetitions), "-o", str(dest), "--json"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise EdgekitError(f"benchmarking {path.name} failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+        say(f"    {path.name}: done")
         outcome.result_files.append(dest)
     say("4/4 writing the report")
     outcome.report = write_report(outcome.result_files, out_dir / "report.html")

@@ -60,14 +60,14 @@ def plots(results: list[BenchResult]) -> dict[str, bytes]:
 
     tg = [r.metrics.tg_tok_s for r in results]
     if any(tg):
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.6))
+        fig, ax = plt.subplots(figsize=(max(5.5, 2.2 * len(results)), 4.2))
         ax.bar(range(len(results)), [s.mean if s else 0 for s in tg], yerr=[s.stdev if s else 0 for s in tg],
                color="#3a7ca5", capsize=4)
         bounds = [r.roofline.tg_bound_tok_s if r.roofline else None for r in results]
         for i, b in enumerate(bounds):
             if b:
                 ax.plot([i - 0.4, i + 0.4], [b, b], color="#d1495b", lw=2, label="roofline bound" if i == 0 else None)
-        ax.set_xticks(range(len(results)), names, fontsize=8)
+        ax.set_xticks(range(len(results)), names, fontsize=8, rotation=20, ha="right")
         ax.set_ylabel("generation (tok/s)")
         ax.set_title("Token generation speed")
         if any(bounds):
@@ -75,9 +75,9 @@ def plots(results: list[BenchResult]) -> dict[str, bytes]:
         images["tg"] = png(fig)
     jpt = [r.power.tg_j_per_tok for r in results]
     if any(j is not None for j in jpt):
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.6))
+        fig, ax = plt.subplots(figsize=(max(5.5, 2.2 * len(results)), 4.2))
         ax.bar(range(len(results)), [j or 0 for j in jpt], color="#edae49")
-        ax.set_xticks(range(len(results)), names, fontsize=8)
+        ax.set_xticks(range(len(results)), names, fontsize=8, rotation=20, ha="right")
         ax.set_ylabel("J / generated token")
         ax.set_title("Energy per token (generation)")
         images["energy"] = png(fig)
@@ -111,14 +111,15 @@ def to_markdown(results: list[BenchResult]) -> str:
 
 
 def _notes(results: list[BenchResult]) -> list[str]:
-    notes = []
+    """One line per distinct note, naming the results it applies to."""
+    by_text: dict[str, list[str]] = {}
     for r in results:
-        if r.power.source is None:
-            notes.append(f"{label(r)}: no power figure: {r.power.unavailable}")
-        elif r.power.excludes:
-            notes.append(f"{label(r)}: power from {r.power.source}; it does not see: {r.power.excludes}")
-        notes += [f"{label(r)}: {w}" for w in r.warnings]
-    return notes
+        texts = [f"no power figure: {r.power.unavailable}" if r.power.source is None else
+                 f"power from {r.power.source}; it does not see: {r.power.excludes}", *r.warnings]
+        for text in texts:
+            by_text.setdefault(text, []).append(label(r))
+    return [f"{text} ({'all results' if len(names) == len(results) > 1 else ', '.join(names)})"
+            for text, names in by_text.items()]
 
 
 def to_html(results: list[BenchResult]) -> str:
@@ -134,7 +135,8 @@ def to_html(results: list[BenchResult]) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-th {{ background: #f0f0f0; }} td:first-child, td:nth-child(2), td:nth-child(3) {{ text-align: left; }}
+th {{ background: #f0f0f0; }}
+td:first-child, td:nth-child(2), td:nth-child(3), th:first-child, th:nth-child(2), th:nth-child(3) {{ text-align: left; }}
 figure {{ display: inline-block; margin: 1em 1em 0 0; }}
 </style></head><body>
 <h1>edgekit benchmark report</h1>

@@ -101,6 +101,7 @@ def test_cli_bench_writes_json_and_llama_bench_format(tiny_gguf, tmp_path):
                                  "-o", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     assert "tok/s" in r.output and BenchResult.load(tmp_path / "r.json").settings.n_gen == 4
+    assert "llama_model_loader" not in r.output  # llama.cpp's own log stays quiet
     r = CliRunner().invoke(cli, ["bench", str(tiny_gguf), "-p", "0", "-n", "4", "-r", "2", "--threads", "2",
                                  "--format", "llama-bench", "--json", "--power", "none"])
     assert r.exit_code == 0, r.output
@@ -115,6 +116,8 @@ def test_cli_bench_bad_inputs(tiny_gguf, tmp_path):
     assert_one_line_error(run(tmp_path / "nope.gguf"), "does not exist")
     (tmp_path / "x.gguf").write_text("not a model")
     assert_one_line_error(run(tmp_path / "x.gguf"), "not a GGUF file")
+    (tmp_path / "cut.gguf").write_bytes(tiny_gguf.read_bytes()[:-4096])
+    assert_one_line_error(run(tmp_path / "cut.gguf"), "truncated")
     assert_one_line_error(run(tiny_gguf, "-p", "0", "-n", "0"), "nothing to measure")
     assert_one_line_error(run(tiny_gguf, "-r", "0"), "repetitions")
     assert_one_line_error(run(tiny_gguf, "-p", "64", "-n", "8", "--ctx", "16"), "--ctx 16", "65 tokens")

@@ -25,3 +25,11 @@ def progress_bars(enabled: bool = True):
             bars.update(tasks[label], completed=done, total=total or None)
 
         yield report
+
+
+def stdout_console():
+    """A rich console for tables: its real width on a terminal, 160 columns in logs and pipes."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -45,12 +45,18 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     if as_json:
         click.echo(text)
         return
-    from rich.console import Console
+    from edgekit.cli._progress import stdout_console
+    from rich.table import Table
 
-    from edgekit.cli.report import results_table
+    from edgekit.report import COLUMNS, rows
 
-    console = Console()
-    console.print(results_table([result]))
+    console = stdout_console()
+    table = Table(show_header=False, title=f"{path.name} ({result.runtime.name} {result.runtime.backend}, "
+                                           f"{result.settings.threads} threads)")
+    for name, value in zip(COLUMNS[3:], rows([result])[0][3:]):
+        table.add_row(name, value)
+    table.add_row("load s", f"{result.metrics.load_s:.3f}")
+    console.print(table)
     if result.power.source is None:
         console.print(f"power: none ({result.power.unavailable})")
     for w in result.warnings:

@@ -14,7 +14,7 @@ import click
 @click.option("--threads", type=int, default=None)
 def demo(out_dir, n_prompt, n_gen, repetitions, threads):
     """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0, bench, report."""
-    from rich.console import Console
+    from edgekit.cli._progress import stdout_console
 
     from edgekit.cli._progress import progress_bars
     from edgekit.cli.report import results_table
@@ -24,7 +24,7 @@ def demo(out_dir, n_prompt, n_gen, repetitions, threads):
     with progress_bars() as report:
         outcome = run_demo(out_dir, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
                            progress=report, say=lambda s: click.echo(s, err=True))
-    console = Console()
+    console = stdout_console()
     console.print(results_table([BenchResult.load(p) for p in outcome.result_files]))
     if outcome.completion is not None:
         from edgekit.demo import GEMMA_PROMPT

@@ -35,7 +35,7 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
     if as_json:
         click.echo(json.dumps(manifest.model_dump(), indent=2))
         return
-    from rich.console import Console
+    from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
     table = Table(title=f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
@@ -44,7 +44,7 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
         table.add_column(col, justify="right" if col in ("size", "seconds") else "left")
     for f in manifest.files:
         table.add_row(f.file, f.quant, f"{f.size_bytes / 2**20:.1f} MiB", f"{f.seconds:.1f}", _check_text(f.verify))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _check_text(v: dict | None) -> str:

@@ -20,7 +20,7 @@ def inspect_cmd(path, as_json):
     if as_json:
         click.echo(json.dumps(facts, indent=2, default=str))
         return
-    from rich.console import Console
+    from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
     table = Table(show_header=False, title=str(path))
@@ -28,7 +28,7 @@ def inspect_cmd(path, as_json):
     table.add_column("value")
     for key, value in _flatten(facts):
         table.add_row(key, value)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _flatten(facts: dict, prefix: str = ""):

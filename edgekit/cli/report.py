@@ -24,11 +24,11 @@ def results_table(results):
               help="report.html (table + plots) or report.md (table).")
 def report(results, output):
     """Compare RESULTS (JSON files from edgekit bench -o) in a table and plots."""
-    from rich.console import Console
+    from edgekit.cli._progress import stdout_console
 
     from edgekit.report import write_report
     from edgekit.results import BenchResult
 
     path = write_report(list(results), output)
-    Console().print(results_table([BenchResult.load(p) for p in results]))
+    stdout_console().print(results_table([BenchResult.load(p) for p in results]))
     click.echo(f"wrote {path}")

@@ -19,6 +19,29 @@ from edgekit.errors import EdgekitError
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
+_LOG = {"callback": None, "errors": []}
+
+
+def quiet_llama_logs() -> list[str]:
+    """Route llama.cpp's log to a list of its error lines (it prints everything by default).
+
+    Returns that list; it is kept for the process, so the C side never calls a freed callback.
+    """
+    import llama_cpp as L
+
+    if _LOG["callback"] is None:
+        def on_log(level, text, _user):
+            try:
+                if level == 3 and text and text.strip():  # GGML_LOG_LEVEL_ERROR
+                    _LOG["errors"].append(text.decode("utf-8", "replace").strip())
+                    del _LOG["errors"][:-20]
+            except Exception:  # never raise into C
+                pass
+
+        _LOG["callback"] = L.llama_log_callback(on_log)
+        L.llama_log_set(_LOG["callback"], ctypes.c_void_p(0))
+    return _LOG["errors"]
+
 
 class LlamaCppRunner:
     def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 512,
@@ -34,13 +57,16 @@ class LlamaCppRunner:
         """Load model and context; returns seconds taken."""
         import llama_cpp as L
 
+        errors = quiet_llama_logs()
+        errors.clear()
         L.llama_backend_init()
         t0 = time.perf_counter()
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = self.gpu_layers
         self.model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
-            raise EdgekitError(f"llama.cpp could not load {self.path}",
+            detail = f" ({errors[-1]})" if errors else ""
+            raise EdgekitError(f"llama.cpp could not load {self.path}{detail}",
                                "check it with `edgekit inspect`; it may be truncated or from a newer llama.cpp")
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.ctx
@@ -51,7 +77,8 @@ class LlamaCppRunner:
         cparams.no_perf = True
         self.context = L.llama_init_from_model(self.model, cparams)
         if not self.context:
-            raise EdgekitError(f"llama.cpp could not create a context of {self.ctx} tokens for {self.path.name}",
+            detail = f" ({errors[-1]})" if errors else ""
+            raise EdgekitError(f"llama.cpp could not create a context of {self.ctx} tokens for {self.path.name}{detail}",
                                "lower --ctx or --gpu-layers (not enough memory)")
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
