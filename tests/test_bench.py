@@ -137,3 +137,16 @@ def test_demo_runs_end_to_end(tmp_path):
     names = {p.name for p in outcome.result_files}
     assert {"small-qwen2-Q4_K_M.json", "small-qwen2-Q8_0.json"} <= names
     assert "<table" in outcome.report.read_text()
+
+
+def test_runner_decodes_prompts_as_long_as_the_batch(tiny_gguf):
+    """The token buffer handed to llama_decode must hold the tokens asked for, at any length."""
+    from edgekit.runners.llamacpp import LlamaCppRunner
+
+    with LlamaCppRunner(tiny_gguf, threads=2, ctx=1024, n_batch=512) as runner:
+        for n in (1, 300, 512, 700):  # 700: two batches
+            runner.clear()
+            runner.prompt(n)
+            import llama_cpp
+
+            assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(runner.context), 0) == n - 1

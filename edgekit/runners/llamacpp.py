@@ -85,6 +85,7 @@ class LlamaCppRunner:
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
         self.bos = L.llama_vocab_bos(self.vocab)
         self._buf = (L.llama_token * max(self.n_batch, 1))()
+        self._tokens = np.frombuffer(self._buf, dtype=np.int32)  # a numpy view of the C array
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -129,7 +130,7 @@ class LlamaCppRunner:
         import llama_cpp as L
 
         n = len(tokens)
-        ctypes.memmove(self._buf, tokens.astype(np.int32).ctypes.data, n * 4)
+        self._tokens[:n] = tokens
         rc = L.llama_decode(self.context, L.llama_batch_get_one(self._buf, n))
         if rc != 0:
             raise EdgekitError(f"llama_decode failed with code {rc}", "lower -p/-n or raise --ctx")
