@@ -64,17 +64,28 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024  # Linux: KiB
 
 
-def tensors_identical(a: Path, b: Path) -> tuple[int, int]:
-    from gguf import GGUFReader
+TENSOR_DIGESTS = """
+import hashlib, json, sys
+from gguf import GGUFReader
+print(json.dumps({t.name: [int(t.tensor_type), hashlib.sha256(t.data.data).hexdigest()]
+                  for t in GGUFReader(sys.argv[1]).tensors}))
+"""
 
-    ra, rb = GGUFReader(a), GGUFReader(b)
-    tb = {t.name: t for t in rb.tensors}
-    same = 0
-    for t in ra.tensors:
-        o = tb.get(t.name)
-        if o is not None and t.tensor_type == o.tensor_type and bytes(t.data.data) == bytes(o.data.data):
-            same += 1
-    return same, max(len(ra.tensors), len(rb.tensors))
+
+def tensors_identical(a: Path, b: Path) -> tuple[int, int]:
+    """Tensors with the same type and bytes in both files, counted in child processes.
+
+    Reading two multi-GB files here would raise this process's RSS, and Linux carries a
+    parent's peak RSS into the ru_maxrss of every child it starts afterwards.
+    """
+    def digests(path):
+        out = subprocess.run([sys.executable, "-c", TENSOR_DIGESTS, str(path)], check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    da, db = digests(a), digests(b)
+    same = sum(1 for name, d in da.items() if db.get(name) == d)
+    return same, max(len(da), len(db))
 
 
 def main() -> None:

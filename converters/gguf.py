@@ -262,7 +262,7 @@ def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
             m = _STEP.search(text or b"")
             if m:
                 print(f"progress {int(m.group(1))} {int(m.group(2))}", flush=True)
-            elif level == 3 and text.strip():  # GGML_LOG_LEVEL_ERROR
+            elif level == 4 and text.strip():  # GGML_LOG_LEVEL_ERROR (ggml.h: WARN 3, ERROR 4)
                 sys.stderr.write(text.decode("utf-8", "replace").strip() + "\n")
                 sys.stderr.flush()
         except Exception:  # never raise into C

@@ -73,7 +73,19 @@ def resolve_artifact(path: Path) -> tuple[Path, str]:
                        "pass a .gguf file, e.g. one written by edgekit export gguf")
 
 
-def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int) -> int:
+def default_threads() -> int:
+    """CPUs this process may run on (affinity and cgroup cpusets respected where Linux says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int, threads: int = 1,
+                   n_batch: int = 1, n_ubatch: int = 1) -> int:
+    for name, value in (("--threads", threads), ("--batch", n_batch), ("--ubatch", n_ubatch)):
+        if value < 1:
+            raise EdgekitError(f"{name} must be at least 1 (got {value})", f"pass {name} 1 or more, or leave it out")
     if n_prompt < 0 or n_gen < 0:
         raise EdgekitError("-p/--n-prompt and -n/--n-gen must not be negative", "pass 0 or more tokens")
     if n_prompt == 0 and n_gen == 0:
@@ -98,7 +110,7 @@ def host_info(accelerators: list[str]) -> HostInfo:
 
 
 def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
-               threads: int | None = None, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 512,
+               threads: int | None = None, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
                n_ubatch: int = 512, flash_attn: str = "auto", power: str = "auto", target: str = "auto",
                idle_s: float = 2.0, sample_interval_s: float = 0.1, hash_artifact: bool = True,
                progress: Progress | None = None) -> BenchResult:
@@ -108,13 +120,13 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s
     from edgekit.runners.llamacpp import LlamaCppRunner
 
-    ctx = check_settings(n_prompt, n_gen, repetitions, ctx)
-    threads = threads or os.cpu_count() or 1
+    threads = default_threads() if threads is None else threads
+    ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
     facts = inspect_gguf(path)
     warnings: list[str] = []
 
     sensor, why_not = open_sensor(power, gpu_layers)
-    gpu_mem0 = sensor.memory_used_bytes() if sensor is not None and hasattr(sensor, "memory_used_bytes") else None
+    gpu_mem0 = _gpu_memory(sensor, warnings)
     sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
 
     reset_peak_rss()
@@ -130,7 +142,11 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     try:
         load_s = runner.load()
         if sampler:
-            sampler.start()
+            try:
+                sampler.start()
+            except Exception as e:  # the sensor failed its first read: run on without power
+                why_not, sampler = f"{sensor.name} failed its first reading: {type(e).__name__}: {e}", None
+        if sampler:
             t_idle = time.perf_counter()
             time.sleep(idle_s)
             idle_window = (t_idle, time.perf_counter())
@@ -158,18 +174,20 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
             ttft_s.append(runner.time_first_token(n_prompt))
             tick("ttft")
         if gpu_mem0 is not None:
-            gpu_peak = max(0, sensor.memory_used_bytes() - gpu_mem0)
+            used = _gpu_memory(sensor, warnings)
+            gpu_peak = max(0, used - gpu_mem0) if used is not None else None
         backend, build = runner.backend(), runner.system_info()
     finally:
         if sampler and sampler._thread:
             sampler.stop()
         runner.close()
+        if sensor is not None:
+            sensor.close()
     rss = peak_rss_bytes()
 
     power_info = PowerInfo(unavailable=why_not)
     if sampler:
         power_info = summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_gen, warnings)
-        sensor.close()
 
     metrics = Metrics(
         pp_tok_s=Stat.of([n_prompt / s for s in pp_s]) if pp_s else None,
@@ -179,12 +197,15 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
 
     roofline = None
     if n_gen and backend == "CPU":
-        bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
-        host = host_info([])
-        bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
-        bound = bw * 1e9 / bpt
-        roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
-                            tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
+        try:
+            bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
+            host = host_info([])
+            bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
+            bound = bw * 1e9 / bpt
+            roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
+                                tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
+        except Exception as e:  # e.g. an architecture without the attention metadata it needs
+            warnings.append(f"no roofline: {type(e).__name__}: {e}")
     elif n_gen:
         warnings.append(f"no roofline for the {backend} backend yet: its memory bandwidth is not known to edgekit")
 
@@ -208,8 +229,23 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
         metrics=metrics, power=power_info, roofline=roofline, warnings=warnings)
 
 
+def _gpu_memory(sensor, warnings: list[str]) -> int | None:
+    if sensor is None or not hasattr(sensor, "memory_used_bytes"):
+        return None
+    try:
+        return sensor.memory_used_bytes()
+    except Exception as e:
+        warnings.append(f"GPU memory not readable: {type(e).__name__}: {e}")
+        return None
+
+
 def summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_gen, warnings) -> PowerInfo:
+    """Watts and joules per phase from the samples; none at all when sampling broke off."""
     sensor = sampler.sensor
+    if sampler.errors or not sampler.samples:
+        reason = sampler.errors[0] if sampler.errors else "no samples were taken"
+        return PowerInfo(source=sensor.name, excludes=sensor.excludes, sample_interval_s=sampler.interval_s,
+                         unavailable=f"power sampling failed during the run ({reason}); no figures reported")
     idle_w = sampler.mean_w([idle_window]) if idle_window else None
     info = PowerInfo(source=sensor.name, excludes=sensor.excludes, sample_interval_s=sampler.interval_s,
                      idle_w=idle_w,
@@ -228,6 +264,4 @@ def summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_ge
         setattr(info, f"{phase}_j_per_tok", energy / tokens)
         if idle_w is not None:
             setattr(info, f"{phase}_j_per_tok_above_idle", (avg_w - idle_w) * seconds / tokens)
-    if sampler.errors:
-        warnings.append("power sampling stopped early: " + sampler.errors[0])
     return info

@@ -174,3 +174,108 @@ def test_open_sensor_none_and_unknown():
     assert open_sensor("none") == (None, "power measurement disabled (--power none)")
     with pytest.raises(EdgekitError, match="unknown power sensor 'tegra'"):
         open_sensor("tegra")
+
+
+class FakeSampler:
+    """Samples fixed by hand: 10 W idle, 30 W during pp, 20 W during tg."""
+
+    def __init__(self, samples, errors=()):
+        self.sensor = types.SimpleNamespace(name="fake", excludes="nothing")
+        self.interval_s, self.t0 = 0.1, 0.0
+        self.samples, self.errors = samples, list(errors)
+
+    def mean_w(self, windows):
+        return Sampler.mean_w(self, windows)
+
+    def energy_j(self, a, b):
+        return energy_between(self.samples, a, b, self.t0)
+
+
+def test_summarise_power_joules_per_token_by_hand():
+    from edgekit.bench import summarise_power
+
+    samples = [(t / 10, 10.0) for t in range(1, 11)]            # 0-1 s idle at 10 W
+    samples += [(1 + t / 10, 30.0) for t in range(1, 21)]      # 1-3 s pp at 30 W
+    samples += [(3 + t / 10, 20.0) for t in range(1, 41)]      # 3-7 s tg at 20 W
+    warnings = []
+    info = summarise_power(FakeSampler(samples), (0.0, 1.0), [(1.0, 2.0), (2.0, 3.0)], [(3.0, 5.0), (5.0, 7.0)],
+                           n_prompt=100, n_gen=10, warnings=warnings)
+    assert info.idle_w == pytest.approx(10.0)
+    assert info.pp_avg_w == pytest.approx(30.0) and info.tg_avg_w == pytest.approx(20.0)
+    assert info.pp_j_per_tok == pytest.approx(60.0 / 200)           # 30 W x 2 s over 2 x 100 tokens
+    assert info.tg_j_per_tok == pytest.approx(80.0 / 20)            # 20 W x 4 s over 2 x 10 tokens
+    assert info.pp_j_per_tok_above_idle == pytest.approx(40.0 / 200)
+    assert info.tg_j_per_tok_above_idle == pytest.approx(40.0 / 20)
+    assert warnings == []
+
+
+def test_summarise_power_reports_nothing_when_sampling_failed():
+    from edgekit.bench import summarise_power
+
+    info = summarise_power(FakeSampler([(0.1, 5.0)], errors=["OSError: gone"]), (0.0, 0.1), [(0.1, 0.2)], [],
+                           n_prompt=8, n_gen=0, warnings=[])
+    assert info.pp_avg_w is None and info.idle_w is None and "OSError: gone" in info.unavailable
+
+
+class Failing:
+    kind, name, excludes = "power", "flaky", "nothing"
+
+    def __init__(self):
+        self.n = 0
+
+    def read(self):
+        self.n += 1
+        if self.n > 2:
+            raise OSError("sensor vanished")
+        return 1.0
+
+    def close(self):
+        pass
+
+
+def test_sampler_records_a_failing_sensor():
+    import time
+
+    s = Sampler(Failing(), interval_s=0.005).start()
+    time.sleep(0.05)
+    s.stop()
+    assert s.errors and "sensor vanished" in s.errors[0]
+
+
+def test_auto_sensor_never_falls_back_to_another_device(monkeypatch):
+    import sys
+
+    import edgekit.power as power
+
+    opened = []
+    fake = types.ModuleType("fake_sensors")
+
+    def make(name):
+        def open_it():
+            opened.append(name)
+            raise power.SensorUnavailable(f"{name} not here")
+        return open_it
+
+    fake.open_rapl, fake.open_nvml = make("rapl"), make("nvml")
+    monkeypatch.setitem(sys.modules, "fake_sensors", fake)
+    monkeypatch.setattr(power, "SENSORS", {"rapl": "fake_sensors:open_rapl", "nvml": "fake_sensors:open_nvml"})
+    sensor, why = power.open_sensor("auto", gpu_layers=0)
+    assert sensor is None and opened == ["rapl"] and "rapl not here" in why
+    opened.clear()
+    power.open_sensor("auto", gpu_layers=99)
+    assert opened == ["nvml"]
+
+
+def test_llama_log_keeps_errors_and_their_continuations():
+    pytest.importorskip("llama_cpp")
+    from edgekit.runners import llamacpp
+
+    errors = llamacpp.quiet_llama_logs()
+    errors.clear()
+    cb = llamacpp._LOG["callback"]
+    cb(3, b"a warning\n", None)
+    cb(4, b"failed to load model\n", None)
+    cb(5, b"(file too short)\n", None)
+    cb(2, b"some info\n", None)
+    cb(5, b"more info\n", None)
+    assert errors == ["failed to load model (file too short)"]

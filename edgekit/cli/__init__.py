@@ -49,6 +49,8 @@ class EdgekitGroup(click.Group):
             if is_disk_full(e):
                 fail(f"disk full while writing ({e.filename or 'output'}); nothing was left at the output path; "
                      "free space or choose an output folder on another disk")
+            if e.filename:  # permissions, a folder where a file was expected, a vanished path
+                fail(f"cannot access {e.filename}: {e.strerror or e}; check the path and its permissions")
             raise
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was left at the output path", err=True)

@@ -110,8 +110,8 @@ def open_sensor(name: str, gpu_layers: int = 0) -> tuple[Sensor | None, str | No
 
     if name == "none":
         return None, "power measurement disabled (--power none)"
-    if name == "auto":
-        order = ["nvml", "rapl"] if gpu_layers else ["rapl", "nvml"]
+    if name == "auto":  # the device doing the work, never a fallback to another device's sensor
+        order = ["nvml"] if gpu_layers else ["rapl"]
     elif name in SENSORS:
         order = [name]
     else:

@@ -20,6 +20,7 @@ from edgekit.errors import EdgekitError
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 _LOG = {"callback": None, "errors": []}
+GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_CONT = 4, 5  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
 def quiet_llama_logs() -> list[str]:
@@ -30,10 +31,19 @@ def quiet_llama_logs() -> list[str]:
     import llama_cpp as L
 
     if _LOG["callback"] is None:
+        state = {"last": 0}
+
         def on_log(level, text, _user):
             try:
-                if level == 3 and text and text.strip():  # GGML_LOG_LEVEL_ERROR
-                    _LOG["errors"].append(text.decode("utf-8", "replace").strip())
+                line = (text or b"").decode("utf-8", "replace").strip()
+                if level == GGML_LOG_LEVEL_CONT:
+                    level = state["last"]
+                    if level == GGML_LOG_LEVEL_ERROR and line and _LOG["errors"]:
+                        _LOG["errors"][-1] += " " + line
+                        return
+                state["last"] = level
+                if level == GGML_LOG_LEVEL_ERROR and line:
+                    _LOG["errors"].append(line)
                     del _LOG["errors"][:-20]
             except Exception:  # never raise into C
                 pass
@@ -44,7 +54,7 @@ def quiet_llama_logs() -> list[str]:
 
 
 class LlamaCppRunner:
-    def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 512,
+    def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
                  n_ubatch: int = 512, flash_attn: str = "auto", seed: int = 1234):
         self.path, self.threads, self.gpu_layers = Path(path), threads, gpu_layers
         self.ctx, self.n_batch, self.n_ubatch, self.flash_attn = ctx, n_batch, n_ubatch, flash_attn
@@ -74,6 +84,7 @@ class LlamaCppRunner:
         cparams.n_ubatch = self.n_ubatch
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.flash_attn_type = FLASH_ATTN[self.flash_attn]
+        cparams.swa_full = False  # as llama-bench
         cparams.no_perf = True
         self.context = L.llama_init_from_model(self.model, cparams)
         if not self.context:
@@ -116,7 +127,7 @@ class LlamaCppRunner:
     def backend(self) -> str:
         import llama_cpp as L
 
-        if self.gpu_layers and L.llama_supports_gpu_offload():
+        if L.llama_supports_gpu_offload():  # a GPU build offloads large batches even with 0 layers
             info = self.system_info().upper()
             for name in ("CUDA", "METAL", "VULKAN", "HIP", "SYCL"):
                 if name in info:
@@ -156,14 +167,19 @@ class LlamaCppRunner:
             done += n
         L.llama_synchronize(self.context)
 
-    def generate(self, n_gen: int) -> None:
+    def gen_tokens(self, n_gen: int) -> np.ndarray:
+        tokens = self._random(max(n_gen, 1))
+        if self.add_bos:
+            tokens[0] = self.bos
+        return tokens
+
+    def generate(self, tokens: np.ndarray) -> None:
+        """One synchronised single-token decode per token (llama-bench's tg)."""
         import llama_cpp as L
 
-        token = np.array([self.bos if self.add_bos else self._random(1)[0]], dtype=np.int32)
-        for _ in range(n_gen):
-            self._decode(token)
+        for i in range(len(tokens)):
+            self._decode(tokens[i:i + 1])
             L.llama_synchronize(self.context)
-            token = self._random(1)
 
     def time_prompt(self, n_prompt: int) -> float:
         self.clear()
@@ -172,21 +188,22 @@ class LlamaCppRunner:
         return time.perf_counter() - t0
 
     def time_generate(self, n_gen: int) -> float:
+        tokens = self.gen_tokens(n_gen)[:n_gen]
         self.clear()
         t0 = time.perf_counter()
-        self.generate(n_gen)
+        self.generate(tokens)
         return time.perf_counter() - t0
 
     def time_first_token(self, n_prompt: int) -> float:
-        """Prompt + one generated token, from an empty cache: time to first token."""
+        """Time to first token from an empty cache: decode the prompt, then pick the first
+        token from the last position's logits (greedy), as an application would."""
         import llama_cpp as L
 
         self.clear()
         t0 = time.perf_counter()
-        if n_prompt:
-            self.prompt(n_prompt)
-        self._decode(self._random(1))
-        L.llama_synchronize(self.context)
+        self.prompt(n_prompt)
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.context, -1), shape=(self.n_vocab,))
+        int(logits.argmax())
         return time.perf_counter() - t0
 
     def warmup(self, n_prompt: int, n_gen: int) -> None:
