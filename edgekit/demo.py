@@ -47,6 +47,9 @@ def real_sample_model(cache_dir: Path) -> Path | None:
 def complete(path: Path, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
     from llama_cpp import Llama
 
+    from edgekit.runners.llamacpp import quiet_llama_logs
+
+    quiet_llama_logs()
     llm = Llama(model_path=str(path), n_ctx=256, n_threads=threads, verbose=False, seed=0)
     try:
         out = llm(prompt, max_tokens=max_tokens, temperature=0.0)
