@@ -70,6 +70,46 @@ def permute_rotary(w, n_head: int):
     return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+def rope_params(config: dict) -> dict:
+    """Rope settings wherever the config keeps them: transformers 4.x `rope_theta` + `rope_scaling`,
+    or transformers 5's `rope_parameters` (theta and scaling in one dict)."""
+    params = dict(config.get("rope_parameters") or {})
+    params = dict(params.get("full_attention", params))
+    scaling = config.get("rope_scaling") or {}
+    merged = {**scaling, **params}
+    merged.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    rtype = merged.get("rope_type", merged.get("type"))
+    merged["rope_type"] = None if rtype in (None, "default") else rtype
+    return merged
+
+
+SUPPORTED_ROPE = ("llama3", "linear", "yarn")
+
+
+def add_rope_scaling(w: gguf.GGUFWriter, config: dict) -> None:
+    rp = rope_params(config)
+    rtype = rp["rope_type"]
+    if rtype is None or rtype == "llama3":  # llama3: the rope_freqs tensor carries it
+        return
+    if rtype not in SUPPORTED_ROPE or "factor" not in rp:
+        raise EdgekitError(f"rope scaling type '{rtype}' is not supported (or has no factor)",
+                           f"supported: {', '.join(SUPPORTED_ROPE)}; remove rope_scaling from config.json to "
+                           "convert with plain rope")
+    if rtype == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rp["factor"]))
+        return
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(float(rp["factor"]))
+    w.add_rope_scaling_orig_ctx_len(int(rp["original_max_position_embeddings"]))
+    for key, add in (("extrapolation_factor", w.add_rope_scaling_yarn_ext_factor),
+                     ("attention_factor", w.add_rope_scaling_yarn_attn_factor),
+                     ("beta_fast", w.add_rope_scaling_yarn_beta_fast),
+                     ("beta_slow", w.add_rope_scaling_yarn_beta_slow)):
+        if rp.get(key) is not None:
+            add(float(rp[key]))
+
+
 def llama3_rope_factors(config: dict) -> np.ndarray | None:
     """Per-frequency divisors for Llama-3 rope scaling (llama.cpp's rope_freqs tensor).
 
@@ -77,12 +117,12 @@ def llama3_rope_factors(config: dict) -> np.ndarray | None:
     longer than original_ctx/low_freq_factor are slowed by `factor`, and the band
     between is interpolated smoothly, as in the Llama 3.1 reference.
     """
-    rs = config.get("rope_scaling") or {}
-    if rs.get("rope_type", rs.get("type")) != "llama3":
+    rs = rope_params(config)
+    if rs["rope_type"] != "llama3":
         return None
     dim = head_dim(config)
-    base = float(config.get("rope_theta", 10000.0))
-    factor = float(rs["factor"])
+    base = float(rs["rope_theta"])
+    factor = float(rs.get("factor", 8.0))
     low, high = float(rs.get("low_freq_factor", 1.0)), float(rs.get("high_freq_factor", 4.0))
     old_ctx = float(rs.get("original_max_position_embeddings", 8192))
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
@@ -173,7 +213,8 @@ def add_hparams(w: gguf.GGUFWriter, ckpt: Checkpoint, model_name: str, base: str
     w.add_feed_forward_length(int(cfg["intermediate_size"]))
     w.add_head_count(int(cfg["num_attention_heads"]))
     w.add_head_count_kv(n_kv_heads(cfg))
-    w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+    w.add_rope_freq_base(float(rope_params(cfg)["rope_theta"]))
+    add_rope_scaling(w, cfg)
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     hd = head_dim(cfg)
     w.add_rope_dimension_count(hd)
@@ -239,11 +280,16 @@ def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None,
     cmd = [sys.executable, "-m", "edgekit.converters.gguf", "quantize", str(src), str(dst), quant, str(threads or 0)]
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        for line in proc.stdout:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "progress" and progress:
-                progress(label, int(parts[1]), int(parts[2]))
-        rc = proc.wait()
+        try:
+            for line in proc.stdout:
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "progress" and progress:
+                    progress(label, int(parts[1]), int(parts[2]))
+            rc = proc.wait()
+        finally:  # Ctrl-C or any error here: the child must not quantize on into a deleted folder
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         err.seek(0)
         errors = [ln.strip() for ln in err.read().splitlines() if ln.strip()]
     if rc != 0:
@@ -253,9 +299,12 @@ def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None,
 
 
 def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
+    import signal
     import sys
 
     import llama_cpp
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # die on Ctrl-C even inside the C call
 
     def on_log(level, text, _user):
         try:
@@ -349,6 +398,17 @@ def timed(fn, *args, **kwargs):
 # ---------------------------------------------------------------- export
 
 
+def refuse_overlap(out_dir: Path, source: Path) -> None:
+    """--force replaces the output folder: never let that folder be, or hold, the checkpoint."""
+    out, src = Path(out_dir).resolve(), Path(source).resolve()
+    if out == src or out in src.parents:
+        raise EdgekitError(f"output folder {out_dir} is or contains the checkpoint {source}",
+                           "choose an output folder outside the checkpoint")
+    if out in (Path.home().resolve(), Path.cwd().resolve(), Path(out.anchor)):
+        raise EdgekitError(f"output folder {out_dir} is your home, current or root folder",
+                           "choose a new folder for the export")
+
+
 def model_basename(ckpt: Checkpoint) -> str:
     raw = ckpt.hub_id.split("/")[-1] if ckpt.hub_id else Path(ckpt.source).expanduser().resolve().name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "model"
@@ -379,6 +439,7 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     ckpt = open_checkpoint(checkpoint)
+    refuse_overlap(out_dir, ckpt.path)
     if verify is None:
         verify = ckpt.n_params <= 3_000_000_000
     threads = threads or os.cpu_count() or 1
@@ -400,9 +461,10 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
             del ref
             if not base_verify["passed"]:
                 raise EdgekitError(
-                    f"{base} GGUF disagrees with transformers: max |logit diff| {base_verify['max_abs_diff']:.4g} "
-                    f"= {base_verify['rel_max_diff']:.3g} x logit std (tolerance {tol}), "
-                    f"top-1 agreement {base_verify['top1_agreement']:.0%}",
+                    f"{base} GGUF disagrees with transformers: 99.9th percentile |logit diff| "
+                    f"{base_verify['p999_abs_diff']:.4g} = {base_verify['rel_p999_diff']:.3g} x logit std "
+                    f"(tolerance {tol}), top-1 agreement {base_verify['top1_agreement']:.0%} "
+                    f"(minimum {parity.MIN_TOP1:.0%})",
                     "nothing was written; please report this checkpoint, or pass --no-verify to keep the files anyway")
         if base in quants:
             files.append(ArtifactFile(file=base_path.name, format="gguf", quant=base,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import gguf
@@ -49,6 +50,16 @@ def identify_pre(tokenizer_json: dict) -> str:
                        f"supported: {SUPPORTED_PRE}")
 
 
+LOOKS_SPECIAL = re.compile(r"^(<\|.*\|>|<｜.*｜>|<pad>|<unused\d*>|<mask>)$")
+
+
+def looks_special(content: str) -> bool:
+    """Added tokens shaped like chat markers (`<|im_start|>`, `<｜User｜>`) are CONTROL tokens for
+    llama.cpp even when the tokenizer marks them non-special, as llama.cpp's converter treats them:
+    otherwise user text could spell a turn marker. `<think>` stays user-defined."""
+    return bool(LOOKS_SPECIAL.match(content))
+
+
 def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list[int]]:
     """Token strings and llama.cpp token types for ids 0..vocab_size-1.
 
@@ -62,7 +73,8 @@ def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list
                            f"byte-level BPE tokenizers are supported: {SUPPORTED_PRE}")
     by_id: dict[int, tuple[str, int]] = {i: (tok, gguf.TokenType.NORMAL) for tok, i in model["vocab"].items()}
     for t in tokenizer_json.get("added_tokens", []):
-        kind = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+        special = t.get("special") or looks_special(t["content"])
+        kind = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
         by_id[int(t["id"])] = (t["content"], kind)
     top = max(by_id) + 1 if by_id else 0
     if top > vocab_size:
@@ -89,6 +101,9 @@ def add_tokenizer(writer: gguf.GGUFWriter, path: Path, vocab_size: int) -> dict:
     gguf_log.setLevel(logging.ERROR)  # its warnings about unusual templates are not the user's business
     try:
         special = gguf.SpecialVocab(path, load_merges=True, n_vocab=len(tokens))
+    except (ValueError, OSError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise EdgekitError(f"tokenizer files in {path} are corrupt ({' '.join(str(e).split())[:160]})",
+                           "re-download or re-save the tokenizer (tokenizer_config.json, tokenizer.json)") from None
     finally:
         gguf_log.setLevel(level)
     if not special.merges:

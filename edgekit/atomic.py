@@ -34,6 +34,7 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
     final = Path(final).absolute()
     check_output_dir(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(final)
     tmp = final.parent / f".{final.name}{PARTIAL_MARK}{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -51,6 +52,24 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path) -> None:
+    """Temporary folders of earlier runs that were killed (SIGKILL, OOM) before they could clean up."""
+    for p in final.parent.glob(f".{final.name}{PARTIAL_MARK}*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @contextlib.contextmanager

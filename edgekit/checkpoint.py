@@ -74,9 +74,11 @@ def resolve(spec: str) -> tuple[Path, str | None]:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, local_files_only=True)), spec
+        cached = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS, local_files_only=True))
+        if _complete(cached):
+            return cached, spec
     except Exception:
-        pass  # not cached yet: try the network
+        pass  # not cached, or only partly (an interrupted download, a tokenizer-only fetch): try the network
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise EdgekitError(f"hub id '{spec}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
                            "unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder")
@@ -85,6 +87,16 @@ def resolve(spec: str) -> tuple[Path, str | None]:
     except Exception as e:  # network errors, 404, gated repos: all end the same way for the user
         raise EdgekitError(f"cannot download hub id '{spec}': {_short(e)}",
                            "check the id and your network (offline machines need a local folder or a filled HF cache)") from None
+
+
+def _complete(path: Path) -> bool:
+    """A cached snapshot with config, tokenizer and every weights file the index names."""
+    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
+        return False
+    try:
+        return bool(weight_files(path))
+    except EdgekitError:
+        return False
 
 
 def read_config(path: Path) -> dict:

@@ -130,8 +130,12 @@ def test_unknown_quant(tiny_qwen2, tmp_path):
     export_fails(tiny_qwen2, tmp_path / "out", "unknown quantization 'Q4_K_X'", "Q4_K_M", extra=("--quant", "Q4_K_X"))
 
 
-def test_missing_checkpoint_and_offline_hub_id(tmp_path):
+def test_missing_checkpoint_and_offline_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     export_fails(tmp_path / "nope" / "a" / "b", tmp_path / "out", "not found")
+    # the cache path is fixed when huggingface_hub is imported: point it at an empty folder
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     line = assert_one_line_error(run("export", "gguf", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "-o",
                                      tmp_path / "out", env=env), "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
@@ -147,6 +151,28 @@ def test_output_exists_needs_force(tiny_qwen2, tmp_path):
     r = run("export", "gguf", tiny_qwen2, "-o", out, "--no-verify", "--quant", "Q4_0", "--force")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tiny-qwen2-Q4_0.gguf"]
+
+
+def test_force_never_replaces_the_checkpoint_itself(ckpt_copy, tmp_path):
+    assert_one_line_error(run("export", "gguf", ckpt_copy, "-o", ckpt_copy, "--force", "--no-verify"),
+                          "is or contains the checkpoint")
+    assert_one_line_error(run("export", "gguf", ckpt_copy, "-o", tmp_path, "--force", "--no-verify"),
+                          "is or contains the checkpoint")
+    assert (ckpt_copy / "model.safetensors").is_file()
+
+
+def test_corrupt_tokenizer_config(ckpt_copy, tmp_path):
+    (ckpt_copy / "tokenizer_config.json").write_text("{oops")
+    export_fails(ckpt_copy, tmp_path / "out", "tokenizer files", "corrupt")
+
+
+def test_stale_partial_folders_of_killed_runs_are_removed(tiny_qwen2, tmp_path):
+    stale = tmp_path / ".out.partial-999999"  # no such process
+    stale.mkdir()
+    (stale / "half.gguf").write_bytes(b"GGUF")
+    r = run("export", "gguf", tiny_qwen2, "-o", tmp_path / "out", "--quant", "Q4_0", "--no-verify")
+    assert r.exit_code == 0, r.output
+    assert not stale.exists()
 
 
 def test_disk_full_leaves_nothing(tiny_qwen2, tmp_path, monkeypatch):

@@ -233,3 +233,66 @@ def test_vocab_is_padded_with_unused_tokens(tiny_qwen2, exported):
     assert all(t == TokenType.UNUSED for t in types[used:])
     assert tokens[-1] == f"[PAD{manifest.vocab_size - 1}]"
     assert types[manifest.tokenizer["special_token_ids"]["bos"]] == TokenType.CONTROL
+
+
+def test_rope_settings_from_both_config_schemas(tmp_path):
+    import gguf
+
+    cfg4 = {"rope_theta": 1e6, "rope_scaling": {"type": "yarn", "factor": 4.0,
+                                                 "original_max_position_embeddings": 32768}}
+    cfg5 = {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+                                "original_max_position_embeddings": 32768, "beta_fast": 32.0}}
+    for cfg in (cfg4, cfg5):
+        assert conv.rope_params(cfg)["rope_theta"] == 1e6 and conv.rope_params(cfg)["rope_type"] == "yarn"
+        w = gguf.GGUFWriter(tmp_path / "x.gguf", "qwen2")
+        conv.add_rope_scaling(w, cfg)
+        kv = w.kv_data[0]
+        assert kv["qwen2.rope.scaling.type"].value == "yarn"
+        assert kv["qwen2.rope.scaling.factor"].value == 4.0
+        assert kv["qwen2.rope.scaling.original_context_length"].value == 32768
+    # transformers 5 keeps Llama-3's theta inside rope_parameters: the factors must use it
+    llama5 = {"hidden_size": 256, "num_attention_heads": 4, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+    llama4 = {"hidden_size": 256, "num_attention_heads": 4, "rope_theta": 500000.0,
+              "rope_scaling": {**llama5["rope_parameters"]}}
+    np.testing.assert_array_equal(conv.llama3_rope_factors(llama5), conv.llama3_rope_factors(llama4))
+    assert conv.rope_params({"rope_scaling": {"rope_type": "default"}})["rope_type"] is None
+    with pytest.raises(EdgekitError, match="rope scaling type 'dynamic' is not supported"):
+        conv.add_rope_scaling(gguf.GGUFWriter(tmp_path / "y.gguf", "llama"),
+                              {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}})
+
+
+def test_chat_markers_are_control_tokens_think_is_not():
+    from edgekit.converters.gguf_vocab import vocab_tables
+    from gguf import TokenType
+
+    tj = {"model": {"type": "BPE", "vocab": {"a": 0}}, "added_tokens": [
+        {"id": 1, "content": "<｜User｜>", "special": False},
+        {"id": 2, "content": "<|im_start|>", "special": False},
+        {"id": 3, "content": "<think>", "special": False},
+        {"id": 4, "content": "<｜end▁of▁sentence｜>", "special": True}]}
+    tokens, types = vocab_tables(tj, 6)
+    assert types == [TokenType.NORMAL, TokenType.CONTROL, TokenType.CONTROL, TokenType.USER_DEFINED,
+                     TokenType.CONTROL, TokenType.UNUSED]
+    assert tokens[5] == "[PAD5]"
+
+
+def test_tied_embeddings_and_wide_heads_convert_exactly(tmp_path, monkeypatch):
+    """Qwen2.5-0.5B/Llama-3.2-1B style: no lm_head (tied), and head_dim != hidden / heads."""
+    import edgekit.synth as synth
+    from gguf import GGUFReader
+
+    base = synth.PRESETS["tiny-llama"]
+    variant = synth.Preset("tiny-llama-tied", base.family, {**base.config, "tie_word_embeddings": True,
+                                                            "head_dim": 96, "attention_bias": True},
+                           tokenizer_vocab=512)
+    monkeypatch.setitem(synth.PRESETS, variant.name, variant)
+    synth.synthesize(variant.name, tmp_path / "ckpt", seed=4)
+    manifest = conv.export_gguf(str(tmp_path / "ckpt"), tmp_path / "out", ["F16"], verify=True, threads=2)
+    v = manifest.files[0].verify
+    assert v["passed"] and v["top1_agreement"] == 1.0
+    reader = GGUFReader(tmp_path / "out" / manifest.files[0].file)
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names and "blk.0.attn_q.bias" in names
+    assert reader.fields["llama.attention.key_length"].contents() == 96
