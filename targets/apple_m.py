@@ -56,3 +56,25 @@ def frame_power_w(frame: dict) -> dict[str, float]:
 
 def sudo_failure_message(stderr: str) -> str:
     return f"powermetrics needs passwordless sudo ({stderr.strip() or 'sudo -n refused'}); {SUDOERS_HINT}"
+
+
+def frame_watts(record: bytes) -> float | None:
+    try:
+        frame = plistlib.loads(record.strip())
+    except Exception:
+        return None
+    return frame_power_w(frame).get("combined")
+
+
+def open_sensor(interval_ms: int = 100, command: list[str] | None = None):
+    from edgekit.power import SensorUnavailable
+    from edgekit.power.stream import StreamSensor
+
+    try:
+        return StreamSensor("powermetrics:combined CPU+GPU+ANE", EXCLUDES,
+                            command or POWERMETRICS_COMMAND.format(interval_ms=interval_ms).split(),
+                            frame_watts, separator=b"\0")
+    except SensorUnavailable as e:
+        if "password" in str(e) or "sudo" in str(e):
+            raise SensorUnavailable(sudo_failure_message(str(e))) from None
+        raise

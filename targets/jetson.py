@@ -94,3 +94,53 @@ def read_rails(root: Path = Path("/")) -> dict[str, float]:
         for folder in sorted(root.glob(INA3221_IIO_GLOB.lstrip("/"))):
             rails.update(parse_ina3221_iio(read_folder(folder)))
     return rails
+
+
+# ---------------------------------------------------------------- sensors
+
+EXCLUDES_VDD_IN = "module input only: not the carrier board, fan, USB devices or the power supply's losses"
+EXCLUDES_RAIL_SUM = ("sum of the module's monitored rails (AGX Orin has no VDD_IN): not the carrier board, "
+                     "fan, USB devices, rails without a monitor, or the power supply's losses")
+
+
+class JetsonRailSensor:
+    """INA3221 rails read from sysfs at each sample."""
+
+    kind = "power"
+
+    def __init__(self, root: Path = Path("/")):
+        self.root = root
+        rails = read_rails(root)
+        total = total_power(rails)
+        if total is None:
+            from edgekit.power import SensorUnavailable
+
+            raise SensorUnavailable(f"no INA3221 rails with VDD_IN or the AGX Orin rails under {root}")
+        self.what = total[1]
+        self.name = f"jetson-ina3221:{self.what}"
+        self.excludes = EXCLUDES_VDD_IN if total[1].startswith("VDD_IN") else EXCLUDES_RAIL_SUM
+
+    def read(self) -> float:
+        total = total_power(read_rails(self.root))
+        if total is None:
+            raise OSError("INA3221 rails disappeared")
+        return total[0]
+
+    def close(self) -> None:
+        pass
+
+
+def open_sensor() -> JetsonRailSensor:
+    return JetsonRailSensor()
+
+
+def tegrastats_watts(record: bytes) -> float | None:
+    total = total_power(parse_tegrastats(record.decode(errors="replace")))
+    return None if total is None else total[0]
+
+
+def open_tegrastats(interval_ms: int = 100, command: list[str] | None = None):
+    from edgekit.power.stream import StreamSensor
+
+    return StreamSensor("tegrastats", EXCLUDES_RAIL_SUM + " (VDD_IN where the module has it)",
+                        command or ["tegrastats", "--interval", str(interval_ms)], tegrastats_watts)

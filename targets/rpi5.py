@@ -51,3 +51,38 @@ def parse_throttled(text: str) -> dict:
     value = int(m.group(1), 0)
     return {"raw": value, "flags": [name for bit, name in THROTTLE_BITS.items() if value >> bit & 1],
             "throttled_now": bool(value & 0b1111), "throttled_since_boot": bool(value >> 16 & 0b1111)}
+
+
+# ---------------------------------------------------------------- sensor
+
+
+class PmicSensor:
+    """Runs `vcgencmd pmic_read_adc` at each sample (about 10 ms) and sums V*A over the paired rails."""
+
+    kind = "power"
+    name = "rpi5-pmic:sum of PMIC rails"
+    excludes = PMIC_EXCLUDES
+
+    def __init__(self, run=None):
+        import subprocess
+
+        from edgekit.power import SensorUnavailable
+
+        self._run = run or (lambda: subprocess.run(PMIC_COMMAND.split(), capture_output=True, text=True,
+                                                   timeout=5, check=True).stdout)
+        try:
+            first = parse_pmic_read_adc(self._run())
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SensorUnavailable(f"`{PMIC_COMMAND}` failed: {e}") from None
+        if not first:
+            raise SensorUnavailable(f"`{PMIC_COMMAND}` printed no paired rails (not a Raspberry Pi 5?)")
+
+    def read(self) -> float:
+        return sum(parse_pmic_read_adc(self._run()).values())
+
+    def close(self) -> None:
+        pass
+
+
+def open_sensor() -> PmicSensor:
+    return PmicSensor()

@@ -105,3 +105,81 @@ def test_powermetrics_truncated_stream_keeps_complete_frames():
     frames, leftover = apple_m.split_frames(whole + b"\0" + whole[:40])
     assert len(frames) == 1 and leftover == 40
     assert "sudoers" in apple_m.sudo_failure_message("sudo: a password is required")
+
+
+def _stub(tmp_path, body: str) -> list[str]:
+    import sys
+
+    script = tmp_path / "stub.py"
+    script.write_text("import sys, time\n" + body)
+    return [sys.executable, str(script)]
+
+
+def test_tegrastats_sensor_streams_from_the_command(tmp_path):
+    line = (FIXTURES / "tegrastats-agx-orin-64gb.txt").read_text().strip()
+    cmd = _stub(tmp_path, f"for _ in range(200):\n    print({line!r}, flush=True)\n    time.sleep(0.01)\n")
+    sensor = jetson.open_tegrastats(command=cmd)
+    try:
+        assert sensor.kind == "power" and sensor.read() == pytest.approx(10.37)
+        assert sensor.raw_log and b"VDD_GPU_SOC" in sensor.raw_log[0]
+    finally:
+        sensor.close()
+
+
+def test_stream_sensor_that_prints_nothing_is_unavailable(tmp_path):
+    from edgekit.power import SensorUnavailable
+
+    cmd = _stub(tmp_path, "sys.stderr.write('tegrastats: permission denied\\n'); sys.exit(1)\n")
+    with pytest.raises(SensorUnavailable, match="permission denied"):
+        jetson.open_tegrastats(command=cmd)
+
+
+def test_powermetrics_sensor_reads_nul_separated_frames(tmp_path):
+    frame = _frame(combined_power=4200.0)
+    cmd = _stub(tmp_path, f"for _ in range(100):\n    sys.stdout.buffer.write({frame!r} + b'\\0')\n"
+                          "    sys.stdout.flush()\n    time.sleep(0.01)\n")
+    sensor = apple_m.open_sensor(command=cmd)
+    try:
+        assert sensor.read() == pytest.approx(4.2)
+    finally:
+        sensor.close()
+
+
+def test_powermetrics_without_sudo_names_the_sudoers_fix(tmp_path):
+    from edgekit.power import SensorUnavailable
+
+    cmd = _stub(tmp_path, "sys.stderr.write('sudo: a password is required\\n'); sys.exit(1)\n")
+    with pytest.raises(SensorUnavailable, match="NOPASSWD: /usr/bin/powermetrics"):
+        apple_m.open_sensor(command=cmd)
+
+
+def test_pmic_and_jetson_sysfs_sensors(tmp_path):
+    text = (FIXTURES / "pmic_read_adc-rpi5.txt").read_text()
+    sensor = rpi5.PmicSensor(run=lambda: text)
+    assert sensor.read() == pytest.approx(10.8, abs=0.1) and "USB" in sensor.excludes
+    _hwmon(tmp_path, "1-0040", 1, {1: ("VDD_IN", 5000, 2000), 2: ("NC", 0, 0)})
+    js = jetson.JetsonRailSensor(tmp_path)
+    assert js.read() == pytest.approx(10.0) and js.name.startswith("jetson-ina3221:VDD_IN")
+
+
+def test_power_parse_cli_on_recorded_logs(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from helpers import assert_one_line_error
+
+    pmic = (FIXTURES / "pmic_read_adc-rpi5.txt").read_text()
+    log = tmp_path / "pmic.log"
+    log.write_text(pmic + pmic.replace("10.87674000A", "5.00000000A"))  # two readings back to back
+    r = CliRunner().invoke(cli, ["power", "parse", "rpi5", str(log), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["readings"] == 2 and data["watts"][0] == pytest.approx(10.8, abs=0.1)
+    assert data["watts"][1] == pytest.approx(data["watts"][0] - (10.87674 - 5.0) * 0.8974594)
+    r = CliRunner().invoke(cli, ["power", "parse", "tegrastats", str(FIXTURES / "tegrastats-agx-orin-64gb.txt")])
+    assert r.exit_code == 0 and "mean 10.370 W" in r.output
+    assert_one_line_error(CliRunner().invoke(cli, ["power", "parse", "ina", str(log)]), "no log parser", "rpi5")
+    assert_one_line_error(CliRunner().invoke(cli, ["power", "parse", "tegrastats", str(log)]),
+                          "no tegrastats readings")

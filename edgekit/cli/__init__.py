@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "bench": "edgekit.cli.bench:bench",
     "report": "edgekit.cli.report:report",
     "demo": "edgekit.cli.demo:demo",
+    "power": "edgekit.cli.power:power",
 }
 
 

@@ -101,6 +101,10 @@ def energy_between(samples: list[tuple[float, float]], t_start: float, t_end: fl
 SENSORS = {
     "rapl": "edgekit.power.rapl:open_rapl",
     "nvml": "edgekit.power.nvml:open_nvml",
+    "jetson": "edgekit.targets.jetson:open_sensor",          # INA3221 rails via sysfs
+    "tegrastats": "edgekit.targets.jetson:open_tegrastats",
+    "rpi5": "edgekit.targets.rpi5:open_sensor",              # vcgencmd pmic_read_adc
+    "powermetrics": "edgekit.targets.apple_m:open_sensor",   # macOS, passwordless sudo
 }
 
 
