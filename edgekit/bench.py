@@ -195,12 +195,18 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
         ttft_s=Stat.of(ttft_s) if ttft_s else None,
         load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
 
+    from edgekit.targets.specs import SPECS
+
+    spec = SPECS.get(target)
     roofline = None
-    if n_gen and backend == "CPU":
+    if n_gen and (backend == "CPU" or (spec and spec.bandwidth_gb_s)):
         try:
             bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
-            host = host_info([])
-            bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
+            if spec and spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
+                bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"
+            else:
+                host = host_info([])
+                bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
             bound = bw * 1e9 / bpt
             roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
                                 tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)

@@ -150,3 +150,11 @@ def test_runner_decodes_prompts_as_long_as_the_batch(tiny_gguf):
             import llama_cpp
 
             assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(runner.context), 0) == n - 1
+
+
+def test_known_target_sets_the_roofline_bandwidth(tiny_gguf):
+    r = bench_gguf(tiny_gguf, n_prompt=0, n_gen=4, repetitions=1, threads=2, power="none",
+                   target="jetson-agx-orin-64gb")
+    assert r.target == "jetson-agx-orin-64gb"
+    assert r.roofline.bandwidth_gb_s == 204.8 and "spec sheet" in r.roofline.bandwidth_source
+    assert r.roofline.tg_bound_tok_s == pytest.approx(204.8e9 / r.roofline.bytes_per_token)

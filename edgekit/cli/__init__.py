@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "report": "edgekit.cli.report:report",
     "demo": "edgekit.cli.demo:demo",
     "power": "edgekit.cli.power:power",
+    "targets": "edgekit.cli.targets:targets",
+    "probe": "edgekit.cli.targets:probe",
 }
 
 

@@ -19,7 +19,9 @@ import click
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--power", default="auto", show_default=True,
               help="Power sensor: auto, none, rapl or nvml. Without one the run completes and says why.")
-@click.option("--target", default="auto", show_default=True, help="Name of the device the run is on.")
+@click.option("--target", default="auto", show_default=True,
+              help="The device the run is on: a name from `edgekit targets` (its bandwidth sets the roofline) "
+                   "or any label.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--format", "fmt", type=click.Choice(["edgekit", "llama-bench"]), default="edgekit",
               show_default=True, help="JSON layout of -o/--json: edgekit's schema or llama-bench's field names.")
