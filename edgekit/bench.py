@@ -125,6 +125,19 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     facts = inspect_gguf(path)
     warnings: list[str] = []
 
+    from edgekit.targets.specs import SPECS
+    from edgekit.targets.state import capture, throttle_warnings
+    from edgekit.transport import LocalTransport
+
+    spec = SPECS.get(target)
+    if target == "auto":
+        from edgekit.probe import gather_facts
+        from edgekit.targets.specs import detect
+
+        spec, _seen = detect(gather_facts(LocalTransport()))
+    family = spec.family if spec else "linux"
+    state_before = capture(LocalTransport(), family)
+
     sensor, why_not = open_sensor(power, gpu_layers)
     gpu_mem0 = _gpu_memory(sensor, warnings)
     sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
@@ -177,6 +190,8 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
             used = _gpu_memory(sensor, warnings)
             gpu_peak = max(0, used - gpu_mem0) if used is not None else None
         backend, build = runner.backend(), runner.system_info()
+        state_after = capture(LocalTransport(), family)
+        warnings += throttle_warnings(state_before, state_after)
     finally:
         if sampler and sampler._thread:
             sampler.stop()
@@ -195,9 +210,6 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
         ttft_s=Stat.of(ttft_s) if ttft_s else None,
         load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
 
-    from edgekit.targets.specs import SPECS
-
-    spec = SPECS.get(target)
     roofline = None
     if n_gen and (backend == "CPU" or (spec and spec.bandwidth_gb_s)):
         try:
@@ -224,7 +236,7 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     return BenchResult(
         tool=ToolInfo(version=__version__),
         host=host_info([backend] if backend != "CPU" else []),
-        target=("local host" if target == "auto" else target),
+        target=(target if target != "auto" else spec.name if spec.family != "linux" else "local host"),
         artifact=ArtifactInfo(path=str(path), format="gguf", quant=facts["quant"], size_bytes=facts["size_bytes"],
                               sha256=sha256_of(path) if hash_artifact else None, n_params=facts["n_params"],
                               architecture=facts["architecture"]),
@@ -232,7 +244,8 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
                             build_flags=build),
         settings=Settings(n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
                           gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
-        metrics=metrics, power=power_info, roofline=roofline, warnings=warnings)
+        metrics=metrics, power=power_info, roofline=roofline,
+        target_state={"family": family, "before": state_before, "after": state_after}, warnings=warnings)
 
 
 def _gpu_memory(sensor, warnings: list[str]) -> int | None:

@@ -126,6 +126,7 @@ class BenchResult(BaseModel):
     metrics: Metrics
     power: PowerInfo
     roofline: Roofline | None = None
+    target_state: dict[str, Any] = {}   # clocks, power mode, temperatures, throttling: {"before": ..., "after": ...}
     warnings: list[str] = []
 
     def to_json(self) -> str:
