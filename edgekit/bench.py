@@ -110,7 +110,7 @@ def host_info(accelerators: list[str]) -> HostInfo:
 
 
 def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
-               threads: int | None = None, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
+               threads: int | None = None, gpu_layers: int | None = 0, ctx: int = 0, n_batch: int = 2048,
                n_ubatch: int = 512, flash_attn: str = "auto", power: str = "auto", target: str = "auto",
                idle_s: float = 2.0, sample_interval_s: float = 0.1, hash_artifact: bool = True,
                progress: Progress | None = None) -> BenchResult:
@@ -119,11 +119,6 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     from edgekit.power import Sampler, open_sensor
     from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s
     from edgekit.runners.llamacpp import LlamaCppRunner
-
-    threads = default_threads() if threads is None else threads
-    ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
-    facts = inspect_gguf(path)
-    warnings: list[str] = []
 
     from edgekit.targets.specs import SPECS
     from edgekit.targets.state import capture, throttle_warnings
@@ -136,6 +131,13 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
 
         spec, _seen = detect(gather_facts(LocalTransport()))
     family = spec.family if spec else "linux"
+    if threads is None:  # the target's big cores (Apple's performance cores), within what we may use
+        threads = min(spec.big_cores, default_threads()) if spec and spec.big_cores else default_threads()
+    if gpu_layers is None:
+        gpu_layers = spec.default_gpu_layers if spec else 0
+    ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
+    facts = inspect_gguf(path)
+    warnings: list[str] = []
     state_before = capture(LocalTransport(), family)
 
     sensor, why_not = open_sensor(power, gpu_layers)

@@ -27,7 +27,19 @@ class TargetSpec:
     sources: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "install": install_recipes(self)}
+
+
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+
+
+def install_recipes(spec: "TargetSpec") -> dict[str, str]:
+    """Shell commands that install each runtime on the device."""
+    cmake = f'CMAKE_ARGS="{spec.llama_cpp_cmake_args}" ' if spec.llama_cpp_cmake_args.startswith("-D") else ""
+    ort = {"jetson": "pip install onnxruntime-gpu  # JetPack wheel from NVIDIA's Jetson index for your JetPack",
+           "apple-m": "pip install onnxruntime  # includes CoreMLExecutionProvider"}.get(spec.family,
+                                                                                          "pip install onnxruntime")
+    return {"llama.cpp": f"{cmake}pip install --no-cache-dir {LLAMA_CPP_PYTHON}", "onnxruntime": ort}
 
 
 JETSON_CUDA = "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87"  # Orin: Ampere sm_87, JetPack's CUDA

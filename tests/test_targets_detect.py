@@ -60,3 +60,10 @@ def test_targets_cli_and_local_probe(tmp_path):
     assert {"uname_m", "cpuinfo", "meminfo"} <= recorded
     # what was recorded detects the same way when read back
     assert detect({p.stem: p.read_text() for p in (tmp_path / "rec").iterdir()})[0].name == "linux"
+
+
+def test_install_recipes_and_runner_defaults():
+    jet = SPECS["jetson-agx-orin-64gb"].to_dict()
+    assert jet["install"]["llama.cpp"].startswith('CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87" pip')
+    assert "CoreML" in SPECS["apple-m3-max"].to_dict()["install"]["onnxruntime"]
+    assert SPECS["jetson-agx-orin-64gb"].default_gpu_layers == 99 and SPECS["rpi5-8gb"].big_cores == 4

@@ -11,8 +11,10 @@ import click
 @click.option("-p", "--n-prompt", default=512, show_default=True, help="Prompt tokens per pp test.")
 @click.option("-n", "--n-gen", default=128, show_default=True, help="Generated tokens per tg test.")
 @click.option("-r", "--repetitions", default=5, show_default=True, help="Repetitions of each test.")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use).")
-@click.option("--gpu-layers", default=0, show_default=True, help="Layers offloaded to the GPU (99: all).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads. Default: the target's big cores, else the CPUs this process may use.")
+@click.option("--gpu-layers", type=int, default=None,
+              help="Layers offloaded to the GPU (99: all). Default: the target's (all on Jetson and Apple), else 0.")
 @click.option("--ctx", default=0, help="Context size (default: what the run needs).")
 @click.option("--batch", "n_batch", default=2048, show_default=True, help="Logical batch for prompt decoding.")
 @click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Physical batch.")
