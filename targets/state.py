@@ -35,8 +35,12 @@ def parse_measure_temp(text: str) -> float | None:
 
 
 def parse_nvpmodel(text: str) -> dict | None:
-    m = re.search(r"NV Power Mode:\s*(\S+)\s*\n\s*(\d+)", text)
-    return {"mode": m.group(1), "id": int(m.group(2))} if m else None
+    """`NV Power Mode: MAXN` with the mode id on the next line; some JetPacks print no id line,
+    others `NVPOWERMODE: 15W` after NVPMWARN lines."""
+    m = re.search(r"(?:NV Power Mode|NVPOWERMODE):\s*(\S+)(?:\s*\n\s*(\d+)\s*(?:\n|$))?", text)
+    if not m:
+        return None
+    return {"mode": m.group(1), "id": int(m.group(2)) if m.group(2) else None}
 
 
 def parse_thermal(text: str) -> dict[str, float]:

@@ -11,6 +11,8 @@ def test_parsers():
     assert state.parse_measure_temp("temp=62.1'C\n") == 62.1
     assert state.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"mode": "MAXN", "id": 0}
     assert state.parse_nvpmodel("NV Power Mode: 30W\n2\n") == {"mode": "30W", "id": 2}
+    assert state.parse_nvpmodel("NV Power Mode: MAXN_SUPER\n") == {"mode": "MAXN_SUPER", "id": None}
+    assert state.parse_nvpmodel("NVPMWARN: fan mode is not set!\nNVPOWERMODE: 15W\n") == {"mode": "15W", "id": None}
     assert state.parse_thermal("cpu-thermal 61850\nacpitz N/A\ngpu-thermal 47000\n") == {
         "cpu-thermal": 61.85, "gpu-thermal": 47.0}
     assert state.parse_measure_clock("error") is None
