@@ -143,6 +143,8 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     sensor, why_not = open_sensor(power, gpu_layers)
     gpu_mem0 = _gpu_memory(sensor, warnings)
     sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
+    if sampler and gpu_mem0 is not None:
+        sampler.gauge = sensor.memory_used_bytes  # peak GPU memory, polled with every power sample
 
     reset_peak_rss()
     runner = LlamaCppRunner(path, threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch,
@@ -190,7 +192,8 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
             tick("ttft")
         if gpu_mem0 is not None:
             used = _gpu_memory(sensor, warnings)
-            gpu_peak = max(0, used - gpu_mem0) if used is not None else None
+            readings = [v for v in (used, sampler.gauge_max if sampler else None) if v is not None]
+            gpu_peak = max(0, max(readings) - gpu_mem0) if readings else None
         backend, build = runner.backend(), runner.system_info()
         state_after = capture(LocalTransport(), family)
         warnings += throttle_warnings(state_before, state_after)

@@ -279,3 +279,27 @@ def test_llama_log_keeps_errors_and_their_continuations():
     cb(2, b"some info\n", None)
     cb(5, b"more info\n", None)
     assert errors == ["failed to load model (file too short)"]
+
+
+def test_nvml_follows_cuda_visible_devices(monkeypatch):
+    from edgekit.power.nvml import visible_device
+
+    assert visible_device({}) == ("index", 0)
+    assert visible_device({"CUDA_VISIBLE_DEVICES": "2,3"}) == ("index", 2)
+    assert visible_device({"CUDA_VISIBLE_DEVICES": "GPU-8f1c"}) == ("uuid", "GPU-8f1c")
+    fake = FakeNvml()
+    fake.nvmlDeviceGetHandleByUUID = lambda uuid: ("uuid-handle", uuid)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f1c")
+    assert open_nvml(nvml=fake).handle == ("uuid-handle", b"GPU-8f1c")
+
+
+def test_sampler_tracks_a_gauge_maximum():
+    import time
+
+    values = iter([1.0, 5.0, 3.0] + [2.0] * 1000)
+    s = Sampler(ScriptedEnergy(), interval_s=0.005)
+    s.gauge = lambda: next(values)
+    s.start()
+    time.sleep(0.05)
+    s.stop()
+    assert s.gauge_max == 5.0

@@ -40,6 +40,8 @@ class Sampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
+    gauge: object = None                 # optional callable polled with each sample (e.g. GPU memory used)
+    gauge_max: float | None = None
 
     def start(self) -> "Sampler":
         self.t0 = time.perf_counter()
@@ -49,6 +51,9 @@ class Sampler:
         return self
 
     def _take(self) -> None:
+        if self.gauge is not None:
+            g = self.gauge()
+            self.gauge_max = g if self.gauge_max is None else max(self.gauge_max, g)
         t, v = time.perf_counter(), self.sensor.read()
         tp, vp = self._prev
         if self.sensor.kind == "energy":

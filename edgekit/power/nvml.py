@@ -12,10 +12,23 @@ from edgekit.power import SensorUnavailable
 EXCLUDES = "GPU board only: not the CPU, host memory, disks or power-supply losses"
 
 
+def visible_device(env: dict) -> tuple[str, str | int]:
+    """The GPU llama.cpp's CUDA backend sees first: CUDA_VISIBLE_DEVICES' first entry (index or UUID)."""
+    first = (env.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
+    return ("index", int(first)) if first.isdigit() else ("uuid", first)
+
+
 class NvmlSensor:
-    def __init__(self, nvml, index: int = 0):
+    def __init__(self, nvml, index: int | None = None):
+        import os
+
         self.nvml = nvml
-        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        kind, ref = ("index", index) if index is not None else visible_device(dict(os.environ))
+        if kind == "index":
+            self.handle = nvml.nvmlDeviceGetHandleByIndex(ref)
+        else:
+            self.handle = nvml.nvmlDeviceGetHandleByUUID(ref.encode() if isinstance(ref, str) else ref)
+        index = ref
         name = nvml.nvmlDeviceGetName(self.handle)
         name = name.decode() if isinstance(name, bytes) else name
         self.excludes = EXCLUDES
@@ -55,7 +68,7 @@ def load_nvml():
     return pynvml
 
 
-def open_nvml(index: int = 0, nvml=None) -> NvmlSensor:
+def open_nvml(index: int | None = None, nvml=None) -> NvmlSensor:
     nvml = nvml or load_nvml()
     try:
         return NvmlSensor(nvml, index)
