@@ -171,7 +171,7 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
         total_steps = repetitions * ((n_prompt > 0) + (n_gen > 0) + (n_prompt > 0))
         step = 0
 
-        def tick(label):
+        def tick():
             nonlocal step
             step += 1
             if progress:
@@ -181,15 +181,15 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
             t0 = time.perf_counter()
             pp_s.append(runner.time_prompt(n_prompt))
             pp_windows.append((t0, time.perf_counter()))
-            tick("pp")
+            tick()
         for _ in range(repetitions if n_gen else 0):
             t0 = time.perf_counter()
             tg_s.append(runner.time_generate(n_gen))
             tg_windows.append((t0, time.perf_counter()))
-            tick("tg")
+            tick()
         for _ in range(repetitions if n_prompt else 0):
             ttft_s.append(runner.time_first_token(n_prompt))
-            tick("ttft")
+            tick()
         if gpu_mem0 is not None:
             used = _gpu_memory(sensor, warnings)
             readings = [v for v in (used, sampler.gauge_max if sampler else None) if v is not None]
