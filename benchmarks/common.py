@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -27,3 +29,30 @@ def llama_cpp_tree(work: Path, given: str | None = None) -> Path:
 
 def edgekit_exe() -> str:
     return shutil.which("edgekit") or str(Path(sys.executable).parent / "edgekit")
+
+
+def add_run_args(ap: argparse.ArgumentParser, p: int, n: int, r: int) -> None:
+    """The options every comparison shares: test sizes, threads, rounds, work folder, JSON out."""
+    ap.add_argument("--preset", default="r1-distill-qwen-1.5b", help="synthesized checkpoint to export (cached)")
+    ap.add_argument("-p", type=int, default=p, help="prompt tokens")
+    ap.add_argument("-n", type=int, default=n, help="generated tokens")
+    ap.add_argument("-r", type=int, default=r, help="repetitions per run")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--rounds", type=int, default=3, help="alternate the two tools this many times")
+    ap.add_argument("--work", default="bench-work", help="cache folder for checkpoints, exports and builds")
+    ap.add_argument("--json", dest="json_out", help="write rounds and summary here")
+
+
+def cached_export(work: Path, preset: str, fmt: str, quant: str) -> Path:
+    """The preset synthesized and exported once into the work folder (no verify: speed only).
+    Returns the GGUF file, or the ONNX folder."""
+    edgekit = edgekit_exe()
+    ckpt = work / preset
+    if not (ckpt / "config.json").exists():
+        subprocess.run([edgekit, "synth", preset, str(ckpt)], check=True)
+    out = work / f"{preset}-{fmt}-{quant}"
+    if not (out / "manifest.json").exists():
+        option = ["--quant", quant] if fmt == "gguf" else ["--precision", quant.lower()]
+        subprocess.run([edgekit, "export", fmt, str(ckpt), "-o", str(out), *option, "--no-verify", "--force"],
+                       check=True)
+    return next(out.glob(f"*-{quant}.gguf")) if fmt == "gguf" else out

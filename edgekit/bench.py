@@ -54,23 +54,32 @@ def peak_rss_bytes() -> int:
 
 
 def resolve_artifact(path: Path) -> tuple[Path, str]:
+    """A GGUF file, an ONNX file, or an export folder holding one of them -> (path, format).
+    For ONNX the folder is returned: the runner needs its genai_config.json and tokenizer."""
     path = Path(path)
     if not path.exists():
-        raise EdgekitError(f"{path} does not exist", "pass a .gguf file or an edgekit export folder")
+        raise EdgekitError(f"{path} does not exist", "pass a .gguf file, an .onnx file or an edgekit export folder")
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
+        onnxs = sorted(path.glob("*.onnx"))
+        if len(ggufs) == 1 and not onnxs:
             return ggufs[0], "gguf"
+        if onnxs and not ggufs:
+            from edgekit.runners.onnxruntime import find_model
+
+            return find_model(path), "onnx"
         if not ggufs:
-            raise EdgekitError(f"{path} holds no .gguf file", "pass a .gguf file or a GGUF export folder")
-        raise EdgekitError(f"{path} holds {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)})",
-                           "pass one of them")
+            raise EdgekitError(f"{path} holds no .gguf or .onnx file", "pass a model file or an edgekit export folder")
+        raise EdgekitError(f"{path} holds {len(ggufs) + len(onnxs)} model files "
+                           f"({', '.join(p.name for p in ggufs + onnxs)})", "pass one of them")
+    if path.suffix == ".onnx":
+        return path, "onnx"
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"GGUF":
         return path, "gguf"
-    raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})",
-                       "pass a .gguf file, e.g. one written by edgekit export gguf")
+    raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r}) and not an .onnx file",
+                       "pass a .gguf file, e.g. one written by edgekit export gguf, or an ONNX export folder")
 
 
 def default_threads() -> int:
@@ -109,17 +118,20 @@ def host_info(accelerators: list[str]) -> HostInfo:
 # ---------------------------------------------------------------- the run
 
 
-def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
-               threads: int | None = None, gpu_layers: int | None = 0, ctx: int = 0, n_batch: int = 2048,
-               n_ubatch: int = 512, flash_attn: str = "auto", power: str = "auto", target: str = "auto",
-               idle_s: float = 2.0, sample_interval_s: float = 0.1, hash_artifact: bool = True,
-               progress: Progress | None = None) -> BenchResult:
-    from edgekit.inspect import inspect_gguf
+def bench_gguf(path: Path, **kwargs) -> BenchResult:
+    return bench_artifact(path, "gguf", **kwargs)
+
+
+def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
+                   threads: int | None = None, gpu_layers: int | None = 0, ctx: int = 0, n_batch: int = 2048,
+                   n_ubatch: int = 512, flash_attn: str = "auto", providers: list[str] | None = None,
+                   graph_opt: str = "all", power: str = "auto", target: str = "auto", idle_s: float = 2.0,
+                   sample_interval_s: float = 0.1, hash_artifact: bool = True,
+                   progress: Progress | None = None) -> BenchResult:
+    """One artifact through its runtime's runner (llama.cpp for GGUF, ONNX Runtime for ONNX), with
+    the same tests, the same power and memory accounting and the same result schema."""
     from edgekit.manifest import sha256_of
     from edgekit.power import Sampler, open_sensor
-    from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s
-    from edgekit.runners.llamacpp import LlamaCppRunner
-
     from edgekit.targets.specs import SPECS
     from edgekit.targets.state import capture, throttle_warnings
     from edgekit.transport import LocalTransport
@@ -133,22 +145,41 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     family = spec.family if spec else "linux"
     if threads is None:  # the target's big cores (Apple's performance cores), within what we may use
         threads = min(spec.big_cores, default_threads()) if spec and spec.big_cores else default_threads()
-    if gpu_layers is None:
-        gpu_layers = spec.default_gpu_layers if spec else 0
-    ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
-    facts = inspect_gguf(path)
+    if fmt == "gguf":
+        from edgekit.inspect import inspect_gguf
+        from edgekit.runners.llamacpp import LlamaCppRunner
+
+        if gpu_layers is None:
+            gpu_layers = spec.default_gpu_layers if spec else 0
+        ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
+        facts = inspect_gguf(path)
+        runner = LlamaCppRunner(path, threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch,
+                                n_ubatch=n_ubatch, flash_attn=flash_attn)
+        load = runner.load
+    elif fmt == "onnx":
+        from edgekit.inspect import inspect_onnx
+        from edgekit.runners.onnxruntime import GPU_PROVIDERS, OrtRunner, available_providers, choose_providers
+
+        ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, 1)
+        facts = inspect_onnx(path)
+        preferred = spec.onnxruntime_providers if spec else ("CPUExecutionProvider",)
+        providers = choose_providers(providers, preferred, available_providers())
+        runner = OrtRunner(path.parent, threads=threads, providers=providers, graph_opt=graph_opt,
+                           model_file=path.name, n_batch=n_batch)
+        load = runner.load
+    else:
+        raise EdgekitError(f"no runner for format '{fmt}'", "pass a GGUF or ONNX artifact")
     warnings: list[str] = []
     state_before = capture(LocalTransport(), family)
 
-    sensor, why_not = open_sensor(power, gpu_layers)
+    on_gpu = bool(gpu_layers) if fmt == "gguf" else providers[0] in GPU_PROVIDERS
+    sensor, why_not = open_sensor(power, on_gpu)
     gpu_mem0 = _gpu_memory(sensor, warnings)
     sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
     if sampler and gpu_mem0 is not None:
         sampler.gauge = sensor.memory_used_bytes  # peak GPU memory, polled with every power sample
 
     reset_peak_rss()
-    runner = LlamaCppRunner(path, threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch,
-                            n_ubatch=n_ubatch, flash_attn=flash_attn)
     pp_s: list[float] = []
     tg_s: list[float] = []
     ttft_s: list[float] = []
@@ -157,7 +188,11 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     idle_window = None
     gpu_peak = None
     try:
-        load_s = runner.load()
+        load_s = load()
+        if fmt == "onnx":
+            gpu_layers = runner.n_layers if runner.backend() != "CPU" else 0
+            n_ubatch = n_batch  # ONNX Runtime runs each chunk whole
+            flash_attn = "n/a"
         if sampler:
             try:
                 sampler.start()
@@ -218,7 +253,10 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     roofline = None
     if n_gen and (backend == "CPU" or (spec and spec.bandwidth_gb_s)):
         try:
-            bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
+            from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s, onnx_bytes_per_token
+
+            per_token = gguf_bytes_per_token if fmt == "gguf" else onnx_bytes_per_token
+            bpt, _parts = per_token(path, ctx_tokens=n_gen / 2)
             if spec and spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
                 bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"
             else:
@@ -232,8 +270,9 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
     elif n_gen:
         warnings.append(f"no roofline for the {backend} backend yet: its memory bandwidth is not known to edgekit")
 
+    package = "llama-cpp-python" if fmt == "gguf" else _ort_package()
     try:
-        version = metadata.version("llama-cpp-python")
+        version = metadata.version(package)
     except metadata.PackageNotFoundError:
         version = "unknown"
     from edgekit import __version__
@@ -242,15 +281,29 @@ def bench_gguf(path: Path, *, n_prompt: int = 512, n_gen: int = 128, repetitions
         tool=ToolInfo(version=__version__),
         host=host_info([backend] if backend != "CPU" else []),
         target=(target if target != "auto" else spec.name if spec.family != "linux" else "local host"),
-        artifact=ArtifactInfo(path=str(path), format="gguf", quant=facts["quant"], size_bytes=facts["size_bytes"],
-                              sha256=sha256_of(path) if hash_artifact else None, n_params=facts["n_params"],
+        artifact=ArtifactInfo(path=str(path), format=fmt, quant=facts["quant"], size_bytes=facts["size_bytes"],
+                              sha256=sha256_of(path, 8 << 20, *[path.parent / e for e in facts.get("external_data", [])])
+                              if hash_artifact else None, n_params=facts["n_params"],
                               architecture=facts["architecture"]),
-        runtime=RuntimeInfo(name="llama.cpp", version=f"llama-cpp-python {version}", backend=backend,
-                            build_flags=build),
+        runtime=RuntimeInfo(name="llama.cpp" if fmt == "gguf" else "onnxruntime", version=f"{package} {version}",
+                            backend=backend, build_flags=build),
         settings=Settings(n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
-                          gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
+                          gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn,
+                          providers=runner.providers if fmt == "onnx" else None,
+                          graph_optimization=graph_opt if fmt == "onnx" else None),
         metrics=metrics, power=power_info, roofline=roofline,
         target_state={"family": family, "before": state_before, "after": state_after}, warnings=warnings)
+
+
+def _ort_package() -> str:
+    """The installed onnxruntime distribution (onnxruntime, onnxruntime-gpu, ...)."""
+    for name in ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-qnn"):
+        try:
+            metadata.version(name)
+            return name
+        except metadata.PackageNotFoundError:
+            continue
+    return "onnxruntime"
 
 
 def _gpu_memory(sensor, warnings: list[str]) -> int | None:

@@ -1,7 +1,7 @@
 """`edgekit demo`: the whole loop offline on a built-in model.
 
-synth small-qwen2 -> export GGUF Q4_K_M and Q8_0 (verified) -> bench both ->
-report.html. If the `demo` extra's real Gemma-3-270M Q4_K_M GGUF is installed,
+synth small-qwen2 -> export GGUF Q4_K_M and Q8_0 and ONNX INT4 (all verified) ->
+bench each (llama.cpp and ONNX Runtime) -> report.html. If the `demo` extra's real Gemma-3-270M Q4_K_M GGUF is installed,
 it is benchmarked too and writes a short completion, so there is real text to read.
 """
 
@@ -72,13 +72,27 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
     ckpt = out_dir / "small-qwen2"
     say(f"1/4 synthesizing the small-qwen2 checkpoint in {ckpt}")
     synthesize("small-qwen2", ckpt, seed=0, force=force, progress=progress)
-    say("2/4 exporting GGUF Q4_K_M and Q8_0 (with the logits check against transformers)")
+    say("2/4 exporting GGUF Q4_K_M and Q8_0 (with the logits check against transformers), ONNX INT4")
     manifest = export_gguf(str(ckpt), out_dir / "gguf", ["Q4_K_M", "Q8_0"], verify=True, threads=threads,
                            force=force, progress=progress)
     for f in manifest.files:
         v = f.verify or {}
         say(f"    {f.file}: {f.size_bytes / 2**20:.1f} MiB, KL vs F16 {v.get('kl_mean', float('nan')):.2e}")
     artifacts = [out_dir / "gguf" / f.file for f in manifest.files]
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "optimum")):
+        outcome.notes.append("install the onnx extra (pip install 'edgekit[onnx]') to compare ONNX Runtime INT4 too")
+    else:
+        from edgekit.converters.onnx import export_onnx
+
+        say("    exporting ONNX INT4 (MatMulNBits; checked against its dequantized weights and FP32)")
+        onnx_manifest = export_onnx(str(ckpt), out_dir / "onnx-int4", "int4", verify=True, threads=threads,
+                                    force=force, progress=progress)
+        v = onnx_manifest.files[0].verify or {}
+        say(f"    onnx-int4/model.onnx: {onnx_manifest.files[0].size_bytes / 2**20:.1f} MiB, "
+            f"KL vs F32 {v.get('vs_fp32', {}).get('kl_mean', float('nan')):.2e}")
+        artifacts.append(out_dir / "onnx-int4")
     sample = real_sample_model(out_dir / "sample")
     if sample:
         artifacts.append(sample)
@@ -90,7 +104,7 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
     results_dir.mkdir(exist_ok=True)
     for path in artifacts:
         # each run in a fresh process, as a user would run it: its peak memory is its own
-        dest = results_dir / (path.stem + ".json")
+        dest = results_dir / ((path.name if path.is_dir() else path.stem) + ".json")
         cmd = [sys.executable, "-m", "edgekit", "bench", str(path), "-p", str(n_prompt), "-n", str(n_gen),
                "-r", str(repetitions), "-o", str(dest), "--json"]
         if threads:

@@ -15,13 +15,20 @@ def inspect_artifact(path: Path) -> dict:
     if path.is_dir():
         from edgekit.manifest import ExportManifest
 
-        return {"kind": "export", "path": str(path), **ExportManifest.read(path).model_dump()}
+        facts = {"kind": "export", "path": str(path), **ExportManifest.read(path).model_dump()}
+        if facts["format"] == "onnx":
+            from edgekit.runners.onnxruntime import find_model
+
+            facts["model"] = inspect_onnx(find_model(path))
+        return facts
+    if path.suffix == ".onnx":
+        return inspect_onnx(path)
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"GGUF":
         return inspect_gguf(path)
-    raise EdgekitError(f"{path} is not a GGUF file or an edgekit export folder",
-                       "pass a .gguf file or a folder written by edgekit export")
+    raise EdgekitError(f"{path} is not a GGUF file, an .onnx file or an edgekit export folder",
+                       "pass a .gguf or .onnx file, or a folder written by edgekit export")
 
 
 def _field(reader, key: str, default=None):
@@ -79,4 +86,99 @@ def inspect_gguf(path: Path) -> dict:
             "chat_template": "tokenizer.chat_template" in reader.fields,
         },
         "gguf_version": _field(reader, "GGUF.version"),
+    }
+
+
+ONNX_ELEM_BYTES = {1: 4, 10: 2, 16: 2, 11: 8, 7: 8, 6: 4, 2: 1, 3: 1, 9: 1, 21: 0.5, 22: 0.5}  # TensorProto types
+
+
+def inspect_onnx(path: Path) -> dict:
+    """Facts of an ONNX decoder read from its graph (weights not loaded): parameters, bytes,
+    precision, KV cache layout, custom ops, external data."""
+    import json
+
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    from edgekit.converters.onnx import check_onnx_complete
+
+    path = Path(path)
+    check_onnx_complete(path)
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    init = {t.name: t for t in graph.initializer}
+
+    def n_elem(t) -> int:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        return n
+
+    def n_bytes(t) -> int:
+        if uses_external_data(t):
+            return int(ExternalDataInfo(t).length or 0)
+        if t.raw_data:
+            return len(t.raw_data)
+        return int(n_elem(t) * ONNX_ELEM_BYTES.get(t.data_type, 4))
+
+    params = 0
+    counted: set[str] = set()
+    embedding: set[str] = set()
+    ops = Counter(n.op_type for n in graph.node)
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            params += int(attrs["K"]) * int(attrs["N"])
+            counted.update(i for i in node.input[1:] if i)
+        elif node.op_type == "GatherBlockQuantized":
+            params += n_elem(init[node.input[0]]) if node.input[0] in init else 0
+            counted.update(i for i in (node.input[0], *node.input[2:]) if i)
+            embedding.update(i for i in (node.input[0], *node.input[2:]) if i)
+        elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == "input_ids" and node.input[0] in init:
+            embedding.add(node.input[0])
+    params += sum(n_elem(t) for name, t in init.items() if name not in counted and n_elem(t) > 1)
+    total = sum(n_bytes(t) for t in init.values())
+    if ops.get("MatMulNBits"):
+        quant = "INT4"
+    else:
+        big = max(init.values(), key=n_elem, default=None)
+        quant = {1: "F32", 10: "F16", 16: "BF16"}.get(big.data_type, str(big.data_type)) if big is not None else None
+    past = [i for i in graph.input if i.name.startswith("past_key_values.")]
+    kv = {}
+    if past:
+        dims = [d.dim_value for d in past[0].type.tensor_type.shape.dim]
+        elem = ONNX_ELEM_BYTES.get(past[0].type.tensor_type.elem_type, 4)
+        kv = {"layers": len(past) // 2, "kv_heads": dims[1], "head_dim": dims[3], "dtype_bytes": elem,
+              "bytes_per_position": int(len(past) * dims[1] * dims[3] * elem)}
+    logits_out = next((o for o in graph.output if o.name == "logits"), None)
+    seq = logits_out.type.tensor_type.shape.dim[1] if logits_out is not None else None
+    externals = sorted({ExternalDataInfo(t).location for t in init.values() if uses_external_data(t)})
+    arch = None
+    for meta in ("config.json", "genai_config.json"):
+        try:
+            cfg = json.loads((path.parent / meta).read_text(encoding="utf-8"))
+            arch = (cfg.get("architectures") or [None])[0] if meta == "config.json" else cfg["model"]["type"]
+            if arch:
+                break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {
+        "kind": "onnx",
+        "path": str(path),
+        "size_bytes": path.stat().st_size + sum((path.parent / e).stat().st_size for e in externals),
+        "architecture": arch,
+        "quant": quant,
+        "n_params": int(params),
+        "weights_bytes": int(total),
+        "embedding_bytes": int(sum(n_bytes(init[n]) for n in embedding)),
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "ir_version": model.ir_version,
+        "inputs": [i.name for i in graph.input if not i.name.startswith("past_key_values.")] +
+                  ([f"past_key_values.0-{len(past) // 2 - 1}.key/value"] if past else []),
+        "kv_cache": kv,
+        "logits": None if seq is None else "last position" if seq.dim_value == 1 else "every position",
+        "contrib_ops": {k: v for k, v in ops.items() if k in ("MatMulNBits", "GatherBlockQuantized",
+                                                              "GroupQueryAttention", "SkipSimplifiedLayerNormalization")},
+        "n_nodes": len(graph.node),
+        "external_data": externals,
     }

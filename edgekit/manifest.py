@@ -15,7 +15,8 @@ from edgekit.errors import EdgekitError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-TOOL_PACKAGES = ("edgekit", "gguf", "llama-cpp-python", "transformers", "torch", "safetensors", "tokenizers")
+TOOL_PACKAGES = ("edgekit", "gguf", "llama-cpp-python", "transformers", "torch", "safetensors", "tokenizers",
+                 "onnx", "onnxruntime", "optimum", "optimum-onnx")
 
 
 class SourceInfo(BaseModel):
@@ -33,6 +34,7 @@ class ArtifactFile(BaseModel):
     sha256: str
     seconds: float                 # time to produce this file
     verify: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None   # how it was made (e.g. INT4 block size, symmetry)
 
 
 class ExportManifest(BaseModel):
@@ -45,6 +47,8 @@ class ExportManifest(BaseModel):
     vocab_size: int
     context_length: int
     tokenizer: dict[str, Any] = {}
+    name: str | None = None
+    opset: int | None = None       # ONNX exports
     files: list[ArtifactFile]
     tools: dict[str, str]
     host: dict[str, Any] = {}
@@ -77,9 +81,11 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+def sha256_of(path: Path, chunk: int = 8 << 20, *more: Path) -> str:
+    """sha256 of a file, or of several files' bytes in order (an .onnx and its external data)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    for p in (path, *more):
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
     return h.hexdigest()

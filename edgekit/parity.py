@@ -41,7 +41,9 @@ def probe_ids(ckpt_path: Path) -> list[int]:
 def transformers_logits(ckpt_path: Path, ids: list[int], threads: int | None = None) -> np.ndarray:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading checkpoint shards" would break the progress bars
     if threads:
         torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(str(ckpt_path), dtype=torch.float32)

@@ -23,7 +23,8 @@ def _pm(stat, spec=".1f") -> str:
 
 
 def label(r: BenchResult) -> str:
-    name = Path(r.artifact.path).name
+    path = Path(r.artifact.path)
+    name = f"{path.parent.name}/{path.name}" if r.artifact.format == "onnx" else path.name  # every ONNX is model.onnx
     return name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})"
 
 

@@ -55,7 +55,7 @@ class ArtifactInfo(BaseModel):
     format: str                     # gguf, onnx, tensorrt
     quant: str | None = None        # llama.cpp spelling
     size_bytes: int
-    sha256: str | None = None
+    sha256: str | None = None       # of the file; for ONNX, of model.onnx followed by its external data
     n_params: int | None = None
     architecture: str | None = None
 
@@ -76,7 +76,9 @@ class Settings(BaseModel):
     ctx: int
     n_batch: int
     n_ubatch: int
-    flash_attn: str
+    flash_attn: str                 # auto/on/off (llama.cpp); n/a for ONNX Runtime
+    providers: list[str] | None = None          # ONNX Runtime execution providers, in order
+    graph_optimization: str | None = None       # ONNX Runtime graph optimization level
     warmup: bool = True
     random_tokens: bool = True      # speed does not depend on token values; llama-bench does the same
 

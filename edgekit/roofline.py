@@ -44,6 +44,17 @@ def gguf_bytes_per_token(path: Path, ctx_tokens: float, kv_bytes_per_elem: int =
     return total, {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos, "ctx_tokens": ctx_tokens}
 
 
+def onnx_bytes_per_token(path: Path, ctx_tokens: float) -> tuple[int, dict]:
+    """The same for an ONNX decoder: every initializer but the embedding table, plus its KV cache."""
+    from edgekit.inspect import inspect_onnx
+
+    facts = inspect_onnx(path)
+    weights = facts["weights_bytes"] - facts["embedding_bytes"]
+    kv_per_pos = facts["kv_cache"].get("bytes_per_position", 0)
+    return int(weights + kv_per_pos * ctx_tokens), {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos,
+                                                    "ctx_tokens": ctx_tokens}
+
+
 def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repeats: int = 5) -> float:
     """Best-of-N multi-threaded numpy copy: (read + write) bytes / seconds, in GB/s."""
     threads = threads or os.cpu_count() or 1

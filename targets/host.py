@@ -18,8 +18,13 @@ def parse_cpuinfo_model(text: str) -> str | None:
 
 
 def parse_meminfo_total_bytes(text: str) -> int | None:
+    return parse_meminfo_bytes(text, "MemTotal")
+
+
+def parse_meminfo_bytes(text: str, key: str) -> int | None:
+    """One /proc/meminfo field (MemTotal, MemAvailable, SwapFree, ...) in bytes."""
     for line in text.splitlines():
-        if line.startswith("MemTotal:"):
+        if line.startswith(f"{key}:"):
             parts = line.split()
             if len(parts) >= 2 and parts[1].isdigit():
                 unit = parts[2].lower() if len(parts) > 2 else "kb"

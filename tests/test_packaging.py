@@ -53,11 +53,11 @@ def test_help_imports_no_heavy_library():
         "from click.testing import CliRunner\n"
         "from edgekit.cli import cli\n"
         "for args in (['--help'], ['export', '--help'], ['export', 'gguf', '--help'], ['synth', '--help'],"
-        " ['inspect', '--help']):\n"
+        " ['inspect', '--help'], ['export', 'onnx', '--help'], ['bench', '--help']):\n"
         "    r = CliRunner().invoke(cli, args)\n"
         "    assert r.exit_code == 0, (args, r.output)\n"
         "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'onnx', 'onnxruntime', 'tensorrt', 'gguf',"
-        " 'safetensors') if m in sys.modules]\n"
+        " 'safetensors', 'optimum', 'onnxruntime_genai') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -18,7 +18,13 @@ import click
 @click.option("--ctx", default=0, help="Context size (default: what the run needs).")
 @click.option("--batch", "n_batch", default=2048, show_default=True, help="Logical batch for prompt decoding.")
 @click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Physical batch.")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="llama.cpp only.")
+@click.option("--providers", default=None,
+              help="ONNX only: execution providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu (cpu, cuda, tensorrt, "
+                   "coreml, ...). Default: the target's, filtered by what this onnxruntime build has.")
+@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX only: ONNX Runtime graph optimization level.")
 @click.option("--power", default="auto", show_default=True,
               help="Power sensor: auto, none, rapl or nvml. Without one the run completes and says why.")
 @click.option("--target", default="auto", show_default=True,
@@ -28,17 +34,22 @@ import click
 @click.option("--format", "fmt", type=click.Choice(["edgekit", "llama-bench"]), default="edgekit",
               show_default=True, help="JSON layout of -o/--json: edgekit's schema or llama-bench's field names.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
-def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, power,
-          target, output, fmt, as_json):
-    """Measure prompt processing, generation, TTFT, memory and power of ARTIFACT (a GGUF)."""
-    from edgekit.bench import bench_gguf, resolve_artifact
-    from edgekit.cli._progress import progress_bars
+def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, providers,
+          graph_opt, power, target, output, fmt, as_json):
+    """Measure prompt processing, generation, TTFT, memory and power of ARTIFACT.
 
-    path, _fmt = resolve_artifact(artifact)
+    ARTIFACT is a GGUF file (llama.cpp), an .onnx decoder (ONNX Runtime) or an edgekit export folder.
+    """
+    from edgekit.bench import bench_artifact, resolve_artifact
+    from edgekit.cli._progress import progress_bars
+    from edgekit.runners.onnxruntime import parse_providers
+
+    path, artifact_fmt = resolve_artifact(artifact)
     with progress_bars(not as_json) as report:
-        result = bench_gguf(path, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
-                            gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-                            flash_attn=flash_attn, power=power, target=target, progress=report)
+        result = bench_artifact(path, artifact_fmt, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
+                                threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                                flash_attn=flash_attn, providers=parse_providers(providers), graph_opt=graph_opt,
+                                power=power, target=target, progress=report)
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
         from edgekit.atomic import atomic_file

@@ -7,13 +7,13 @@ import click
 
 @click.command()
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for the checkpoint, GGUFs, results and report.")
+              show_default=True, help="Folder for the checkpoint, exports, results and report.")
 @click.option("-p", "--n-prompt", default=128, show_default=True)
 @click.option("-n", "--n-gen", default=32, show_default=True)
 @click.option("-r", "--repetitions", default=3, show_default=True)
 @click.option("--threads", type=int, default=None)
 def demo(out_dir, n_prompt, n_gen, repetitions, threads):
-    """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0, bench, report."""
+    """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0 and ONNX INT4, bench, report."""
     from edgekit.cli._progress import stdout_console
 
     from edgekit.cli._progress import progress_bars

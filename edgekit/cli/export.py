@@ -35,11 +35,66 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
     if as_json:
         click.echo(json.dumps(manifest.model_dump(), indent=2))
         return
+    _print_files(manifest, f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
+                           f"pre-tokenizer {manifest.tokenizer.get('tokenizer_pre')})")
+
+
+@export.command("onnx")
+@click.argument("checkpoint")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder: model.onnx (+ model.onnx_data above 2 GB), genai_config.json, tokenizer "
+                   "files, manifest.json. It loads in onnxruntime-genai unchanged.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int4"]), default="int4", show_default=True,
+              help="fp32: exact, 4 bytes/weight. fp16: half the size, for GPU providers (CPU runs it slowly). "
+                   "int4: MatMul weights packed to 4 bits (MatMulNBits), ~1/7 of fp32, activations fp32.")
+@click.option("--block-size", type=int, default=32, show_default=True,
+              help="INT4: weights per scale. Smaller blocks track the weights closer but add scale bytes "
+                   "(32: 0.5 extra bit/weight; 128: 0.125).")
+@click.option("--symmetric/--asymmetric", default=True, show_default=True,
+              help="INT4: symmetric blocks need no zero point (smaller, faster); asymmetric ones fit "
+                   "skewed blocks better.")
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=4, show_default=True,
+              help="INT4 compute type of CPU kernels: 4 quantizes activations to int8 per block (fastest), "
+                   "1 keeps fp32 (exact dequantized math, slower), 2 fp16, 3 bf16, 0 the provider's default. "
+                   "GPU providers ignore it.")
+@click.option("--quantize-embedding", is_flag=True,
+              help="INT4: also pack the token embedding (GatherBlockQuantized, opset 21): much smaller files "
+                   "for large vocabularies; needs onnxruntime >= 1.20 on the device.")
+@click.option("--verify/--no-verify", default=None,
+              help="fp32/fp16: logits vs transformers. int4: vs a dequantized-weights reference, KL vs the fp32 "
+                   "graph. Default: on up to 3B parameters.")
+@click.option("--threads", type=int, default=None, help="Threads for the checks (default: all cores).")
+@click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
+              help="last: the lm_head sees only the last position (as llama.cpp computes it): less prompt work "
+                   "and no n x vocab buffer; all: logits for every position (perplexity, scoring).")
+@click.option("--memory-check/--no-memory-check", default=True, show_default=True,
+              help="Refuse up front when the export needs more RAM than is available "
+                   "(about 2.1x the FP32 weights, FP16 for --precision fp16).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_level, quantize_embedding, verify,
+             threads, logits, memory_check, force, as_json):
+    """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
+    from edgekit.cli._progress import progress_bars
+    from edgekit.converters.onnx import Int4Options, export_onnx
+
+    opts = Int4Options(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
+                       quantize_embedding=quantize_embedding)
+    with progress_bars(not as_json) as report:
+        manifest = export_onnx(checkpoint, out_dir, precision, opts, verify=verify, threads=threads, force=force,
+                               memory_check=memory_check, logits=logits, progress=report)
+    if as_json:
+        click.echo(json.dumps(manifest.model_dump(), indent=2))
+        return
+    _print_files(manifest, f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
+                           f"ONNX opset {manifest.opset})")
+
+
+def _print_files(manifest, title: str) -> None:
     from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
-    table = Table(title=f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
-                        f"pre-tokenizer {manifest.tokenizer.get('tokenizer_pre')})")
+    table = Table(title=title)
     for col in ("file", "quant", "size", "seconds", "check"):
         table.add_column(col, justify="right" if col in ("size", "seconds") else "left")
     for f in manifest.files:
@@ -50,6 +105,10 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 def _check_text(v: dict | None) -> str:
     if not v:
         return "-"
+    if "vs_dequantized" in v:
+        d, q = v["vs_dequantized"], v["vs_fp32"]
+        return (f"vs dequantized {d['rel_p999_diff']:.1e}x std, KL {q['kl_mean']:.2e} vs F32, "
+                f"top-1 {q['top1_agreement']:.0%}")
     if "kl_mean" in v:
         return f"KL {v['kl_mean']:.2e} vs {v.get('vs', 'F16')}, top-1 {v['top1_agreement']:.0%}"
     return f"max|Δlogit| {v['max_abs_diff']:.2e}, top-1 {v['top1_agreement']:.0%}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runners import Runner
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
@@ -53,7 +54,7 @@ def quiet_llama_logs() -> list[str]:
     return _LOG["errors"]
 
 
-class LlamaCppRunner:
+class LlamaCppRunner(Runner):
     def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
                  n_ubatch: int = 512, flash_attn: str = "auto", seed: int = 1234):
         self.path, self.threads, self.gpu_layers = Path(path), threads, gpu_layers
@@ -108,14 +109,6 @@ class LlamaCppRunner:
         if self.model:
             L.llama_model_free(self.model)
             self.model = None
-
-    def __enter__(self):
-        self.load_s = self.load()
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     # ------------------------------------------------------------ facts
 
@@ -205,9 +198,3 @@ class LlamaCppRunner:
         logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.context, -1), shape=(self.n_vocab,))
         int(logits.argmax())
         return time.perf_counter() - t0
-
-    def warmup(self, n_prompt: int, n_gen: int) -> None:
-        if n_prompt:
-            self.time_prompt(n_prompt)
-        if n_gen:
-            self.time_generate(1)

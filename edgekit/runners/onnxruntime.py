@@ -1,0 +1,297 @@
+"""ONNX decoders with KV cache through ONNX Runtime, with the llama.cpp runner's method.
+
+The cache never goes through numpy: every step binds the previous step's
+`present.N.key/value` OrtValues as the next `past_key_values.N.key/value` inputs
+(IOBinding), and outputs are allocated by ONNX Runtime on the execution
+provider's device. Only input ids, the attention mask, positions and (when
+asked for) the logits row cross to the host.
+
+pp: n_prompt random tokens (BOS first) from an empty cache, in n_batch chunks;
+tg: n_gen single-token steps from an empty cache; TTFT: prompt + greedy pick of
+the first token; a warm-up of each first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.runners import Runner
+
+PROVIDER_BACKEND = {
+    "CPUExecutionProvider": "CPU",
+    "CUDAExecutionProvider": "CUDA",
+    "TensorrtExecutionProvider": "TensorRT",
+    "NvTensorRTRTXExecutionProvider": "TensorRT-RTX",
+    "CoreMLExecutionProvider": "CoreML",
+    "DmlExecutionProvider": "DirectML",
+    "XnnpackExecutionProvider": "XNNPACK",
+}
+PROVIDER_ALIASES = {v.lower(): k for k, v in PROVIDER_BACKEND.items()} | {"tensorrt-rtx": "NvTensorRTRTXExecutionProvider"}
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider")
+GRAPH_OPT = ("disable", "basic", "extended", "all")
+_ORT_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": None}
+
+
+def parse_providers(text: str | None) -> list[str] | None:
+    """'cuda,cpu' or full provider names -> ONNX Runtime provider names, in order."""
+    if not text:
+        return None
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name = PROVIDER_ALIASES.get(item.lower(), item)
+        if name not in PROVIDER_BACKEND:
+            raise EdgekitError(f"unknown execution provider '{item}'",
+                               f"choose from: {', '.join(sorted(PROVIDER_ALIASES))} (comma-separated, in order)")
+        out.append(name)
+    return out
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def choose_providers(wanted: list[str] | None, preferred: tuple[str, ...], available: list[str]) -> list[str]:
+    """The user's list (each must be available), else the target's preference order filtered by
+    what this onnxruntime build has; CPU always last as the fallback for unsupported nodes."""
+    if wanted:
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise EdgekitError(f"execution provider {missing[0]} is not in this onnxruntime build "
+                               f"(available: {', '.join(available)})",
+                               "install the onnxruntime package for it (e.g. onnxruntime-gpu for CUDA), or drop it")
+        chosen = list(wanted)
+    else:
+        chosen = [p for p in preferred if p in available] or ["CPUExecutionProvider"]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def find_model(folder: Path, model_file: str | None = None) -> Path:
+    folder = Path(folder)
+    if model_file:
+        path = folder / model_file
+    else:
+        genai = folder / "genai_config.json"
+        name = None
+        if genai.is_file():
+            try:
+                name = json.loads(genai.read_text(encoding="utf-8"))["model"]["decoder"]["filename"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                name = None
+        candidates = [folder / name] if name else sorted(folder.glob("*.onnx"))
+        if len(candidates) != 1:
+            raise EdgekitError(f"{folder} holds {len(candidates)} .onnx files", "pass the folder of one ONNX export")
+        path = candidates[0]
+    if not path.is_file():
+        raise EdgekitError(f"{path} does not exist", "pass a folder written by edgekit export onnx")
+    return path
+
+
+class OrtRunner(Runner):
+    def __init__(self, folder: Path, threads: int, providers: list[str] | None = None, graph_opt: str = "all",
+                 model_file: str | None = None, n_batch: int = 2048, seed: int = 1234):
+        self.folder = Path(folder)
+        self.path = find_model(self.folder, model_file)
+        self.threads, self.wanted, self.graph_opt, self.n_batch = threads, providers, graph_opt, n_batch
+        self.rng = np.random.default_rng(seed)
+        self.session = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def load(self, preferred: tuple[str, ...] = ("CPUExecutionProvider",)) -> float:
+        import onnxruntime as ort
+
+        from edgekit.converters.onnx import check_onnx_complete
+
+        check_onnx_complete(self.path)
+        if self.graph_opt not in GRAPH_OPT:
+            raise EdgekitError(f"unknown graph optimization level '{self.graph_opt}'", f"choose from: {', '.join(GRAPH_OPT)}")
+        self.providers = choose_providers(self.wanted, preferred, ort.get_available_providers())
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.graph_opt]
+        so.log_severity_level = 3
+        t0 = time.perf_counter()
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=self.providers)
+        except Exception as e:
+            raise EdgekitError(f"onnxruntime could not load {self.path.name} ({' '.join(str(e).split())[:200]})",
+                               "check it with `edgekit inspect`; re-export it if it is damaged") from None
+        load_s = time.perf_counter() - t0
+        self._describe()
+        return load_s
+
+    def _describe(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        need = ("input_ids", "attention_mask")
+        if any(n not in inputs for n in need) or "logits" not in outputs:
+            raise EdgekitError(f"{self.path.name} is not a decoder with KV cache (inputs {', '.join(inputs)})",
+                               "export it with `edgekit export onnx` (optimum's text-generation-with-past layout)")
+        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_key)
+        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        missing = [n for n in self.present_names if n not in outputs]
+        if not self.past_names or missing:
+            raise EdgekitError(f"{self.path.name} has no matching past/present KV inputs and outputs",
+                               "export it with `edgekit export onnx` (text-generation-with-past)")
+        past = inputs[self.past_names[0]]
+        self.kv_dtype = _ORT_DTYPE.get(past.type)
+        if self.kv_dtype is None:
+            raise EdgekitError(f"KV cache type {past.type} is not supported", "export as fp32, fp16 or int4")
+        self.kv_heads, self.head_dim = int(past.shape[1]), int(past.shape[3])
+        self.has_positions = "position_ids" in inputs
+        vocab = self.session.get_outputs()[outputs.index("logits")].shape[-1]
+        self.n_vocab = int(vocab) if isinstance(vocab, int) else self._config_vocab()
+        self.bos = self._bos()
+        self.device = "cuda" if self.providers[0] in GPU_PROVIDERS else "cpu"
+
+    def _genai(self) -> dict:
+        try:
+            return json.loads((self.folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            return {}
+
+    def _config_vocab(self) -> int:
+        vocab = self._genai().get("vocab_size")
+        if not vocab:
+            raise EdgekitError(f"the vocabulary size of {self.path.name} is unknown", "keep genai_config.json beside it")
+        return int(vocab)
+
+    def _bos(self) -> int | None:
+        bos = self._genai().get("bos_token_id")
+        return int(bos) if isinstance(bos, int) else None
+
+    def close(self) -> None:
+        self.session = None
+
+    # ------------------------------------------------------------ facts
+
+    def backend(self) -> str:
+        return PROVIDER_BACKEND.get(self.providers[0], self.providers[0])
+
+    def system_info(self) -> str:
+        import onnxruntime as ort
+
+        return f"onnxruntime {ort.__version__}; providers {','.join(self.providers)}; graph optimization {self.graph_opt}"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.past_names) // 2
+
+    # ------------------------------------------------------------ the step
+
+    def empty_cache(self) -> list:
+        import onnxruntime as ort
+
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        return [ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names]
+
+    def step(self, tokens: np.ndarray, cache: list, pos: int):
+        """Run `tokens` at positions pos.. on `cache`; returns (logits OrtValue, new cache)."""
+        n = len(tokens)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, n))
+        binding.bind_cpu_input("attention_mask", np.ones((1, pos + n), dtype=np.int64))
+        if self.has_positions:
+            binding.bind_cpu_input("position_ids", np.arange(pos, pos + n, dtype=np.int64).reshape(1, n))
+        for name, value in zip(self.past_names, cache):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", self.device)
+        for name in self.present_names:
+            binding.bind_output(name, self.device)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:  # allocation failures, provider errors: one line, not a traceback
+            detail = " ".join(str(e).split())
+            raise EdgekitError(f"onnxruntime failed running {self.path.name} on {n} tokens at position {pos} "
+                               f"({detail[-200:]})", "lower -p/-n or --batch, or free memory") from None
+        out = binding.get_outputs()
+        return out[0], out[1:]
+
+    def run(self, tokens: np.ndarray, cache: list | None = None, pos: int = 0):
+        """Tokens in n_batch chunks; returns (last chunk's logits OrtValue, cache, next position)."""
+        cache = cache if cache is not None else self.empty_cache()
+        logits = None
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            logits, cache = self.step(chunk, cache, pos)
+            pos += len(chunk)
+        return logits, cache, pos
+
+    @staticmethod
+    def last_row(logits) -> np.ndarray:
+        return logits.numpy()[0, -1]
+
+    # ------------------------------------------------------------ uses
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """Logits of every position of one forward pass (float32 [n, vocab]), for parity checks."""
+        cache = self.empty_cache()
+        logits, _cache = self.step(np.asarray(ids, dtype=np.int64), cache, 0)
+        return logits.numpy()[0].astype(np.float32)
+
+    def generate_greedy(self, prompt: list[int], n_new: int, eos: set[int] | None = None) -> list[int]:
+        """Greedy decoding: the prompt, then one step on the cache per new token but the last
+        (its logits would pick a token nobody asked for)."""
+        logits, cache, pos = self.run(np.asarray(prompt, dtype=np.int64))
+        return self.continue_greedy(logits, cache, pos, n_new, eos)
+
+    def continue_greedy(self, logits, cache: list, pos: int, n_new: int, eos: set[int] | None = None) -> list[int]:
+        out: list[int] = []
+        for i in range(n_new):
+            token = int(self.last_row(logits).argmax())
+            out.append(token)
+            if (eos and token in eos) or i == n_new - 1:
+                break
+            logits, cache = self.step(np.array([token], dtype=np.int64), cache, pos)
+            pos += 1
+        return out
+
+    def _random(self, n: int) -> np.ndarray:
+        return self.rng.integers(0, self.n_vocab, size=n, dtype=np.int64)
+
+    def _prompt_tokens(self, n_prompt: int) -> np.ndarray:
+        tokens = self._random(n_prompt)
+        if self.bos is not None and n_prompt:
+            tokens[0] = self.bos
+        return tokens
+
+    def time_prompt(self, n_prompt: int) -> float:
+        tokens = self._prompt_tokens(n_prompt)
+        t0 = time.perf_counter()
+        self.run(tokens)
+        return time.perf_counter() - t0
+
+    def time_generate(self, n_gen: int) -> float:
+        tokens = self._prompt_tokens(max(n_gen, 1))[:n_gen]
+        cache = self.empty_cache()
+        t0 = time.perf_counter()
+        for pos in range(n_gen):
+            _logits, cache = self.step(tokens[pos:pos + 1], cache, pos)
+        return time.perf_counter() - t0
+
+    def time_first_token(self, n_prompt: int) -> float:
+        tokens = self._prompt_tokens(n_prompt)
+        t0 = time.perf_counter()
+        logits, _cache, _pos = self.run(tokens)
+        int(self.last_row(logits).argmax())
+        return time.perf_counter() - t0
+
+
+
+def _layer_key(name: str) -> tuple[int, str]:
+    parts = name.split(".")
+    return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0, parts[-1])

@@ -1,0 +1,388 @@
+"""ONNX export (FP32/FP16/INT4), its parity checks, the ONNX Runtime runner and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+from edgekit.converters import onnx as onnx_conv
+from edgekit.errors import EdgekitError
+
+from helpers import assert_one_line_error
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.exporters.onnx")
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory):
+    """Export a checkpoint once per (checkpoint, precision, options), verified."""
+    cache = {}
+
+    def get(ckpt, precision, logits="last", **int4):
+        key = (ckpt, precision, logits, tuple(sorted(int4.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("onnx") / f"{ckpt.name}-{precision}"
+            manifest = onnx_conv.export_onnx(str(ckpt), out, precision, onnx_conv.Int4Options(**int4),
+                                             verify=True, threads=2, logits=logits)
+            cache[key] = (out, manifest)
+        return cache[key]
+
+    return get
+
+
+# ---------------------------------------------------------------- exports and parity
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int4"])
+def test_export_writes_a_complete_genai_folder(onnx_export, tiny_qwen2, precision):
+    out, manifest = onnx_export(tiny_qwen2, precision)
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"} <= names
+    assert not any(n.startswith(".") for n in names), names  # no work folder left behind
+    assert manifest.format == "onnx" and manifest.opset == 18
+    assert manifest.files[0].quant == {"fp32": "F32", "fp16": "F16", "int4": "INT4"}[precision]
+    genai = json.loads((out / "genai_config.json").read_text())["model"]
+    assert genai["decoder"]["num_hidden_layers"] == 2 and genai["decoder"]["num_key_value_heads"] == 2
+    assert genai["decoder"]["head_size"] == 64 and genai["type"] == "qwen2" and genai["vocab_size"] == 1088
+    assert json.loads((out / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is False
+    from edgekit.inspect import inspect_onnx
+
+    facts = inspect_onnx(out / "model.onnx")
+    assert facts["quant"] == manifest.files[0].quant
+    assert facts["kv_cache"]["dtype_bytes"] == (2 if precision == "fp16" else 4)
+    assert (facts["contrib_ops"].get("MatMulNBits", 0) > 0) == (precision == "int4")
+    assert abs(facts["n_params"] - manifest.n_params) / manifest.n_params < 0.01
+    assert facts["logits"] == "last position" and manifest.files[0].options["logits"] == "last"
+
+
+def test_logits_all_keeps_every_position_and_last_matches_it(onnx_export, tiny_llama):
+    from edgekit.inspect import inspect_onnx
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    full, _ = onnx_export(tiny_llama, "fp32", logits="all")
+    last, _ = onnx_export(tiny_llama, "fp32")
+    assert inspect_onnx(full / "model.onnx")["logits"] == "every position"
+    ids = np.array([5, 17, 300, 2, 99, 1000, 45, 7])
+    with OrtRunner(full, threads=2) as a, OrtRunner(last, threads=2) as b:
+        every, only = a.logits(ids), b.logits(ids)
+    assert every.shape == (8, 1088) and only.shape == (1, 1088)
+    np.testing.assert_allclose(only[0], every[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_fp32_matches_transformers(onnx_export, tiny_ckpt):
+    _out, manifest = onnx_export(tiny_ckpt, "fp32")
+    v = manifest.files[0].verify
+    assert v["passed"] and v["max_abs_diff"] < 1e-4 and v["top1_agreement"] == 1.0
+
+
+def test_fp16_matches_transformers_within_fp16_rounding(onnx_export, tiny_qwen2):
+    _out, manifest = onnx_export(tiny_qwen2, "fp16")
+    v = manifest.files[0].verify
+    assert v["passed"] and 1e-6 < v["max_abs_diff"] < 1e-2  # really fp16 (not 0), and close
+
+
+def test_int4_checks_against_dequantized_reference_and_fp32(onnx_export, tiny_ckpt):
+    out, manifest = onnx_export(tiny_ckpt, "int4")
+    v = manifest.files[0].verify
+    assert v["vs_dequantized"]["passed"] and v["vs_dequantized"]["accuracy_level"] == 4
+    assert v["fp32_vs_transformers"]["passed"]
+    w = v["weights_vs_fp32"]
+    assert w["passed"] and w["weights"] == w["compared_to_fp32"] == 15  # 7 per layer x 2 + lm_head
+    assert 0.5 < w["max_error_steps"] <= 1.0  # symmetric round-to-nearest: the +7 side clamps
+    assert v["weights_vs_dequantized"]["rel_max_diff"] < 1e-4
+    assert 0 < v["vs_fp32"]["kl_mean"] < 0.05 and v["vs_fp32"]["finite"]
+    assert manifest.files[0].options == {"logits": "last", "block_size": 32, "symmetric": True,
+                                         "accuracy_level": 4, "quantize_embedding": False}
+    fp32_out, _ = onnx_export(tiny_ckpt, "fp32")
+    # embedding stays fp32 by default; every MatMul weight shrinks ~7x
+    assert (out / "model.onnx").stat().st_size < 0.5 * (fp32_out / "model.onnx").stat().st_size
+
+
+def test_int4_fp32_compute_equals_its_dequantized_weights(onnx_export, tiny_qwen2):
+    """accuracy_level 1 computes in fp32: the INT4 model must equal the FP32 graph with the
+    dequantized weights to float rounding, which pins both the quantizer output and our
+    reading of the MatMulNBits layout."""
+    _out, manifest = onnx_export(tiny_qwen2, "int4", accuracy_level=1, block_size=64, symmetric=False,
+                                 quantize_embedding=True)
+    v = manifest.files[0].verify["vs_dequantized"]
+    assert v["rel_max_diff"] < 1e-4, v
+    w = manifest.files[0].verify["weights_vs_fp32"]
+    assert w["weights"] == 16 and w["compared_to_fp32"] == 16  # the embedding too
+    assert w["max_error_steps"] <= 0.5 * 1.001 and w["bound_steps"] == 0.5  # zero points: half a step
+
+
+def test_corrupted_int4_weights_fail_the_check(tiny_qwen2, tmp_path, monkeypatch):
+    """Flip the nibbles of one packed weight after quantization: the logits barely move on a
+    random checkpoint, but the weights are no longer the FP32 weights rounded, and nothing is written."""
+    import onnx
+    from onnx import numpy_helper
+
+    real = onnx_conv.quantize_int4
+
+    def corrupting(src, dst, opts):
+        real(src, dst, opts)
+        model = onnx.load(str(dst))
+        t = next(t for t in model.graph.initializer if t.name.endswith("_Q4"))
+        packed = numpy_helper.to_array(t)
+        t.CopyFrom(numpy_helper.from_array(((packed & 0x0F) << 4) | (packed >> 4), t.name))
+        onnx.save_model(model, str(dst))
+
+    monkeypatch.setattr(onnx_conv, "quantize_int4", corrupting)
+    out = tmp_path / "out"
+    with pytest.raises(EdgekitError, match="INT4 ONNX check failed .*weights_vs_fp32"):
+        onnx_conv.export_onnx(str(tiny_qwen2), out, "int4", verify=True, threads=2)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("k,block", [(96, 64), (256, 256), (100, 32)])  # padded last block; one block; odd K
+def test_dequantize_matmul_nbits_matches_onnxruntime(tmp_path, k, block):
+    """Quantize one MatMul with onnxruntime's quantizer and read it back: every weight within
+    half a quantization step of the original with zero points; symmetric blocks map the
+    largest magnitude to -8, so the other side clamps at +7: within one step. And the
+    MatMulNBits kernel at fp32 compute equals x @ our dequantized weights."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    n = 40
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    x = rng.normal(size=(1, k)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(w, "w")])
+    src = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), src)
+    for symmetric in (True, False):
+        dst = tmp_path / f"q{symmetric}.onnx"
+        onnx_conv.quantize_int4(src, dst, onnx_conv.Int4Options(block_size=block, symmetric=symmetric,
+                                                                accuracy_level=1))
+        q = onnx.load(dst)
+        node = next(nd for nd in q.graph.node if nd.op_type == "MatMulNBits")
+        init = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+        zp = init.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        assert (zp is None) == symmetric
+        scales = init[node.input[2]].reshape(n, -1)
+        deq = onnx_conv.dequantize_matmul_nbits(init[node.input[1]], init[node.input[2]], zp, k, n, block)
+        assert deq.shape == (k, n)
+        bound = 1.0 if symmetric else 0.5
+        assert onnx_conv.quantization_error_steps(w, deq, scales, 0, block) <= bound * 1.001
+        y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(y, x @ deq, rtol=1e-4, atol=1e-4)
+        # swapping the nibbles (a wrong layout) is caught by the same bound
+        packed = init[node.input[1]]
+        swapped = ((packed & 0x0F) << 4) | (packed >> 4)
+        bad = onnx_conv.dequantize_matmul_nbits(swapped, init[node.input[2]], zp, k, n, block)
+        assert onnx_conv.quantization_error_steps(w, bad, scales, 0, block) > bound * 1.5
+
+
+@pytest.mark.parametrize("cols", [128, 96])  # a whole number of blocks; a short last block
+def test_dequantize_gather_block_matches_onnxruntime(tmp_path, cols):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    rows = 10
+    table = rng.normal(size=(rows, cols)).astype(np.float32)
+    ids = np.array([[3, 0, 9]], dtype=np.int64)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "input_ids"], ["y"], axis=0)], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, cols])],
+                              [numpy_helper.from_array(table, "table")])
+    src = tmp_path / "g.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), src)
+    for symmetric in (True, False):
+        dst = tmp_path / f"gq{symmetric}.onnx"
+        onnx_conv.quantize_int4(src, dst, onnx_conv.Int4Options(block_size=64, symmetric=symmetric,
+                                                                quantize_embedding=True))
+        q = onnx.load(dst)
+        node = next(nd for nd in q.graph.node if nd.op_type == "GatherBlockQuantized")
+        init = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+        zp = init.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        deq = onnx_conv.dequantize_gather_block(init[node.input[0]], init[node.input[2]], zp, 64)
+        y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+        np.testing.assert_allclose(y[0], deq[ids[0]], rtol=1e-5, atol=1e-6)
+        steps = onnx_conv.quantization_error_steps(table, deq, init[node.input[2]].reshape(rows, -1), 1, 64)
+        assert steps <= (1.0 if symmetric else 0.5) * 1.001
+
+
+# ---------------------------------------------------------------- runner
+
+
+def test_greedy_decode_equals_transformers(onnx_export, tiny_ckpt):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out, _ = onnx_export(tiny_ckpt, "fp32")
+    prompt = [5, 17, 300, 2, 99, 1000, 45, 7]
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_ckpt), dtype=torch.float32)
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    with OrtRunner(out, threads=2) as runner:
+        got = runner.generate_greedy(prompt, 24)
+        # a prompt in small chunks through the cache gives the same logits as one pass
+        runner.n_batch = 3
+        logits, _cache, _pos = runner.run(np.array(prompt))
+        chunked_last = runner.last_row(logits)
+        whole = runner.logits(np.array(prompt))[-1]
+    assert got == ref
+    np.testing.assert_allclose(chunked_last, whole, atol=1e-4)
+
+
+def test_onnxruntime_genai_loads_the_export_unchanged(onnx_export, tiny_qwen2):
+    og = pytest.importorskip("onnxruntime_genai")
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    prompt = [5, 17, 300, 2, 99, 1000, 45, 7]
+    model = og.Model(str(out))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + 12, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(np.array(prompt, dtype=np.int32))
+    theirs = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        theirs.append(int(gen.get_next_tokens()[0]))
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    with OrtRunner(out, threads=2) as runner:
+        assert runner.generate_greedy(prompt, len(theirs)) == theirs
+
+
+def test_cli_bench_onnx_folder(onnx_export, tiny_qwen2, tmp_path):
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    res = CliRunner().invoke(cli, ["bench", str(out), "-p", "16", "-n", "8", "-r", "2", "--threads", "2",
+                                   "--json", "--power", "none", "-o", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["artifact"]["format"] == "onnx" and r["artifact"]["quant"] == "INT4"
+    assert r["runtime"]["name"] == "onnxruntime" and r["runtime"]["backend"] == "CPU"
+    assert r["settings"]["providers"] == ["CPUExecutionProvider"] and r["settings"]["graph_optimization"] == "all"
+    m = r["metrics"]
+    for key in ("pp_tok_s", "tg_tok_s", "ttft_s"):
+        assert len(m[key]["samples"]) == 2 and all(v > 0 and np.isfinite(v) for v in m[key]["samples"])
+    # TTFT covers the 16-token prompt: about 16 / pp, never less than the prompt itself
+    assert m["ttft_s"]["mean"] > 0.5 * 16 / m["pp_tok_s"]["mean"]
+    assert m["peak_rss_bytes"] > (out / "model.onnx").stat().st_size
+    assert r["roofline"]["bytes_per_token"] > 0
+    from edgekit.results import BenchResult
+
+    assert BenchResult.load(tmp_path / "r.json").artifact.format == "onnx"
+
+
+def test_cli_bench_onnx_bad_provider(onnx_export, tiny_qwen2):
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    res = CliRunner().invoke(cli, ["bench", str(out), "-p", "8", "-n", "4", "--providers", "warp"])
+    assert_one_line_error(res, "unknown execution provider 'warp'", "cuda")
+    res = CliRunner().invoke(cli, ["bench", str(out), "-p", "8", "-n", "4", "--providers", "cuda"])
+    assert_one_line_error(res, "CUDAExecutionProvider is not in this onnxruntime build", "onnxruntime-gpu")
+
+
+# ---------------------------------------------------------------- external data, modes, bad input
+
+
+def test_external_data_is_world_readable_and_checked(tiny_qwen2, tmp_path, monkeypatch):
+    """Above 2 GB the weights go to model.onnx_data (forced here); onnx writes it 0600, the export
+    leaves it as the umask says, and a missing or truncated data file is one clear line."""
+    monkeypatch.setattr(onnx_conv, "PROTOBUF_LIMIT", 0)
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "ext"
+        manifest = onnx_conv.export_onnx(str(tiny_qwen2), out, "int4", verify=False, threads=2)
+    finally:
+        os.umask(old)
+    data = out / "model.onnx_data"
+    assert data.is_file() and [f.file for f in manifest.files] == ["model.onnx", "model.onnx_data"]
+    for p in (out / "model.onnx", data):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    res = CliRunner().invoke(cli, ["bench", str(out), "-p", "8", "-n", "4", "-r", "1", "--json", "--power", "none"])
+    assert res.exit_code == 0, res.output
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    res = CliRunner().invoke(cli, ["bench", str(out), "-p", "8", "-n", "4"])
+    assert_one_line_error(res, "model.onnx_data is truncated")
+    data.unlink()
+    for args in (["bench", str(out)], ["inspect", str(out)]):
+        res = CliRunner().invoke(cli, args)
+        assert_one_line_error(res, "external data file model.onnx_data of model.onnx is missing", "copy")
+
+
+def _export_fails(args, out, *fragments):
+    res = CliRunner().invoke(cli, ["export", "onnx", *args, "-o", str(out)])
+    assert_one_line_error(res, *fragments)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_checkpoint_without_tokenizer(tiny_qwen2, tmp_path):
+    ckpt = tmp_path / "no-tok"
+    shutil.copytree(tiny_qwen2, ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    _export_fails([str(ckpt)], tmp_path / "out", "no tokenizer.json", "tokenizer.save_pretrained")
+
+
+def test_unsupported_architecture(tiny_qwen2, tmp_path):
+    ckpt = tmp_path / "gpt2"
+    shutil.copytree(tiny_qwen2, ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    _export_fails([str(ckpt)], tmp_path / "out", "unsupported architecture 'GPT2LMHeadModel'",
+                  "LlamaForCausalLM, Qwen2ForCausalLM")
+
+
+def test_bad_int4_options_and_existing_output(tiny_qwen2, tmp_path):
+    _export_fails([str(tiny_qwen2), "--block-size", "48"], tmp_path / "out", "block size 48", "32")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("x")
+    res = CliRunner().invoke(cli, ["export", "onnx", str(tiny_qwen2), "-o", str(taken)])
+    assert_one_line_error(res, "already exists", "--force")
+    assert (taken / "keep.txt").read_text() == "x"
+    with pytest.raises(EdgekitError, match="unknown precision 'int8'"):
+        onnx_conv.export_onnx(str(tiny_qwen2), tmp_path / "o2", "int8")
+
+
+def test_failure_after_export_leaves_nothing(tiny_qwen2, tmp_path, monkeypatch):
+    def broken(*_a, **_k):
+        raise EdgekitError("INT4 quantization broke", "test")
+
+    monkeypatch.setattr(onnx_conv, "quantize_int4", broken)
+    out = tmp_path / "out"
+    with pytest.raises(EdgekitError, match="broke"):
+        onnx_conv.export_onnx(str(tiny_qwen2), out, "int4", verify=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_child_failure_is_one_line(tiny_qwen2, tmp_path, monkeypatch):
+    """A crash inside the export child (here: a config torch cannot build) becomes one error line."""
+    ckpt = tmp_path / "broken"
+    shutil.copytree(tiny_qwen2, ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["hidden_act"] = "no-such-activation"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    _export_fails([str(ckpt), "--no-verify"], tmp_path / "out", "the ONNX export failed")
+
+
+def test_memory_check_refuses_what_cannot_fit():
+    meminfo = "MemTotal:       25000000 kB\nMemAvailable:   23000000 kB\nSwapFree:              0 kB\n"
+    onnx_conv.check_memory(1_777_088_000, "fp32", meminfo)  # 1.5B: ~15 GB, fits in 23.5 GB
+    with pytest.raises(EdgekitError, match=r"7\.6B parameters to ONNX fp32 needs about 64 GB .* 24 GB are available"):
+        onnx_conv.check_memory(7_615_616_512, "fp32", meminfo)
+    with pytest.raises(EdgekitError, match="needs about 32 GB"):
+        onnx_conv.check_memory(7_615_616_512, "fp16", meminfo)
+    swap = meminfo.replace("SwapFree:              0 kB", "SwapFree:       64000000 kB")
+    onnx_conv.check_memory(7_615_616_512, "fp32", swap)
+    onnx_conv.check_memory(7_615_616_512, "fp32", "no such fields")  # unknown: go ahead
