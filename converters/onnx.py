@@ -88,13 +88,14 @@ def quiet():
 # ---------------------------------------------------------------- memory
 
 # Peak RSS of the export child per byte of weights in the export dtype, measured on the
-# r1-distill-qwen-1.5b preset: FP32 trace 14.9 GB for 7.1 GB of weights (the model plus the
-# exporter's folded, transposed copies of every Linear weight).
-TRACE_PEAK_PER_WEIGHT_BYTE = 2.1
+# r1-distill-qwen-1.5b preset: FP32 trace 14.9 GB for 7.1 GB of weights, FP16 8.0 GB for 3.55 GB
+# (the model plus the exporter's folded, transposed copies of every Linear weight).
+TRACE_PEAK_PER_WEIGHT_BYTE = {"fp32": 2.1, "fp16": 2.3}
 
 
 def export_memory_bytes(n_params: int, precision: str) -> int:
-    return int(n_params * (2 if precision == "fp16" else 4) * TRACE_PEAK_PER_WEIGHT_BYTE)
+    dtype = "fp16" if precision == "fp16" else "fp32"  # INT4 quantizes the FP32 graph
+    return int(n_params * (2 if dtype == "fp16" else 4) * TRACE_PEAK_PER_WEIGHT_BYTE[dtype])
 
 
 def check_memory(n_params: int, precision: str, meminfo: str | None = None) -> None:
@@ -115,7 +116,7 @@ def check_memory(n_params: int, precision: str, meminfo: str | None = None) -> N
         dtype = "FP16" if precision == "fp16" else "FP32"
         raise EdgekitError(
             f"exporting {n_params / 1e9:.1f}B parameters to ONNX {precision} needs about {need / 1e9:.0f} GB of RAM "
-            f"(the trace holds about {TRACE_PEAK_PER_WEIGHT_BYTE}x the {dtype} weights); "
+            f"(the trace holds about {TRACE_PEAK_PER_WEIGHT_BYTE[dtype.lower()]}x the {dtype} weights); "
             f"{avail / 1e9:.0f} GB are available",
             "export on a machine with more memory (the folder then runs anywhere), free memory, or pass "
             "--no-memory-check to try anyway; GGUF export streams and needs far less")
