@@ -3,7 +3,9 @@
 
 Both get the same random prompt of -p tokens and then pick -n tokens greedily (n picks,
 n-1 decode steps each), with the same intra-op threads, each after one untimed warm-up,
-over --rounds rounds in alternating order so that drift in the machine hits both. Printed: pp and tg tok/s of each and the ratios
+each in a fresh process of its own (in one process genai's ONNX Runtime environment keeps
+threads that slow the other side down: measured), over --rounds rounds in alternating
+order so that drift in the machine hits both. Printed: pp and tg tok/s of each and the ratios
 edgekit / genai (median over rounds; goal >= 1.0). Then `edgekit bench` of the ONNX INT4
 folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
 wins on this machine.
@@ -18,6 +20,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +72,27 @@ def run_edgekit(folder: Path, prompt: list[int], n: int, threads: int) -> tuple[
     return pp_s, tg_s, out
 
 
+def run_side(side: str, folder: Path, prompt: list[int], n: int, threads: int) -> tuple[float, float, list[int]]:
+    """One side in a fresh interpreter (this script with --side), so neither shares a process with the other."""
+    cmd = [sys.executable, __file__, "--side", side, "--onnx", str(folder), "-n", str(n), "--threads", str(threads),
+           "--prompt", ",".join(map(str, prompt))]
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    return out["pp_s"], out["tg_s"], out["tokens"]
+
+
 def main() -> None:
+    if "--side" in sys.argv:  # the child: one side, one line of JSON
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--side", choices=["genai", "edgekit"])
+        ap.add_argument("--onnx")
+        ap.add_argument("-n", type=int)
+        ap.add_argument("--threads", type=int)
+        ap.add_argument("--prompt")
+        a = ap.parse_args()
+        fn = run_genai if a.side == "genai" else run_edgekit
+        pp_s, tg_s, tokens = fn(Path(a.onnx), [int(t) for t in a.prompt.split(",")], a.n, a.threads)
+        print(json.dumps({"pp_s": pp_s, "tg_s": tg_s, "tokens": tokens}))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", help="ONNX INT4 export folder (default: the preset exported, cached)")
     ap.add_argument("--gguf", help="GGUF Q4_K_M of the same checkpoint (default: the preset exported, cached)")
@@ -85,13 +108,13 @@ def main() -> None:
 
     rounds = []
     for i in range(args.rounds):
-        # both load once per round; who goes first alternates, so drift and cache warmth favour neither
+        # who goes first alternates, so drift and page-cache warmth favour neither
         if i % 2 == 0:
-            g_pp, g_tg, g_out = run_genai(folder, prompt, args.n, args.threads)
-            e_pp, e_tg, e_out = run_edgekit(folder, prompt, args.n, args.threads)
+            g_pp, g_tg, g_out = run_side("genai", folder, prompt, args.n, args.threads)
+            e_pp, e_tg, e_out = run_side("edgekit", folder, prompt, args.n, args.threads)
         else:
-            e_pp, e_tg, e_out = run_edgekit(folder, prompt, args.n, args.threads)
-            g_pp, g_tg, g_out = run_genai(folder, prompt, args.n, args.threads)
+            e_pp, e_tg, e_out = run_side("edgekit", folder, prompt, args.n, args.threads)
+            g_pp, g_tg, g_out = run_side("genai", folder, prompt, args.n, args.threads)
         r = {"round": i + 1,
              "genai": {"pp": args.p / g_pp, "tg": args.n / g_tg},
              "edgekit": {"pp": args.p / e_pp, "tg": args.n / e_tg},
