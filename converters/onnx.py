@@ -673,7 +673,7 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
             json.dumps(genai_config(ckpt.config, ckpt.arch.model_type, MODEL_FILE, generation), indent=2) + "\n",
             encoding="utf-8")
         files = [ArtifactFile(file=MODEL_FILE, format="onnx", quant=QUANT_NAME[precision],
-                              size_bytes=_model_bytes(final), sha256=sha256_of(final), seconds=round(seconds, 3),
+                              size_bytes=final.stat().st_size, sha256=sha256_of(final), seconds=round(seconds, 3),
                               verify=verify_info,
                               options={"logits": logits, **(asdict(int4) if precision == "int4" else {})})]
         data = tmp / DATA_FILE
@@ -699,10 +699,6 @@ def _move_model(src: Path, dst: Path) -> None:
     data = src.parent / (src.name + "_data")
     if data.exists():
         shutil.move(str(data), str(dst.parent / (dst.name + "_data")))
-
-
-def _model_bytes(model_path: Path) -> int:
-    return model_path.stat().st_size
 
 
 def _read_json(path: Path) -> dict:
