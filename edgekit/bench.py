@@ -136,21 +136,26 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
     from edgekit.targets.state import capture, throttle_warnings
     from edgekit.transport import LocalTransport
 
-    spec = SPECS.get(target)
+    seen: dict = {}
     if target == "auto":
         from edgekit.probe import gather_facts
         from edgekit.targets.specs import detect
 
-        spec, _seen = detect(gather_facts(LocalTransport()))
-    family = spec.family if spec else "linux"
+        spec, seen = detect(gather_facts(LocalTransport()))
+    elif target in SPECS:
+        spec = SPECS[target]
+    else:
+        raise EdgekitError(f"unknown target '{target}'",
+                           "pass --target auto (detect this machine) or a name from `edgekit targets`")
+    family = spec.family
     if threads is None:  # the target's big cores (Apple's performance cores), within what we may use
-        threads = min(spec.big_cores, default_threads()) if spec and spec.big_cores else default_threads()
+        threads = min(spec.big_cores, default_threads()) if spec.big_cores else default_threads()
     if fmt == "gguf":
         from edgekit.inspect import inspect_gguf
         from edgekit.runners.llamacpp import LlamaCppRunner
 
         if gpu_layers is None:
-            gpu_layers = spec.default_gpu_layers if spec else 0
+            gpu_layers = spec.default_gpu_layers
         ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, n_ubatch)
         facts = inspect_gguf(path)
         runner = LlamaCppRunner(path, threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch,
@@ -162,7 +167,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
 
         ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, 1)
         facts = inspect_onnx(path)
-        preferred = spec.onnxruntime_providers if spec else ("CPUExecutionProvider",)
+        preferred = spec.onnxruntime_providers
         providers = choose_providers(providers, preferred, available_providers())
         runner = OrtRunner(path.parent, threads=threads, providers=providers, graph_opt=graph_opt,
                            model_file=path.name, n_batch=n_batch)
@@ -172,8 +177,8 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
     warnings: list[str] = []
     state_before = capture(LocalTransport(), family)
 
-    on_gpu = bool(gpu_layers) if fmt == "gguf" else providers[0] in GPU_PROVIDERS
-    sensor, why_not = open_sensor(power, on_gpu)
+    on_gpu = bool(gpu_layers) and runner.backend() != "CPU" if fmt == "gguf" else providers[0] in GPU_PROVIDERS
+    sensor, why_not = open_sensor(power, on_gpu, spec.power_sensor)
     gpu_mem0 = _gpu_memory(sensor, warnings)
     sampler = Sampler(sensor, interval_s=sample_interval_s) if sensor else None
     if sampler and gpu_mem0 is not None:
@@ -251,13 +256,13 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
         load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
 
     roofline = None
-    if n_gen and (backend == "CPU" or (spec and spec.bandwidth_gb_s)):
+    if n_gen and (backend == "CPU" or spec.bandwidth_gb_s):
         try:
             from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s, onnx_bytes_per_token
 
             per_token = gguf_bytes_per_token if fmt == "gguf" else onnx_bytes_per_token
             bpt, _parts = per_token(path, ctx_tokens=n_gen / 2)
-            if spec and spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
+            if spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
                 bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"
             else:
                 host = host_info([])
@@ -292,7 +297,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
                           providers=runner.providers if fmt == "onnx" else None,
                           graph_optimization=graph_opt if fmt == "onnx" else None),
         metrics=metrics, power=power_info, roofline=roofline,
-        target_state={"family": family, "before": state_before, "after": state_after}, warnings=warnings)
+        target_state={"family": family, "detected": seen, "before": state_before, "after": state_after}, warnings=warnings)
 
 
 def _ort_package() -> str:

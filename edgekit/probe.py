@@ -1,4 +1,5 @@
-"""`edgekit probe`: read a machine's facts through a transport, detect its target, optionally record them."""
+"""`edgekit probe`: read a machine's facts through a transport, detect its target, capture its
+clocks/power-mode/thermal state, and optionally record every raw output as fixture files."""
 
 from __future__ import annotations
 
@@ -9,25 +10,35 @@ from edgekit.transport import LocalTransport, Transport
 
 def gather_facts(transport: Transport) -> dict[str, str]:
     from edgekit.targets.specs import FACT_COMMANDS
+    from edgekit.targets.state import run_commands
 
-    facts = {}
-    for name, command in FACT_COMMANDS.items():
-        result = transport.run(command)
-        if result.returncode == 0:
-            facts[name] = result.stdout
-    return facts
+    return run_commands(transport, FACT_COMMANDS)
 
 
-def probe(transport: Transport | None = None, record: Path | None = None) -> dict:
-    from edgekit.targets.specs import detect
+def probe(transport: Transport | None = None, record: Path | None = None, force: bool = False) -> dict:
+    """Facts, detected target and state of the machine behind `transport`. With `record`, each raw
+    output goes to <record>/<name>.txt (facts) and <record>/state/<name>.txt (state), with the
+    commands in commands.txt, in the layout the tests read fixtures from."""
+    from edgekit.atomic import atomic_dir
+    from edgekit.targets.specs import FACT_COMMANDS, detect
+    from edgekit.targets.state import parse_state, run_commands, state_commands, throttle_warnings
 
     transport = transport or LocalTransport()
     facts = gather_facts(transport)
-    if record:
-        record = Path(record)
-        record.mkdir(parents=True, exist_ok=True)
-        for name, text in facts.items():
-            (record / f"{name}.txt").write_text(text, encoding="utf-8")
     spec, seen = detect(facts)
+    commands = state_commands(spec.family)
+    raw_state = run_commands(transport, commands)
+    if record:
+        with atomic_dir(Path(record), force=force) as tmp:
+            (tmp / "state").mkdir()
+            for name, text in facts.items():
+                (tmp / f"{name}.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
+            for name, text in raw_state.items():
+                (tmp / "state" / f"{name}.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
+            (tmp / "commands.txt").write_text(
+                "".join(f"{n}\t{c}\n" for n, c in FACT_COMMANDS.items() if n in facts)
+                + "".join(f"state/{n}\t{c}\n" for n, c in commands.items() if n in raw_state))
+    state = parse_state(spec.family, raw_state)
     return {"transport": transport.name, "target": spec.name, "family": spec.family, "detected": seen,
-            "spec": spec.to_dict(), "facts_recorded": sorted(facts)}
+            "spec": spec.to_dict(), "state": state, "warnings": throttle_warnings({}, state),
+            "facts_recorded": sorted(facts), "state_recorded": sorted(raw_state)}

@@ -1,4 +1,6 @@
-"""NVIDIA Jetson power rails: INA3221 monitors through hwmon or iio, and tegrastats.
+"""NVIDIA Jetson Orin family (AGX Orin 32/64 GB, the devkit module; Orin NX and Orin Nano as
+variants): specs, detection, runtime recipes, power mode and clocks, and power rails
+(INA3221 monitors through hwmon or iio, and tegrastats).
 
 Rules (as jetson_stats applies them):
 - JetPack 5/6 expose each INA3221 under `/sys/bus/i2c/drivers/ina3221/<addr>/hwmon/hwmonN/`
@@ -17,6 +19,145 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from edgekit.targets.linux import LINUX_STATE_COMMANDS, LINUX_STATE_PARSERS
+from edgekit.targets.specs import TargetSpec, clean, parse_compatible, ram_gb
+
+FAMILY = "jetson"
+
+# Orin: Ampere sm_87. JetPack puts CUDA in /usr/local/cuda without nvcc on PATH: CUDACXX names it
+CUDA_CMAKE = "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87"
+LLAMA_CPP_ENV = "CUDACXX=/usr/local/cuda/bin/nvcc "
+ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_AGX = "NVIDIA Jetson AGX Orin series data sheet: 256-bit LPDDR5 at 204.8 GB/s"
+_NX = "NVIDIA Jetson Orin NX series data sheet: 128-bit LPDDR5 at 102.4 GB/s"
+_NANO = "NVIDIA Jetson Orin Nano series data sheet"
+_SKUS = "module SKU from /proc/device-tree/compatible (Jetson Linux module table: P3701-000x, P3767-000x)"
+
+
+def _jetson(name, ram, bw, cores, gpu, modes, *sources):
+    return TargetSpec(name, FAMILY, ram, bw, f"{cores}x Cortex-A78AE", cores, gpu, modes, CUDA_CMAKE,
+                      ORT_PROVIDERS, "jetson", 99, (*sources, _SKUS))
+
+
+SPECS = [
+    _jetson("jetson-agx-orin-64gb", 64, 204.8, 12, "Ampere GPU, 2048 CUDA cores, 64 Tensor Cores",
+            ("MAXN", "15W", "30W", "50W"), _AGX + ", 12-core CPU, 2048-core GPU (P3701-0005; Industrial P3701-0008)"),
+    _jetson("jetson-agx-orin-devkit-32gb", 32, 204.8, 12, "Ampere GPU, 2048 CUDA cores, 64 Tensor Cores",
+            ("MAXN", "15W", "30W", "50W"), "first AGX Orin Developer Kit module P3701-0000: 32 GB with the 64 GB "
+            "module's 12-core CPU and 2048-core GPU (AGX Orin developer kit user guide)"),
+    _jetson("jetson-agx-orin-32gb", 32, 204.8, 8, "Ampere GPU, 1792 CUDA cores, 56 Tensor Cores",
+            ("MAXN", "15W", "30W", "40W"), _AGX + ", 8-core CPU, 1792-core GPU (P3701-0004)"),
+    _jetson("jetson-orin-nx-16gb", 16, 102.4, 8, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
+            ("MAXN", "10W", "15W", "25W"), _NX + ", 8-core CPU (P3767-0000); module exposes VDD_IN"),
+    _jetson("jetson-orin-nx-8gb", 8, 102.4, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
+            ("MAXN", "10W", "15W", "20W"), _NX + ", 6-core CPU (P3767-0001); module exposes VDD_IN"),
+    _jetson("jetson-orin-nano-8gb", 8, 68.0, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
+            ("MAXN", "7W", "15W"), _NANO + ": 128-bit LPDDR5 at 68 GB/s (102 GB/s in Super mode), 6-core CPU "
+            "(P3767-0003, devkit P3767-0005); module exposes VDD_IN"),
+    _jetson("jetson-orin-nano-8gb-super", 8, 102.4, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
+            ("MAXN_SUPER", "7W", "15W", "25W"), _NANO + " Super: JetPack 6.2+ raises the memory clock to "
+            "3199 MHz on the 128-bit bus = 102.4 GB/s (device-tree model ends in 'Super')"),
+    _jetson("jetson-orin-nano-4gb", 4, 34.0, 6, "Ampere GPU, 512 CUDA cores, 16 Tensor Cores",
+            ("MAXN", "7W", "10W"), _NANO + ": 64-bit LPDDR5 at 34 GB/s, 6-core CPU (P3767-0004)"),
+]
+BY_SKU = {"p3701-0005": "jetson-agx-orin-64gb", "p3701-0008": "jetson-agx-orin-64gb",
+          "p3701-0000": "jetson-agx-orin-devkit-32gb", "p3701-0004": "jetson-agx-orin-32gb",
+          "p3767-0000": "jetson-orin-nx-16gb", "p3767-0001": "jetson-orin-nx-8gb",
+          "p3767-0003": "jetson-orin-nano-8gb", "p3767-0005": "jetson-orin-nano-8gb",
+          "p3767-0004": "jetson-orin-nano-4gb"}
+
+
+def parse_l4t(text: str | None) -> str | None:
+    """`# R36 (release), REVISION: 4.3, ...` (/etc/nv_tegra_release) -> 'R36.4.3'."""
+    m = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", text or "")
+    return f"R{m.group(1)}.{m.group(2)}" if m else None
+
+
+def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
+    model = clean(facts.get("device_tree_model"))
+    compatible = parse_compatible(facts.get("device_tree_compatible"))
+    l4t = parse_l4t(facts.get("nv_tegra_release"))
+    if not ("Jetson" in model or l4t or any(c.startswith("nvidia,tegra") for c in compatible)):
+        return None
+    seen: dict = {"model": model or None, "ram_gb": ram_gb(facts), "l4t": l4t}
+    specs = {s.name: s for s in SPECS}
+    skus = [m.group(0) for c in compatible for m in [re.search(r"p3(?:701|767)-\d{4}$", c)] if m]
+    if skus:
+        seen["module"] = skus[0]
+        if skus[0] in BY_SKU:
+            name = BY_SKU[skus[0]]
+            if name == "jetson-orin-nano-8gb" and model.endswith("Super"):
+                name += "-super"
+            return specs[name], seen
+    # no (known) SKU: the model string and MemTotal decide
+    m, ram = model.lower(), seen["ram_gb"] or 0
+    if "orin nx" in m:
+        return specs["jetson-orin-nx-16gb" if ram > 10 or not ram else "jetson-orin-nx-8gb"], seen
+    if "orin nano" in m:  # the developer kit carries the 8 GB module; 'Super' is its JetPack 6.2 mode
+        if "developer kit" in m or ram > 5 or not ram:
+            return specs["jetson-orin-nano-8gb-super" if m.endswith("super") else "jetson-orin-nano-8gb"], seen
+        return specs["jetson-orin-nano-4gb"], seen
+    if ram > 40 or not ram:
+        return specs["jetson-agx-orin-64gb"], seen
+    return specs["jetson-agx-orin-devkit-32gb" if "developer kit" in m else "jetson-agx-orin-32gb"], seen
+
+
+def onnxruntime_install(spec: TargetSpec) -> str:
+    return ("pip install onnxruntime-gpu --index-url https://pypi.jetson-ai-lab.io/jp6/cu126  "
+            "# JetPack 6 (L4T R36); JetPack 5: the Jetson Zoo wheel for your JetPack (PyPI has no Jetson build)")
+
+
+# ---------------------------------------------------------------- power mode and clocks
+
+STATE_COMMANDS = {**LINUX_STATE_COMMANDS, "nvpmodel": "nvpmodel -q", "jetson_clocks": "jetson_clocks --show"}
+
+
+def parse_nvpmodel(text: str) -> dict | None:
+    """`NV Power Mode: MAXN` with the mode id on the next line; some JetPacks print no id line,
+    others `NVPOWERMODE: 15W` after NVPM WARN lines."""
+    m = re.search(r"(?:NV Power Mode|NVPOWERMODE):\s*(\S+)(?:\s*\n\s*(\d+)\s*(?:\n|$))?", text)
+    if not m:
+        return None
+    return {"mode": m.group(1), "id": int(m.group(2)) if m.group(2) else None}
+
+
+_FREQ = re.compile(r"MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)")
+
+
+def parse_jetson_clocks(text: str) -> dict:
+    """`jetson_clocks --show`: per-CPU governor and min/max/current kHz, GPU and EMC min/max/current Hz,
+    the power mode. `locked` is True when every CPU, the GPU and EMC have their floor raised to their
+    maximum (what `sudo jetson_clocks` does: MinFreq == MaxFreq), the state benchmarks want; with DVFS
+    the clocks follow the load and results vary. (JetPack 7 drops the `Online=` field.)"""
+    out: dict = {"cpus": {}, "locked": None}
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"(cpu\d+):\s+(?:Online=(\d)\s*)?(?:Governor=(\S+))?", line)
+        f = _FREQ.search(line)
+        if m:
+            cpu = {"online": m.group(2) != "0", "governor": m.group(3)}
+            if f:
+                cpu.update(min_khz=int(f.group(1)), max_khz=int(f.group(2)), cur_khz=int(f.group(3)))
+            out["cpus"][m.group(1)] = cpu
+        elif f and re.match(r"(GPU|EMC)\b", line):
+            out[line.split()[0].lower()] = {"min": int(f.group(1)), "max": int(f.group(2)), "cur": int(f.group(3))}
+        elif line.startswith("NV Power Mode"):
+            out["power_mode"] = line.split(":", 1)[1].strip()
+        elif line.startswith("SOC family:"):
+            soc, _, machine = line.partition("Machine:")
+            out["soc"], out["machine"] = soc.split(":", 1)[1].strip(), machine.strip() or None
+    floors = [(c["min_khz"], c["max_khz"]) for c in out["cpus"].values() if c["online"] and "max_khz" in c]
+    floors += [(out[k]["min"], out[k]["max"]) for k in ("gpu", "emc") if k in out]
+    if floors:
+        out["locked"] = all(lo >= hi for lo, hi in floors)
+    return out
+
+
+STATE_PARSERS = {**LINUX_STATE_PARSERS, "nvpmodel": parse_nvpmodel, "jetson_clocks": parse_jetson_clocks}
+
+
+# ---------------------------------------------------------------- power rails
 
 INA3221_HWMON_GLOB = "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
 INA3221_IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"

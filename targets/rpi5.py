@@ -1,4 +1,5 @@
-"""Raspberry Pi 5: PMIC rail power (`vcgencmd pmic_read_adc`) and throttling bits.
+"""Raspberry Pi 5 family (BCM2712: Pi 5, Pi 500, Compute Module 5): specs, detection,
+runtime recipes, clocks and throttling, and PMIC rail power (`vcgencmd pmic_read_adc`).
 
 The PMIC reports currents (`X_A current(n)=...A`) and voltages (`X_V volt(m)=...V`)
 on separate lines whose numbers in parentheses differ: pair them by the name stem X.
@@ -10,9 +11,75 @@ from __future__ import annotations
 
 import re
 
+from edgekit.targets.linux import LINUX_STATE_COMMANDS, LINUX_STATE_PARSERS
+from edgekit.targets.specs import TargetSpec, clean, parse_compatible, ram_gb
+
+FAMILY = "rpi5"
+
+_BRIEF = "Raspberry Pi 5 product brief: BCM2712, 4x Cortex-A76 @ 2.4 GHz, LPDDR4X-4267 SDRAM"
+_BANDWIDTH = "bandwidth: 32-bit LPDDR4X-4267 bus = 4267 MT/s x 4 B = 17.1 GB/s"
+SPECS = [TargetSpec(f"rpi5-{gb}gb", FAMILY, gb, 17.1, "4x Cortex-A76 @ 2.4 GHz", 4,
+                    "VideoCore VII GPU (no LLM runtime uses it)",
+                    llama_cpp_cmake_args="-DGGML_NATIVE=ON", power_sensor="rpi5",
+                    sources=(_BRIEF, _BANDWIDTH, f"{gb} GB variant: Raspberry Pi 5 product brief / launch posts"))
+         for gb in (2, 4, 8, 16)]
+
+# new-style revision code (/proc/cpuinfo `Revision`): bits 20-22 memory size, bits 4-11 board type
+REVISION_MEMORY_GB = {0: 0.25, 1: 0.5, 2: 1, 3: 2, 4: 4, 5: 8, 6: 16}
+REVISION_TYPES = {0x17: "Pi 5", 0x18: "Compute Module 5", 0x19: "Pi 500", 0x1A: "Compute Module 5 Lite"}
+
+
+def parse_revision(cpuinfo: str | None) -> dict | None:
+    """Board type and RAM size from the `Revision : d04170` line (new-style codes, bit 23 set)."""
+    m = re.search(r"^Revision\s*:\s*([0-9a-fA-F]+)\s*$", cpuinfo or "", flags=re.M)
+    if not m:
+        return None
+    code = int(m.group(1), 16)
+    if not code >> 23 & 1:
+        return None  # old-style code: boards before the Pi 2
+    return {"code": m.group(1).lower(), "type": REVISION_TYPES.get(code >> 4 & 0xFF, hex(code >> 4 & 0xFF)),
+            "ram_gb": REVISION_MEMORY_GB.get(code >> 20 & 0b111)}
+
+
+def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
+    model = clean(facts.get("device_tree_model"))
+    compatible = parse_compatible(facts.get("device_tree_compatible"))
+    revision = parse_revision(facts.get("cpuinfo"))
+    if not ("brcm,bcm2712" in compatible or re.match(r"Raspberry Pi (5|500|Compute Module 5)\b", model)
+            or (revision and revision["type"] in REVISION_TYPES.values())):
+        return None
+    seen: dict = {"model": model or None, "ram_gb": ram_gb(facts)}
+    if revision:
+        seen["revision"] = revision["code"]
+    # the revision code names the installed RAM; MemTotal is what is left after the firmware's share
+    installed = revision["ram_gb"] if revision and revision["ram_gb"] else None
+    if installed is None and seen["ram_gb"]:
+        installed = min((s.ram_gb for s in SPECS if s.ram_gb >= seen["ram_gb"]), default=16)
+    by_ram = {s.ram_gb: s for s in SPECS}
+    return by_ram.get(installed, by_ram[8]), seen
+
+
+def onnxruntime_install(spec: TargetSpec) -> str:
+    return "pip install onnxruntime  # PyPI's aarch64 wheel; CPU execution provider (Pi OS: inside a venv)"
+
+
+STATE_COMMANDS = {**LINUX_STATE_COMMANDS, "arm_hz": "vcgencmd measure_clock arm",
+                  "throttled": "vcgencmd get_throttled", "soc_temp": "vcgencmd measure_temp"}
+
+
+def parse_measure_clock(text: str) -> int | None:
+    """`frequency(0)=2400034816` (Pi 5; the Pi 4 prints frequency(48)=...) -> Hz."""
+    m = re.search(r"frequency\(\d+\)=(\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def parse_measure_temp(text: str) -> float | None:
+    m = re.search(r"temp=([\d.]+)'C", text)
+    return float(m.group(1)) if m else None
+
+
 PMIC_COMMAND = "vcgencmd pmic_read_adc"
 PMIC_EXCLUDES = "5 V loads the PMIC does not see: USB devices, HATs, NVMe, fan; and power-supply losses"
-THROTTLED_COMMAND = "vcgencmd get_throttled"
 
 _LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([0-9.eE+-]+)([AV])\s*$")
 
@@ -86,3 +153,7 @@ class PmicSensor:
 
 def open_sensor() -> PmicSensor:
     return PmicSensor()
+
+
+STATE_PARSERS = {**LINUX_STATE_PARSERS, "arm_hz": parse_measure_clock, "throttled": parse_throttled,
+                 "soc_temp": parse_measure_temp}

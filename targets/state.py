@@ -1,91 +1,81 @@
 """Clocks, power mode, temperatures and throttling, captured before and after a run.
 
-Each reading is a command string and a pure parser; `capture` runs the family's commands
-through a transport and keeps both the raw text and the parsed values.
+Each reading is a command string and a pure parser, both held by the family module
+(STATE_COMMANDS, STATE_PARSERS); `capture` runs a family's commands through a transport.
 """
 
 from __future__ import annotations
 
-import re
-
-from edgekit.targets.rpi5 import parse_throttled
-
-LINUX = {
-    "governor": "cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
-    "cpu0_khz": "cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq",
-    "thermal": "for z in /sys/class/thermal/thermal_zone*; do echo \"$(cat $z/type) $(cat $z/temp)\"; done",
-}
-STATE_COMMANDS: dict[str, dict[str, str]] = {
-    "linux": LINUX,
-    "rpi5": {**LINUX, "arm_hz": "vcgencmd measure_clock arm", "throttled": "vcgencmd get_throttled",
-             "soc_temp": "vcgencmd measure_temp"},
-    "jetson": {**LINUX, "nvpmodel": "nvpmodel -q", "jetson_clocks": "jetson_clocks --show"},
-    "apple-m": {"therm": "pmset -g therm"},
-}
+from edgekit.targets.specs import family_module
 
 
-def parse_measure_clock(text: str) -> int | None:
-    m = re.search(r"frequency\(\d+\)=(\d+)", text)
-    return int(m.group(1)) if m else None
-
-
-def parse_measure_temp(text: str) -> float | None:
-    m = re.search(r"temp=([\d.]+)'C", text)
-    return float(m.group(1)) if m else None
-
-
-def parse_nvpmodel(text: str) -> dict | None:
-    """`NV Power Mode: MAXN` with the mode id on the next line; some JetPacks print no id line,
-    others `NVPOWERMODE: 15W` after NVPMWARN lines."""
-    m = re.search(r"(?:NV Power Mode|NVPOWERMODE):\s*(\S+)(?:\s*\n\s*(\d+)\s*(?:\n|$))?", text)
-    if not m:
-        return None
-    return {"mode": m.group(1), "id": int(m.group(2)) if m.group(2) else None}
-
-
-def parse_thermal(text: str) -> dict[str, float]:
-    """`<type> <millidegrees>` lines -> degrees C per zone (zones without a number skipped)."""
+def run_commands(transport, commands: dict[str, str], timeout_s: float = 10.0) -> dict[str, str]:
+    """name -> stdout of each command that succeeded and printed something (facts, state, sensors)."""
     out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1]) / 1000
+    for name, command in commands.items():
+        result = transport.run(command, timeout_s=timeout_s)
+        if result.returncode == 0 and result.stdout.strip():
+            out[name] = result.stdout
     return out
 
 
-PARSERS = {
-    "governor": lambda t: t.strip() or None,
-    "cpu0_khz": lambda t: int(t.strip()) if t.strip().isdigit() else None,
-    "thermal": parse_thermal,
-    "arm_hz": parse_measure_clock,
-    "throttled": parse_throttled,
-    "soc_temp": parse_measure_temp,
-    "nvpmodel": parse_nvpmodel,
-}
+def state_commands(family: str) -> dict[str, str]:
+    return dict(getattr(family_module(family), "STATE_COMMANDS", {}))
 
 
-def capture(transport, family: str) -> dict:
+def parse_state(family: str, raw: dict[str, str]) -> dict:
+    """Parsed values of raw state outputs; an output its parser rejects is kept as text."""
+    parsers = getattr(family_module(family), "STATE_PARSERS", {})
     state: dict = {}
-    for name, command in STATE_COMMANDS.get(family, {}).items():
-        result = transport.run(command, timeout_s=10)
-        if result.returncode != 0 or not result.stdout.strip():
-            continue
-        parser = PARSERS.get(name)
+    for name, text in raw.items():
+        parser = parsers.get(name)
         try:
-            state[name] = parser(result.stdout) if parser else result.stdout.strip()
+            state[name] = parser(text) if parser else text.strip()
         except ValueError:
-            state[name] = result.stdout.strip()
+            state[name] = text.strip()
     return state
 
 
+def capture(transport, family: str) -> dict:
+    return parse_state(family, run_commands(transport, state_commands(family)))
+
+
+def describe(name: str, value) -> str:
+    """One line for a state value (the probe's text output)."""
+    if name == "jetson_clocks" and isinstance(value, dict):
+        cpus = [c for c in value["cpus"].values() if c["online"]]
+        parts = [f"{len(cpus)} CPUs online ({', '.join(sorted({str(c['governor']) for c in cpus}))})"]
+        parts += [f"{k.upper()} {value[k]['cur'] / 1e6:.0f}/{value[k]['max'] / 1e6:.0f} MHz"
+                  for k in ("gpu", "emc") if k in value]
+        return ", ".join(parts) + f", locked: {value['locked']}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
 def throttle_warnings(before: dict, after: dict) -> list[str]:
-    """What the before/after states say about throttling during the run."""
+    """What the before/after states say about throttling and unsteady clocks during the run."""
     out = []
-    thr = after.get("throttled")
+    thr = after.get("throttled")  # Raspberry Pi firmware bits
     if isinstance(thr, dict):
         new = set(thr["flags"]) - set((before.get("throttled") or {}).get("flags", []))
         if thr["throttled_now"] or new:
             out.append("the device throttled during the run: " + ", ".join(sorted(new or thr["flags"])))
+    therm = after.get("therm")  # macOS
+    if isinstance(therm, dict):
+        limit = therm.get("cpu_speed_limit")
+        if limit is not None and limit < 100:
+            out.append(f"macOS limited the CPU to {limit} % of its speed (pmset -g therm): the run was throttled")
+        for kind in ("thermal", "performance"):
+            if therm.get(f"{kind}_warning"):
+                out.append(f"macOS recorded a {kind} warning level: {therm[f'{kind}_warning']}")
+    clocks = [s.get("jetson_clocks") for s in (before, after)]  # Jetson: clocks not pinned to their maximum
+    if any(isinstance(c, dict) and c.get("locked") is False for c in clocks):
+        out.append("Jetson clocks were not locked at their maximum (run `sudo jetson_clocks`): results vary "
+                   "with DVFS")
+    modes = [(s.get("nvpmodel") or {}).get("mode") for s in (before, after)]
+    if all(modes) and modes[0] != modes[1]:
+        out.append(f"the Jetson power mode changed during the run: {modes[0]} -> {modes[1]}")
     if after.get("governor") not in (None, "performance"):
         out.append(f"CPU frequency governor is '{after['governor']}', not 'performance': clocks may vary")
     hot = {z: t for z, t in (after.get("thermal") or {}).items() if t >= 85}

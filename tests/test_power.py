@@ -256,14 +256,27 @@ def test_auto_sensor_never_falls_back_to_another_device(monkeypatch):
             raise power.SensorUnavailable(f"{name} not here")
         return open_it
 
-    fake.open_rapl, fake.open_nvml = make("rapl"), make("nvml")
+    for name in ("rapl", "nvml", "jetson", "tegrastats", "rpi5"):
+        setattr(fake, f"open_{name}", make(name))
     monkeypatch.setitem(sys.modules, "fake_sensors", fake)
-    monkeypatch.setattr(power, "SENSORS", {"rapl": "fake_sensors:open_rapl", "nvml": "fake_sensors:open_nvml"})
-    sensor, why = power.open_sensor("auto", gpu_layers=0)
+    monkeypatch.setattr(power, "SENSORS", {n: f"fake_sensors:open_{n}" for n in
+                                           ("rapl", "nvml", "jetson", "tegrastats", "rpi5")})
+    sensor, why = power.open_sensor("auto", on_gpu=False)
     assert sensor is None and opened == ["rapl"] and "rapl not here" in why
     opened.clear()
-    power.open_sensor("auto", gpu_layers=99)
+    power.open_sensor("auto", on_gpu=True)
     assert opened == ["nvml"]
+    # an x86 host with an NVIDIA GPU running on its CPU reads RAPL, not the idle GPU
+    opened.clear()
+    power.open_sensor("auto", on_gpu=False, target_sensor="nvml")
+    assert opened == ["rapl"]
+    # an edge device reads its own sensor whatever does the work: sysfs rails first, then tegrastats
+    opened.clear()
+    sensor, why = power.open_sensor("auto", on_gpu=True, target_sensor="jetson")
+    assert opened == ["jetson", "tegrastats"] and "jetson not here" in why and "tegrastats not here" in why
+    opened.clear()
+    power.open_sensor("auto", target_sensor="rpi5")
+    assert opened == ["rpi5"]
 
 
 def test_llama_log_keeps_errors_and_their_continuations():

@@ -183,3 +183,22 @@ def test_power_parse_cli_on_recorded_logs(tmp_path):
     assert_one_line_error(CliRunner().invoke(cli, ["power", "parse", "ina", str(log)]), "no log parser", "rpi5")
     assert_one_line_error(CliRunner().invoke(cli, ["power", "parse", "tegrastats", str(log)]),
                           "no tegrastats readings")
+
+
+def test_powermetrics_text_output_published_on_m1_max_and_m2(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    m1 = apple_m.parse_powermetrics_text((FIXTURES / "powermetrics-text-m1-max.txt").read_text())
+    assert m1 == [{"cpu": 0.211, "gpu": 0.147, "ane": 0.0, "combined": 0.359, "elapsed_s": 1.01207}]
+    # Monterey: Package Power and no Combined line; combined is CPU + GPU + ANE as for plist frames
+    m2 = apple_m.parse_powermetrics_text((FIXTURES / "powermetrics-text-m2-air.txt").read_text())
+    assert m2 == [{"ane": 0.0, "cpu": 0.010, "gpu": 0.0, "package": 0.025, "combined": 0.010,
+                   "elapsed_s": 1.0028}]
+    # two samples back to back (powermetrics -n 2): each its own reading
+    log = tmp_path / "pm.txt"
+    sample = (FIXTURES / "powermetrics-text-m1-max.txt").read_text()
+    log.write_text(sample + "\n\n" + sample[sample.index("*** Sampled"):].replace(": 359 mW", ": 1359 mW"))
+    r = CliRunner().invoke(cli, ["power", "parse", "powermetrics", str(log)])
+    assert r.exit_code == 0 and "2 reading(s), mean 0.859 W" in r.output, r.output

@@ -1,21 +1,69 @@
-"""Clock/power-mode/thermal parsers and before/after throttle warnings (hand-written outputs in the real formats)."""
+"""Clock/power-mode/thermal parsers on published outputs (tests/fixtures/targets, ../samples) and
+the before/after throttle warnings."""
 
 from __future__ import annotations
 
-from edgekit.targets import state
-from edgekit.transport import CommandResult
+from pathlib import Path
+
+from edgekit.targets import apple_m, jetson, linux, rpi5, state
+from edgekit.transport import CommandResult, RecordedTransport
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDINGS = FIXTURES / "targets"
+SAMPLES = FIXTURES / "samples"
 
 
-def test_parsers():
-    assert state.parse_measure_clock("frequency(0)=2400034816\n") == 2400034816
-    assert state.parse_measure_temp("temp=62.1'C\n") == 62.1
-    assert state.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"mode": "MAXN", "id": 0}
-    assert state.parse_nvpmodel("NV Power Mode: 30W\n2\n") == {"mode": "30W", "id": 2}
-    assert state.parse_nvpmodel("NV Power Mode: MAXN_SUPER\n") == {"mode": "MAXN_SUPER", "id": None}
-    assert state.parse_nvpmodel("NVPMWARN: fan mode is not set!\nNVPOWERMODE: 15W\n") == {"mode": "15W", "id": None}
-    assert state.parse_thermal("cpu-thermal 61850\nacpitz N/A\ngpu-thermal 47000\n") == {
+def text(path: str) -> str:
+    return (FIXTURES / path).read_text()
+
+
+def test_pi_parsers():
+    assert rpi5.parse_measure_clock(text("targets/rpi5-8gb/state/arm_hz.txt")) == 2400020480
+    assert rpi5.parse_measure_clock("frequency(48)=1500398464\n") == 1500398464  # the Pi 4 numbering
+    assert rpi5.parse_measure_clock("error") is None
+    assert rpi5.parse_measure_temp("temp=62.1'C\n") == 62.1
+    assert linux.parse_thermal("cpu-thermal 61850\nacpitz N/A\ngpu-thermal 47000\n") == {
         "cpu-thermal": 61.85, "gpu-thermal": 47.0}
-    assert state.parse_measure_clock("error") is None
+
+
+def test_nvpmodel_variants():
+    assert jetson.parse_nvpmodel(text("targets/jetson-orin-nano-super/state/nvpmodel.txt")) == {"mode": "25W", "id": 1}
+    # run without sudo on a Nano: NVPM ERROR lines follow the answer
+    assert jetson.parse_nvpmodel(text("samples/nvpmodel-nano-nonroot.txt")) == {"mode": "5W", "id": 1}
+    assert jetson.parse_nvpmodel("NV Power Mode: MAXN_SUPER\n") == {"mode": "MAXN_SUPER", "id": None}
+    assert jetson.parse_nvpmodel("NVPM WARN: fan mode is not set!\nNVPOWERMODE: 15W\n") == {"mode": "15W", "id": None}
+    assert jetson.parse_nvpmodel("nvpmodel: command not found") is None
+
+
+def test_jetson_clocks_published_outputs():
+    agx = jetson.parse_jetson_clocks(text("targets/jetson-agx-orin-64gb/state/jetson_clocks.txt"))
+    assert agx["soc"] == "tegra234" and agx["machine"] == "Jetson AGX Orin" and agx["power_mode"] == "MAXN"
+    assert len(agx["cpus"]) == 12 and agx["cpus"]["cpu10"] == {
+        "online": True, "governor": "schedutil", "min_khz": 729600, "max_khz": 2201600, "cur_khz": 1113600}
+    assert agx["gpu"] == {"min": 306000000, "max": 1300500000, "cur": 306000000}
+    assert agx["emc"]["max"] == 3199000000 and agx["locked"] is False  # DVFS: floors below the maxima
+    # JetPack 7 prints no Online= field and an 'Offline CPUs' list
+    nano = jetson.parse_jetson_clocks(text("targets/jetson-orin-nano-super/state/jetson_clocks.txt"))
+    assert len(nano["cpus"]) == 6 and nano["cpus"]["cpu5"]["cur_khz"] == 1267200 and nano["power_mode"] == "25W"
+    assert nano["gpu"]["max"] == 918000000 and nano["locked"] is False
+    # truncated in the post: the CPUs it has, nothing invented for the rest
+    nx = jetson.parse_jetson_clocks(text("targets/jetson-orin-nx-16gb/state/jetson_clocks.txt"))
+    assert "gpu" not in nx and "power_mode" not in nx and len(nx["cpus"]) >= 1
+    # after `sudo jetson_clocks` every floor equals its maximum
+    locked = "\n".join(line.replace("MinFreq=729600", "MinFreq=2201600").replace("MinFreq=306000000",
+                                                                                 "MinFreq=1300500000")
+                       .replace("MinFreq=204000000", "MinFreq=3199000000")
+                       for line in text("targets/jetson-agx-orin-64gb/state/jetson_clocks.txt").splitlines())
+    assert jetson.parse_jetson_clocks(locked)["locked"] is True
+
+
+def test_pmset_therm():
+    m1 = apple_m.parse_pmset_therm(text("targets/apple-m1-pro/state/therm.txt"))
+    assert m1 == {"thermal_warning": None, "performance_warning": None, "cpu_speed_limit": None}
+    intel = apple_m.parse_pmset_therm(text("samples/pmset-therm-intel-speed-limit.txt"))
+    assert intel["cpu_speed_limit"] == 35 and intel["thermal_warning"] is None
+    assert any("35 %" in w for w in state.throttle_warnings({}, {"therm": intel}))
+    assert state.throttle_warnings({}, {"therm": m1}) == []
 
 
 class Scripted:
@@ -25,20 +73,28 @@ class Scripted:
         self.outputs = outputs
 
     def run(self, command, timeout_s=30.0):
-        for key, text in self.outputs.items():
+        for key, out in self.outputs.items():
             if key in command:
-                return CommandResult(command, 0, text, "")
+                return CommandResult(command, 0, out, "")
         return CommandResult(command, 1, "", "not found")
 
 
 def test_capture_and_throttle_warnings_on_a_pi():
-    before = state.capture(Scripted({"get_throttled": "throttled=0x0\n", "scaling_governor": "ondemand\n",
-                                     "measure_clock": "frequency(0)=2400000000\n"}), "rpi5")
+    before = state.capture(RecordedTransport(RECORDINGS / "rpi5-8gb"), "rpi5")
+    assert before["arm_hz"] == 2400020480 and before["throttled"]["raw"] == 0 and before["soc_temp"] == 58.2
     after = state.capture(Scripted({"get_throttled": "throttled=0x60006\n", "scaling_governor": "ondemand\n",
                                     "thermal_zone": "cpu-thermal 86200\n"}), "rpi5")
-    assert before["arm_hz"] == 2400000000 and before["throttled"]["raw"] == 0
     warnings = state.throttle_warnings(before, after)
     assert any("throttled during the run" in w and "arm frequency capped" in w for w in warnings)
     assert any("governor is 'ondemand'" in w for w in warnings)
     assert any("cpu-thermal 86 C" in w for w in warnings)
     assert state.throttle_warnings({}, {"governor": "performance"}) == []
+
+
+def test_jetson_warnings_name_unlocked_clocks_and_a_mode_change():
+    before = state.capture(RecordedTransport(RECORDINGS / "jetson-agx-orin-64gb"), "jetson")
+    assert before["nvpmodel"]["mode"] == "MAXN" and before["jetson_clocks"]["locked"] is False
+    after = {**before, "nvpmodel": {"mode": "30W", "id": 2}}
+    warnings = state.throttle_warnings(before, after)
+    assert any("sudo jetson_clocks" in w for w in warnings)
+    assert any("MAXN -> 30W" in w for w in warnings)

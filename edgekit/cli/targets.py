@@ -30,18 +30,37 @@ def targets(as_json):
 
 
 @click.command()
-@click.option("--record", type=click.Path(path_type=Path), help="Store each fact command's raw output here.")
+@click.option("--record", type=click.Path(path_type=Path),
+              help="Store the raw output of every fact and state command here (fixture layout, commands.txt).")
+@click.option("--force", is_flag=True, help="Replace an existing --record folder.")
+@click.option("--replay", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Read the facts from a recording (another device's --record folder) instead of this machine.")
 @click.option("--json", "as_json", is_flag=True)
-def probe(record, as_json):
-    """Detect the target this machine is and print its facts (--record keeps them as fixtures)."""
+def probe(record, force, replay, as_json):
+    """Detect the target this machine is, print its facts and its clock/power-mode/thermal state
+    (--record keeps the raw outputs, so a device's owner can contribute them as test fixtures)."""
+    from edgekit.atomic import check_output_dir
     from edgekit.probe import probe as run_probe
 
-    result = run_probe(record=record)
+    if record:
+        check_output_dir(record, force)
+    from edgekit.transport import RecordedTransport
+
+    result = run_probe(RecordedTransport(replay) if replay else None, record=record, force=force)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"target: {result['target']} ({result['family']}) via {result['transport']}")
     for k, v in result["detected"].items():
         click.echo(f"  {k}: {v}")
+    if result["state"]:
+        click.echo("state:")
+        from edgekit.targets.state import describe
+
+        for k, v in result["state"].items():
+            click.echo(f"  {k}: {describe(k, v)}")
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}")
     if record:
-        click.echo(f"recorded {len(result['facts_recorded'])} fact(s) in {record}")
+        click.echo(f"recorded {len(result['facts_recorded'])} fact(s) and {len(result['state_recorded'])} "
+                   f"state output(s) in {record}")

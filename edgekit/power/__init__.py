@@ -113,14 +113,21 @@ SENSORS = {
 }
 
 
-def open_sensor(name: str, gpu_layers: int = 0) -> tuple[Sensor | None, str | None]:
-    """A sensor by name ('auto', 'none', or a key of SENSORS); returns (sensor, why-not)."""
+# a device family's own sensor, then what else reads the same device
+DEVICE_SENSORS = {"jetson": ["jetson", "tegrastats"], "rpi5": ["rpi5"], "powermetrics": ["powermetrics"]}
+
+
+def open_sensor(name: str, on_gpu: bool = False, target_sensor: str | None = None
+                ) -> tuple[Sensor | None, str | None]:
+    """A sensor by name ('auto', 'none', or a key of SENSORS); returns (sensor, why-not). 'auto' takes
+    the target's own sensor on an edge device (it sees the SoC: CPU and GPU alike), else NVML when the
+    work runs on an NVIDIA GPU and RAPL when it runs on the CPU."""
     import importlib
 
     if name == "none":
         return None, "power measurement disabled (--power none)"
     if name == "auto":  # the device doing the work, never a fallback to another device's sensor
-        order = ["nvml"] if gpu_layers else ["rapl"]
+        order = DEVICE_SENSORS.get(target_sensor or "") or (["nvml"] if on_gpu else ["rapl"])
     elif name in SENSORS:
         order = [name]
     else:

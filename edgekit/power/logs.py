@@ -34,8 +34,11 @@ def _pmic(data: bytes) -> list[float]:
 
 
 def _powermetrics(data: bytes) -> list[float]:
-    from edgekit.targets.apple_m import frame_power_w, split_frames
+    """plist frames (what edgekit's sensor records), or the text format powermetrics prints by default."""
+    from edgekit.targets.apple_m import frame_power_w, parse_powermetrics_text, split_frames
 
+    if b"<plist" not in data[:4096]:
+        return [s["combined"] for s in parse_powermetrics_text(data.decode(errors="replace"))]
     frames, _ = split_frames(data)
     return [w["combined"] for f in frames if "combined" in (w := frame_power_w(f))]
 
