@@ -1,4 +1,5 @@
-"""Where commands run: this machine now; the SSH transport (deploy and remote bench) implements the same run()."""
+"""Where commands run: this machine (LocalTransport), a device over SSH (SSHTransport), or a
+recording of one (RecordedTransport). Probe, deploy and remote bench all go through run()."""
 
 from __future__ import annotations
 
@@ -61,3 +62,67 @@ class RecordedTransport:
         if command not in self.files or not path.is_file():
             return CommandResult(command, 127, "", f"not in the recording {self.folder}")
         return CommandResult(command, 0, path.read_bytes().decode("utf-8", "replace"), "")
+
+
+class SSHTransport:
+    """Runs commands on a device with the system's OpenSSH client, so ~/.ssh/config, agents and
+    known_hosts apply as they do for `ssh` itself. One master connection is shared by every
+    command (ControlMaster; closed by close()), so a probe's dozen commands cost one handshake.
+    BatchMode: a host that would ask for a password or a host-key confirmation fails at once
+    with ssh's own message instead of hanging."""
+
+    def __init__(self, destination: str, options: list[str] | tuple[str, ...] = ()):
+        import os
+        import shutil
+        import tempfile
+
+        from edgekit.errors import EdgekitError
+
+        if not destination or destination.startswith("-"):
+            raise EdgekitError(f"'{destination}' is not an SSH destination",
+                               "pass user@host, a Host alias from ~/.ssh/config, or ssh://user@host:port")
+        self.ssh = shutil.which("ssh")
+        if self.ssh is None:
+            raise EdgekitError("the OpenSSH client (ssh) is not installed",
+                               "install it (Debian/Ubuntu: apt-get install openssh-client)")
+        self.destination = destination
+        self.name = f"ssh:{destination}"
+        # a short private folder for the control socket (unix socket paths are limited to ~100 bytes)
+        self._control_dir = tempfile.mkdtemp(prefix="ek-ssh-")
+        os.chmod(self._control_dir, 0o700)
+        self.base = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                     "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
+                     "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=120"]
+        for option in options:
+            self.base += ["-o", option]
+
+    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
+        """`command` through the device's POSIX sh (login shells differ: zsh on macOS, fish, ...)."""
+        import shlex
+
+        from edgekit.errors import EdgekitError
+
+        argv = [*self.base, self.destination, "--", "sh -c " + shlex.quote(command)]
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, errors="replace",
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return CommandResult(command, 124, "", f"timed out after {timeout_s} s")
+        if p.returncode == 255:  # ssh's own failure: no connection, refused key, unknown host key
+            why = " ".join((p.stderr.strip().splitlines() or ["ssh failed"])[-1].split())
+            raise EdgekitError(f"cannot reach {self.destination} over SSH ({why})",
+                               f"check that `ssh {self.destination} true` works without a password prompt "
+                               "(key in the agent or IdentityFile, host key in known_hosts)")
+        return CommandResult(command, p.returncode, p.stdout, p.stderr)
+
+    def close(self) -> None:
+        import shutil
+
+        subprocess.run([*self.base, "-O", "exit", self.destination], capture_output=True, timeout=10)
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+
+    def __enter__(self) -> "SSHTransport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
