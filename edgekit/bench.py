@@ -127,21 +127,24 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
                    n_ubatch: int = 512, flash_attn: str = "auto", providers: list[str] | None = None,
                    graph_opt: str = "all", power: str = "auto", target: str = "auto", idle_s: float = 2.0,
                    sample_interval_s: float = 0.1, hash_artifact: bool = True,
-                   progress: Progress | None = None) -> BenchResult:
+                   progress: Progress | None = None, transport=None) -> BenchResult:
     """One artifact through its runtime's runner (llama.cpp for GGUF, ONNX Runtime for ONNX), with
-    the same tests, the same power and memory accounting and the same result schema."""
+    the same tests, the same power and memory accounting and the same result schema. `transport` is
+    where the target's facts and state (clocks, throttling) are read: this machine unless given."""
     from edgekit.manifest import sha256_of
     from edgekit.power import Sampler, open_sensor
     from edgekit.targets.specs import SPECS
     from edgekit.targets.state import capture, throttle_warnings
     from edgekit.transport import LocalTransport
 
+    transport = transport or LocalTransport()
+
     seen: dict = {}
     if target == "auto":
         from edgekit.probe import gather_facts
         from edgekit.targets.specs import detect
 
-        spec, seen = detect(gather_facts(LocalTransport()))
+        spec, seen = detect(gather_facts(transport))
     elif target in SPECS:
         spec = SPECS[target]
     else:
@@ -175,7 +178,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
     else:
         raise EdgekitError(f"no runner for format '{fmt}'", "pass a GGUF or ONNX artifact")
     warnings: list[str] = []
-    state_before = capture(LocalTransport(), family)
+    state_before = capture(transport, family)
 
     on_gpu = bool(gpu_layers) and runner.backend() != "CPU" if fmt == "gguf" else providers[0] in GPU_PROVIDERS
     sensor, why_not = open_sensor(power, on_gpu, spec.power_sensor)
@@ -235,7 +238,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
             readings = [v for v in (used, sampler.gauge_max if sampler else None) if v is not None]
             gpu_peak = max(0, max(readings) - gpu_mem0) if readings else None
         backend, build = runner.backend(), runner.system_info()
-        state_after = capture(LocalTransport(), family)
+        state_after = capture(transport, family)
         warnings += throttle_warnings(state_before, state_after)
     finally:
         if sampler and sampler._thread:

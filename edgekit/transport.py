@@ -87,8 +87,9 @@ class SSHTransport:
                                "install it (Debian/Ubuntu: apt-get install openssh-client)")
         self.destination = destination
         self.name = f"ssh:{destination}"
-        # a short private folder for the control socket (unix socket paths are limited to ~100 bytes)
-        self._control_dir = tempfile.mkdtemp(prefix="ek-ssh-")
+        # a short private folder for the control socket: unix socket paths are limited to 104-108 bytes,
+        # and macOS's $TMPDIR alone is ~50 (%C adds 40)
+        self._control_dir = tempfile.mkdtemp(prefix="ek-", dir="/tmp" if os.path.isdir("/tmp") else None)
         os.chmod(self._control_dir, 0o700)
         self.base = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                      "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
@@ -108,12 +109,18 @@ class SSHTransport:
                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return CommandResult(command, 124, "", f"timed out after {timeout_s} s")
-        if p.returncode == 255:  # ssh's own failure: no connection, refused key, unknown host key
+        # 255 is ssh's own failure (no connection, refused key, unknown host key) unless the master
+        # connection is up, in which case the remote command itself exited 255
+        if p.returncode == 255 and not self._connected():
             why = " ".join((p.stderr.strip().splitlines() or ["ssh failed"])[-1].split())
             raise EdgekitError(f"cannot reach {self.destination} over SSH ({why})",
                                f"check that `ssh {self.destination} true` works without a password prompt "
                                "(key in the agent or IdentityFile, host key in known_hosts)")
         return CommandResult(command, p.returncode, p.stdout, p.stderr)
+
+    def _connected(self) -> bool:
+        return subprocess.run([*self.base, "-O", "check", self.destination], capture_output=True,
+                              timeout=10).returncode == 0
 
     def close(self) -> None:
         import shutil

@@ -37,6 +37,11 @@ SPECS = [TargetSpec(f"apple-{chip.lower().replace(' ', '-')}", FAMILY, None, bw,
                     (), "-DGGML_METAL=on", ORT_PROVIDERS, "powermetrics", 99,
                     (f"Apple {chip} (newsroom / Mac tech specs): {bw} GB/s unified memory, {cpu} CPU",))
          for chip, (bw, cpu, big) in CHIPS.items()]
+# a chip newer than this table: Metal, CoreML and powermetrics as for every M-series, no bandwidth assumed
+OTHER = TargetSpec("apple-m-other", FAMILY, None, None, "Apple silicon", None, "Apple GPU (Metal)", (),
+                   "-DGGML_METAL=on", ORT_PROVIDERS, "powermetrics", 99,
+                   ("an Apple M-series chip not in edgekit's table: no spec-sheet bandwidth",))
+SPECS.append(OTHER)
 
 
 def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
@@ -50,14 +55,14 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
     levels = [int(x) for x in clean(facts.get("sysctl_perflevels")).split() if x.isdigit()]
     if levels:
         seen["performance_cores"] = levels[0]
-    m = re.search(r"Apple (M\d)(?: (Pro|Max|Ultra))?", brand)
+    m = re.search(r"Apple (M\d+)\b(?: (Pro|Max|Ultra)\b)?", brand)
     if not m:
         return None  # an Intel Mac: not a target of its own, the caller falls through to linux-style facts
     chip = m.group(1) + (f" {m.group(2)}" if m.group(2) else "")
     spec = next((s for s in SPECS if s.name == f"apple-{chip.lower().replace(' ', '-')}"), None)
     if spec is None:
         seen["unknown_chip"] = chip
-        return None
+        spec = OTHER
     # this machine's figures where the facts have them: RAM, performance cores, a binned chip's bandwidth
     big = seen.get("performance_cores") or spec.big_cores
     return dataclasses.replace(spec, ram_gb=seen["ram_gb"], big_cores=big,
@@ -122,8 +127,10 @@ def split_frames(stream: bytes) -> tuple[list[dict], int]:
 
 def frame_power_w(frame: dict) -> dict[str, float]:
     """Watts per domain (cpu, gpu, ane, combined) from one frame, by what it carries."""
-    proc = frame.get("processor", {})
-    seconds = frame.get("elapsed_ns", 0) / 1e9
+    proc = frame.get("processor") if isinstance(frame, dict) else None
+    if not isinstance(proc, dict):
+        return {}
+    seconds = (frame.get("elapsed_ns") or 0) / 1e9
     out = {}
     for domain in ("cpu", "gpu", "ane", "combined"):
         if f"{domain}_power" in proc:

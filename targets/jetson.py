@@ -37,15 +37,15 @@ _SKUS = "module SKU from /proc/device-tree/compatible (Jetson Linux module table
 
 def _jetson(name, ram, bw, cores, gpu, modes, *sources):
     return TargetSpec(name, FAMILY, ram, bw, f"{cores}x Cortex-A78AE", cores, gpu, modes, CUDA_CMAKE,
-                      ORT_PROVIDERS, "jetson", 99, (*sources, _SKUS))
+                      ORT_PROVIDERS, "jetson", 99, (f"{ram} GB module: " + sources[0], *sources[1:], _SKUS))
 
 
 SPECS = [
     _jetson("jetson-agx-orin-64gb", 64, 204.8, 12, "Ampere GPU, 2048 CUDA cores, 64 Tensor Cores",
             ("MAXN", "15W", "30W", "50W"), _AGX + ", 12-core CPU, 2048-core GPU (P3701-0005; Industrial P3701-0008)"),
     _jetson("jetson-agx-orin-devkit-32gb", 32, 204.8, 12, "Ampere GPU, 2048 CUDA cores, 64 Tensor Cores",
-            ("MAXN", "15W", "30W", "50W"), "first AGX Orin Developer Kit module P3701-0000: 32 GB with the 64 GB "
-            "module's 12-core CPU and 2048-core GPU (AGX Orin developer kit user guide)"),
+            ("MAXN", "15W", "30W", "50W"), _AGX, "first AGX Orin Developer Kit module P3701-0000: 32 GB with the "
+            "64 GB module's 12-core CPU and 2048-core GPU (AGX Orin developer kit user guide)"),
     _jetson("jetson-agx-orin-32gb", 32, 204.8, 8, "Ampere GPU, 1792 CUDA cores, 56 Tensor Cores",
             ("MAXN", "15W", "30W", "40W"), _AGX + ", 8-core CPU, 1792-core GPU (P3701-0004)"),
     _jetson("jetson-orin-nx-16gb", 16, 102.4, 8, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
@@ -53,14 +53,20 @@ SPECS = [
     _jetson("jetson-orin-nx-8gb", 8, 102.4, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
             ("MAXN", "10W", "15W", "20W"), _NX + ", 6-core CPU (P3767-0001); module exposes VDD_IN"),
     _jetson("jetson-orin-nano-8gb", 8, 68.0, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
-            ("MAXN", "7W", "15W"), _NANO + ": 128-bit LPDDR5 at 68 GB/s (102 GB/s in Super mode), 6-core CPU "
+            ("15W", "7W"), _NANO + ": 128-bit LPDDR5 at 68 GB/s (102 GB/s in Super mode), 6-core CPU "
             "(P3767-0003, devkit P3767-0005); module exposes VDD_IN"),
     _jetson("jetson-orin-nano-8gb-super", 8, 102.4, 6, "Ampere GPU, 1024 CUDA cores, 32 Tensor Cores",
-            ("MAXN_SUPER", "7W", "15W", "25W"), _NANO + " Super: JetPack 6.2+ raises the memory clock to "
+            ("MAXN_SUPER", "25W", "15W", "7W"), _NANO + " Super: JetPack 6.2+ raises the memory clock to "
             "3199 MHz on the 128-bit bus = 102.4 GB/s (device-tree model ends in 'Super')"),
     _jetson("jetson-orin-nano-4gb", 4, 34.0, 6, "Ampere GPU, 512 CUDA cores, 16 Tensor Cores",
-            ("MAXN", "7W", "10W"), _NANO + ": 64-bit LPDDR5 at 34 GB/s, 6-core CPU (P3767-0004)"),
+            ("10W", "7W"), _NANO + ": 64-bit LPDDR5 at 34 GB/s, 6-core CPU (P3767-0004)"),
 ]
+# Jetsons that are not Orin (Nano, TX2, Xavier, Thor): the family's tools and sensors, nothing assumed
+# about memory, bandwidth or the GPU architecture (llama.cpp then builds for the CUDA it finds)
+OTHER = TargetSpec("jetson-other", FAMILY, None, None, "Arm CPU", None, "NVIDIA integrated GPU",
+                   (), "-DGGML_CUDA=on", ORT_PROVIDERS, "jetson", 99,
+                   ("a Jetson that is not an Orin: no spec sheet figures; bandwidth is not assumed",))
+SPECS.append(OTHER)
 BY_SKU = {"p3701-0005": "jetson-agx-orin-64gb", "p3701-0008": "jetson-agx-orin-64gb",
           "p3701-0000": "jetson-agx-orin-devkit-32gb", "p3701-0004": "jetson-agx-orin-32gb",
           "p3767-0000": "jetson-orin-nx-16gb", "p3767-0001": "jetson-orin-nx-8gb",
@@ -81,6 +87,10 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
     if not ("Jetson" in model or l4t or any(c.startswith("nvidia,tegra") for c in compatible)):
         return None
     seen: dict = {"model": model or None, "ram_gb": ram_gb(facts), "l4t": l4t}
+    orin = "nvidia,tegra234" in compatible if compatible else "Orin" in model
+    if not orin:  # a Nano, TX2, Xavier or Thor, or an L4T release alone: not an Orin spec
+        seen["not_orin"] = True
+        return OTHER, seen
     specs = {s.name: s for s in SPECS}
     skus = [m.group(0) for c in compatible for m in [re.search(r"p3(?:701|767)-\d{4}$", c)] if m]
     if skus:
@@ -110,7 +120,9 @@ def onnxruntime_install(spec: TargetSpec) -> str:
 
 # ---------------------------------------------------------------- power mode and clocks
 
-STATE_COMMANDS = {**LINUX_STATE_COMMANDS, "nvpmodel": "nvpmodel -q", "jetson_clocks": "jetson_clocks --show"}
+# jetson_clocks refuses to run without root, even for --show: fall back to passwordless sudo
+STATE_COMMANDS = {**LINUX_STATE_COMMANDS, "nvpmodel": "nvpmodel -q",
+                  "jetson_clocks": "jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show"}
 
 
 def parse_nvpmodel(text: str) -> dict | None:
@@ -127,9 +139,10 @@ _FREQ = re.compile(r"MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)")
 
 def parse_jetson_clocks(text: str) -> dict:
     """`jetson_clocks --show`: per-CPU governor and min/max/current kHz, GPU and EMC min/max/current Hz,
-    the power mode. `locked` is True when every CPU, the GPU and EMC have their floor raised to their
-    maximum (what `sudo jetson_clocks` does: MinFreq == MaxFreq), the state benchmarks want; with DVFS
-    the clocks follow the load and results vary. (JetPack 7 drops the `Online=` field.)"""
+    the power mode. `locked` is True when every online CPU and the GPU have their floor raised to their
+    maximum (MinFreq == MaxFreq: what `sudo jetson_clocks` does; it pins EMC through FreqOverride=1
+    instead, so EMC is reported, not judged), the state benchmarks want; with DVFS the clocks follow
+    the load and results vary. JetPack 7 drops the per-CPU `Online=` field."""
     out: dict = {"cpus": {}, "locked": None}
     for line in text.splitlines():
         line = line.strip()
@@ -141,14 +154,19 @@ def parse_jetson_clocks(text: str) -> dict:
                 cpu.update(min_khz=int(f.group(1)), max_khz=int(f.group(2)), cur_khz=int(f.group(3)))
             out["cpus"][m.group(1)] = cpu
         elif f and re.match(r"(GPU|EMC)\b", line):
-            out[line.split()[0].lower()] = {"min": int(f.group(1)), "max": int(f.group(2)), "cur": int(f.group(3))}
-        elif line.startswith("NV Power Mode"):
+            clock = {"min": int(f.group(1)), "max": int(f.group(2)), "cur": int(f.group(3))}
+            override = re.search(r"FreqOverride=(\d)", line)
+            if override:
+                clock["override"] = override.group(1) == "1"
+            out[line.split()[0].lower()] = clock
+        elif line.startswith("NV Power Mode") and ":" in line:
             out["power_mode"] = line.split(":", 1)[1].strip()
         elif line.startswith("SOC family:"):
             soc, _, machine = line.partition("Machine:")
             out["soc"], out["machine"] = soc.split(":", 1)[1].strip(), machine.strip() or None
     floors = [(c["min_khz"], c["max_khz"]) for c in out["cpus"].values() if c["online"] and "max_khz" in c]
-    floors += [(out[k]["min"], out[k]["max"]) for k in ("gpu", "emc") if k in out]
+    if "gpu" in out:
+        floors.append((out["gpu"]["min"], out["gpu"]["max"]))
     if floors:
         out["locked"] = all(lo >= hi for lo, hi in floors)
     return out
@@ -180,7 +198,10 @@ def parse_ina3221_hwmon(files: dict[str, str]) -> dict[str, float]:
         volt, curr = files.get(f"in{k}_input"), files.get(f"curr{k}_input")
         if not _is_rail(label) or volt is None or curr is None:
             continue
-        rails[label] = int(volt.strip()) * int(curr.strip()) / 1e6
+        try:
+            rails[label] = int(volt.strip()) * int(curr.strip()) / 1e6
+        except ValueError:  # a monitor that answered nothing (or a read error) this time
+            continue
     return rails
 
 
@@ -192,7 +213,7 @@ def parse_ina3221_iio(files: dict[str, str]) -> dict[str, float]:
         if not m:
             continue
         label, power = content.strip(), files.get(f"in_power{m.group(1)}_input")
-        if _is_rail(label) and power is not None:
+        if _is_rail(label) and power is not None and power.strip().isdigit():
             rails[label] = int(power.strip()) / 1e3
     return rails
 

@@ -9,6 +9,7 @@ EXT5V_V and BATT_V have no current. The PMIC does not see loads on the 5 V rail
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from edgekit.targets.linux import LINUX_STATE_COMMANDS, LINUX_STATE_PARSERS
@@ -22,7 +23,7 @@ SPECS = [TargetSpec(f"rpi5-{gb}gb", FAMILY, gb, 17.1, "4x Cortex-A76 @ 2.4 GHz",
                     "VideoCore VII GPU (no LLM runtime uses it)",
                     llama_cpp_cmake_args="-DGGML_NATIVE=ON", power_sensor="rpi5",
                     sources=(_BRIEF, _BANDWIDTH, f"{gb} GB variant: Raspberry Pi 5 product brief / launch posts"))
-         for gb in (2, 4, 8, 16)]
+         for gb in (1, 2, 4, 8, 16)]
 
 # new-style revision code (/proc/cpuinfo `Revision`): bits 20-22 memory size, bits 4-11 board type
 REVISION_MEMORY_GB = {0: 0.25, 1: 0.5, 2: 1, 3: 2, 4: 4, 5: 8, 6: 16}
@@ -54,9 +55,12 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
     # the revision code names the installed RAM; MemTotal is what is left after the firmware's share
     installed = revision["ram_gb"] if revision and revision["ram_gb"] else None
     if installed is None and seen["ram_gb"]:
-        installed = min((s.ram_gb for s in SPECS if s.ram_gb >= seen["ram_gb"]), default=16)
+        installed = min((s.ram_gb for s in SPECS if s.ram_gb >= seen["ram_gb"]), default=None)
     by_ram = {s.ram_gb: s for s in SPECS}
-    return by_ram.get(installed, by_ram[8]), seen
+    if installed not in by_ram:  # a size this table does not have (or none known): say so, assume nothing
+        seen["unknown_ram"] = True
+        return dataclasses.replace(by_ram[8], name="rpi5", ram_gb=installed), seen
+    return by_ram[installed], seen
 
 
 def onnxruntime_install(spec: TargetSpec) -> str:

@@ -31,7 +31,7 @@ def parse_state(family: str, raw: dict[str, str]) -> dict:
         parser = parsers.get(name)
         try:
             state[name] = parser(text) if parser else text.strip()
-        except ValueError:
+        except (ValueError, IndexError, KeyError, TypeError):  # output a parser does not know: kept as text
             state[name] = text.strip()
     return state
 
@@ -56,9 +56,12 @@ def describe(name: str, value) -> str:
 def throttle_warnings(before: dict, after: dict) -> list[str]:
     """What the before/after states say about throttling and unsteady clocks during the run."""
     out = []
-    thr = after.get("throttled")  # Raspberry Pi firmware bits
-    if isinstance(thr, dict):
-        new = set(thr["flags"]) - set((before.get("throttled") or {}).get("flags", []))
+    thr, thr0 = after.get("throttled"), before.get("throttled")  # Raspberry Pi firmware bits
+    if isinstance(thr, dict) and not isinstance(thr0, dict):  # one snapshot (probe), or no reading before
+        if thr["flags"]:
+            out.append("the device reports throttling (now or since boot): " + ", ".join(thr["flags"]))
+    elif isinstance(thr, dict):
+        new = set(thr["flags"]) - set(thr0["flags"])
         if thr["throttled_now"] or new:
             out.append("the device throttled during the run: " + ", ".join(sorted(new or thr["flags"])))
     therm = after.get("therm")  # macOS
@@ -73,12 +76,13 @@ def throttle_warnings(before: dict, after: dict) -> list[str]:
     if any(isinstance(c, dict) and c.get("locked") is False for c in clocks):
         out.append("Jetson clocks were not locked at their maximum (run `sudo jetson_clocks`): results vary "
                    "with DVFS")
-    modes = [(s.get("nvpmodel") or {}).get("mode") for s in (before, after)]
+    modes = [s["nvpmodel"].get("mode") if isinstance(s.get("nvpmodel"), dict) else None for s in (before, after)]
     if all(modes) and modes[0] != modes[1]:
         out.append(f"the Jetson power mode changed during the run: {modes[0]} -> {modes[1]}")
     if after.get("governor") not in (None, "performance"):
         out.append(f"CPU frequency governor is '{after['governor']}', not 'performance': clocks may vary")
-    hot = {z: t for z, t in (after.get("thermal") or {}).items() if t >= 85}
+    thermal = after.get("thermal") if isinstance(after.get("thermal"), dict) else {}
+    hot = {z: t for z, t in thermal.items() if t >= 85}
     if hot:
         out.append("hot after the run: " + ", ".join(f"{z} {t:.0f} C" for z, t in hot.items()))
     return out

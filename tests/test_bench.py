@@ -158,3 +158,30 @@ def test_known_target_sets_the_roofline_bandwidth(tiny_gguf):
     assert r.target == "jetson-agx-orin-64gb"
     assert r.roofline.bandwidth_gb_s == 204.8 and "spec sheet" in r.roofline.bandwidth_source
     assert r.roofline.tg_bound_tok_s == pytest.approx(204.8e9 / r.roofline.bytes_per_token)
+
+
+def test_results_carry_the_targets_facts_state_and_throttle_warnings(tiny_gguf):
+    """A Pi 5 recording as the facts source: detection, runner defaults, state before/after, warnings."""
+    from pathlib import Path
+
+    from edgekit.transport import RecordedTransport
+
+    class ThrottlesDuringTheRun(RecordedTransport):
+        calls = 0
+
+        def run(self, command, timeout_s=30.0):
+            result = super().run(command, timeout_s)
+            if command == "vcgencmd get_throttled":
+                self.calls += 1
+                if self.calls > 1:  # the capture after the run
+                    result.stdout = "throttled=0x40004\n"
+            return result
+
+    pi = ThrottlesDuringTheRun(Path(__file__).parent / "fixtures" / "targets" / "rpi5-8gb")
+    r = bench_gguf(tiny_gguf, n_prompt=8, n_gen=4, repetitions=1, threads=2, power="none", transport=pi)
+    assert r.target == "rpi5-8gb" and r.target_state["family"] == "rpi5"
+    assert r.target_state["detected"]["revision"] == "d04170"
+    assert r.target_state["before"]["arm_hz"] == 2400020480 and r.target_state["before"]["throttled"]["raw"] == 0
+    assert r.target_state["after"]["throttled"]["flags"] == ["currently throttled", "throttling has occurred"]
+    assert any("throttled during the run: currently throttled" in w for w in r.warnings)
+    assert any("governor is 'ondemand'" in w for w in r.warnings)

@@ -48,6 +48,15 @@ def test_raspberry_pi_5_from_its_published_cpuinfo():
     assert detect(facts)[0].name == "rpi5-16gb"
 
 
+def test_pi_5_ram_the_table_does_not_have_is_not_guessed():
+    spec, seen = detect({"cpuinfo": "Revision\t: e04170\n"})  # memory code 6 = 16 GB; code 2 = 1 GB
+    assert spec.name == "rpi5-16gb"
+    spec, seen = detect({"cpuinfo": "Revision\t: a04170\n"})
+    assert spec.name == "rpi5-1gb" and spec.ram_gb == 1
+    spec, seen = detect({"device_tree_model": "Raspberry Pi 5 Model B Rev 1.0\0", "meminfo": "MemTotal: 40000000 kB\n"})
+    assert spec.ram_gb is None and seen["unknown_ram"] and spec.family == "rpi5"
+
+
 def test_pi_4_is_not_a_pi_5():
     facts = {"device_tree_model": "Raspberry Pi 4 Model B Rev 1.4\0",
              "cpuinfo": "processor\t: 0\nRevision\t: d03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"}
@@ -71,7 +80,21 @@ def test_jetson_variants():
     spec, seen = detect(facts_of("jetson-orin-nano-super"))
     assert seen["l4t"] == "R39.2.1" and spec.bandwidth_gb_s == 102.4
     r39 = (SAMPLES / "nv_tegra_release-agx-orin-r39.txt").read_text()
-    assert detect({"nv_tegra_release": r39})[0].family == "jetson"
+    assert detect({"nv_tegra_release": r39})[0].name == "jetson-other"  # an L4T release alone: no Orin claimed
+
+
+@pytest.mark.parametrize("model,compatible", [
+    ("NVIDIA Jetson Nano Developer Kit", "nvidia,p3449-0000-b00+p3448-0000-b00\0nvidia,jetson-nano\0nvidia,tegra210\0"),
+    ("NVIDIA Jetson Xavier NX Developer Kit", "nvidia,p3509-0000+p3668-0001\0nvidia,tegra194\0"),
+    ("NVIDIA Jetson AGX Thor Developer Kit", "nvidia,p3971-0080+p3834-0008\0nvidia,tegra264\0"),
+    ("NVIDIA Jetson Xavier NX Developer Kit", None)])
+def test_jetsons_that_are_not_orin_get_no_orin_figures(model, compatible):
+    facts = {"device_tree_model": model + "\0", "meminfo": "MemTotal: 3964464 kB\n"}
+    if compatible:
+        facts["device_tree_compatible"] = compatible
+    spec, seen = detect(facts)
+    assert spec.name == "jetson-other" and spec.bandwidth_gb_s is None and seen["not_orin"]
+    assert "CUDA_ARCHITECTURES" not in spec.llama_cpp_cmake_args and spec.power_sensor == "jetson"
 
 
 def test_apple_detection_uses_this_machines_cores_and_memory():
@@ -86,6 +109,12 @@ def test_apple_detection_uses_this_machines_cores_and_memory():
     assert seen["hw_model"] == "Mac14,12" and spec.bandwidth_gb_s == 200 and spec.power_sensor == "powermetrics"
     facts["sysctl"] = "Intel(R) Core(TM) i9-9880H CPU @ 2.30GHz\n17179869184\nMacBookPro16,1\n"
     assert detect(facts)[0].name == "linux"
+    # a chip newer than the table: still a Mac (Metal, powermetrics), no bandwidth assumed, not an M1
+    for brand, chip in (("Apple M5 Pro", "M5 Pro"), ("Apple M10", "M10")):
+        facts["sysctl"] = f"{brand}\n25769803776\nMac17,1\n"
+        spec, seen = detect(facts)
+        assert spec.name == "apple-m-other" and seen["unknown_chip"] == chip and spec.bandwidth_gb_s is None
+        assert spec.power_sensor == "powermetrics" and spec.ram_gb == 24
 
 
 def test_linux_with_and_without_nvidia():
@@ -107,7 +136,10 @@ def test_every_spec_names_its_sources_and_a_known_sensor():
 
     assert set(FAMILIES) == {s.family for s in SPECS.values()}
     for spec in SPECS.values():
-        assert spec.sources, spec.name
+        # every spec-sheet figure appears in the spec's sources
+        sources = " ".join(spec.sources)
+        for figure in [f for f in (spec.bandwidth_gb_s, spec.ram_gb) if f]:
+            assert f"{figure:g}" in sources.replace(" GB/s", ""), (spec.name, figure, sources)
         assert spec.power_sensor is None or spec.power_sensor in SENSORS
 
 
@@ -119,7 +151,10 @@ def test_targets_cli_and_local_probe_record_and_replay(tmp_path):
     r = CliRunner().invoke(cli, ["probe", "--record", str(rec), "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
-    assert result["transport"] == "local" and result["target"] in ("linux", "linux-nvidia")  # CI machines
+    from edgekit.probe import gather_facts
+    from edgekit.transport import LocalTransport
+
+    assert result["transport"] == "local" and result["target"] == detect(gather_facts(LocalTransport()))[0].name
     assert {"uname_m", "cpuinfo", "meminfo"} <= {p.stem for p in rec.glob("*.txt")}
     listed = dict(line.split("\t") for line in (rec / "commands.txt").read_text().splitlines())
     assert listed["uname_m"] == FACT_COMMANDS["uname_m"]

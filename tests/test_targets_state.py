@@ -49,12 +49,21 @@ def test_jetson_clocks_published_outputs():
     # truncated in the post: the CPUs it has, nothing invented for the rest
     nx = jetson.parse_jetson_clocks(text("targets/jetson-orin-nx-16gb/state/jetson_clocks.txt"))
     assert "gpu" not in nx and "power_mode" not in nx and len(nx["cpus"]) >= 1
-    # after `sudo jetson_clocks` every floor equals its maximum
-    locked = "\n".join(line.replace("MinFreq=729600", "MinFreq=2201600").replace("MinFreq=306000000",
-                                                                                 "MinFreq=1300500000")
-                       .replace("MinFreq=204000000", "MinFreq=3199000000")
+    # after `sudo jetson_clocks`: CPU and GPU floors raised to their maxima, EMC pinned by FreqOverride=1
+    # (its MinFreq stays at the bottom, as published before/after captures show)
+    locked = "\n".join(line.replace("MinFreq=729600", "MinFreq=2201600")
+                       .replace("MinFreq=306000000", "MinFreq=1300500000")
+                       .replace("CurrentFreq=2133000000 FreqOverride=0", "CurrentFreq=3199000000 FreqOverride=1")
                        for line in text("targets/jetson-agx-orin-64gb/state/jetson_clocks.txt").splitlines())
-    assert jetson.parse_jetson_clocks(locked)["locked"] is True
+    parsed = jetson.parse_jetson_clocks(locked)
+    assert parsed["locked"] is True and parsed["emc"] == {"min": 204000000, "max": 3199000000,
+                                                         "cur": 3199000000, "override": True}
+    one_cpu_free = locked.replace("cpu3: Online=1 Governor=schedutil MinFreq=2201600",
+                                  "cpu3: Online=1 Governor=schedutil MinFreq=729600")
+    assert jetson.parse_jetson_clocks(one_cpu_free)["locked"] is False
+    offline = one_cpu_free.replace("cpu3: Online=1", "cpu3: Online=0")  # an offline core does not count
+    assert jetson.parse_jetson_clocks(offline)["locked"] is True
+    assert jetson.parse_jetson_clocks("NV Power Mode\n") == {"cpus": {}, "locked": None}
 
 
 def test_pmset_therm():
@@ -89,6 +98,18 @@ def test_capture_and_throttle_warnings_on_a_pi():
     assert any("governor is 'ondemand'" in w for w in warnings)
     assert any("cpu-thermal 86 C" in w for w in warnings)
     assert state.throttle_warnings({}, {"governor": "performance"}) == []
+    # one snapshot (probe) or no usable reading before the run: no claim about "during the run"
+    sticky = {"throttled": rpi5.parse_throttled("throttled=0x50000")}
+    assert state.throttle_warnings({}, sticky) == [
+        "the device reports throttling (now or since boot): under-voltage has occurred, throttling has occurred"]
+    assert state.throttle_warnings({"throttled": "VCHI initialization failed"}, sticky)[0].startswith(
+        "the device reports throttling")
+    assert state.throttle_warnings({"throttled": rpi5.parse_throttled("throttled=0x80000")}, {
+        "throttled": rpi5.parse_throttled("throttled=0x80008")}) == [
+        "the device throttled during the run: soft temperature limit active"]
+    # a parser that meets output it does not know keeps the text instead of failing the run
+    assert state.parse_state("rpi5", {"throttled": "VCHI initialization failed\n"}) == {
+        "throttled": "VCHI initialization failed"}
 
 
 def test_jetson_warnings_name_unlocked_clocks_and_a_mode_change():

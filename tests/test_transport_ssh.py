@@ -68,6 +68,8 @@ def test_commands_run_through_the_remote_shell_with_their_exit_codes(sshd):
         r = t.run("""printf 'a\\0b'; echo " $((1+2))" 'x  y' "$(printf %s "it's")"; exit 3""")
         assert r.returncode == 3 and r.stdout == "a\0b 3 x  y it's\n"
         assert t.run("cat /nonexistent").returncode != 0
+        assert t.run("exit 255").returncode == 255  # the remote command's own 255, not an ssh failure
+        assert len(t._control_dir) + 1 + 40 < 100  # control socket path (+ %C) fits macOS's 104 bytes
         assert t.run("sleep 5", timeout_s=0.5).returncode == 124
         t0 = time.perf_counter()
         for _ in range(5):
