@@ -75,7 +75,7 @@ def onnxruntime_install(spec: TargetSpec) -> str:
 
 # ---------------------------------------------------------------- thermal state
 
-STATE_COMMANDS = {"therm": "pmset -g therm"}
+STATE_COMMANDS = {"therm": "pmset -g therm", "power_settings": "pmset -g"}
 
 
 def parse_pmset_therm(text: str) -> dict:
@@ -92,7 +92,21 @@ def parse_pmset_therm(text: str) -> dict:
     return out
 
 
-STATE_PARSERS = {"therm": parse_pmset_therm}
+def parse_pmset_settings(text: str) -> dict[str, str]:
+    """`pmset -g`: the settings in use, name -> value (the last word; a trailing `(sleep prevented
+    by ...)` is dropped). `lowpowermode 1` (or `powermode 1` on Macs with a High Power mode)
+    slows the CPU and GPU: a benchmark should not run in it."""
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            continue
+        words = re.sub(r"\s*\(.*\)\s*$", "", line).split()  # drop a trailing "(sleep prevented by ...)"
+        if len(words) >= 2:
+            out[" ".join(words[:-1])] = words[-1]
+    return out
+
+
+STATE_PARSERS = {"therm": parse_pmset_therm, "power_settings": parse_pmset_settings}
 
 
 # ---------------------------------------------------------------- power

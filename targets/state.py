@@ -72,6 +72,9 @@ def throttle_warnings(before: dict, after: dict) -> list[str]:
         for kind in ("thermal", "performance"):
             if therm.get(f"{kind}_warning"):
                 out.append(f"macOS recorded a {kind} warning level: {therm[f'{kind}_warning']}")
+    settings = after.get("power_settings")  # macOS
+    if isinstance(settings, dict) and (settings.get("lowpowermode") == "1" or settings.get("powermode") == "1"):
+        out.append("macOS Low Power Mode was on: CPU and GPU clocks are reduced (turn it off in Settings > Battery)")
     clocks = [s.get("jetson_clocks") for s in (before, after)]  # Jetson: clocks not pinned to their maximum
     if any(isinstance(c, dict) and c.get("locked") is False for c in clocks):
         out.append("Jetson clocks were not locked at their maximum (run `sudo jetson_clocks`): results vary "

@@ -25,7 +25,7 @@ def facts_of(name: str) -> dict[str, str]:
 @pytest.mark.parametrize("folder,expected", [
     ("rpi5-8gb", "rpi5-8gb"), ("jetson-agx-orin-64gb", "jetson-agx-orin-64gb"),
     ("jetson-orin-nx-16gb", "jetson-orin-nx-16gb"), ("jetson-orin-nano-super", "jetson-orin-nano-8gb-super"),
-    ("apple-m2-pro", "apple-m2-pro"), ("apple-m1-pro", "apple-m1-pro"), ("x86-server", "linux"),
+    ("apple-m2-pro", "apple-m2-pro"), ("apple-m1-pro", "apple-m1-pro"), ("apple-m3", "apple-m3"), ("x86-server", "linux"),
     ("linux-nvidia-h100", "linux-nvidia")])
 def test_probe_on_each_recording(folder, expected):
     """The whole probe (facts, detection, family state commands) through the recorded transport."""

@@ -66,6 +66,16 @@ def test_jetson_clocks_published_outputs():
     assert jetson.parse_jetson_clocks("NV Power Mode\n") == {"cpus": {}, "locked": None}
 
 
+def test_pmset_settings_and_low_power_mode():
+    settings = state.capture(RecordedTransport(RECORDINGS / "apple-m3"), "apple-m")["power_settings"]
+    assert settings["lowpowermode"] == "0" and settings["Sleep On Power Button"] == "1"
+    assert settings["sleep"] == "1" and settings["hibernatefile"] == "/var/vm/sleepimage"
+    assert state.throttle_warnings({}, {"power_settings": settings}) == []
+    low = text("targets/apple-m3/state/power_settings.txt").replace("lowpowermode         0", "lowpowermode         1")
+    warnings = state.throttle_warnings({}, {"power_settings": apple_m.parse_pmset_settings(low)})
+    assert len(warnings) == 1 and "Low Power Mode was on" in warnings[0]
+
+
 def test_pmset_therm():
     m1 = apple_m.parse_pmset_therm(text("targets/apple-m1-pro/state/therm.txt"))
     assert m1 == {"thermal_warning": None, "performance_warning": None, "cpu_speed_limit": None}
