@@ -72,12 +72,12 @@ def run_edgekit(folder: Path, prompt: list[int], n: int, threads: int) -> tuple[
     return pp_s, tg_s, out
 
 
-def run_side(side: str, folder: Path, prompt: list[int], n: int, threads: int) -> tuple[float, float, list[int]]:
-    """One side in a fresh interpreter (this script with --side), so neither shares a process with the other."""
+def run_side(side: str, folder: Path, prompt: list[int], n: int, threads: int) -> dict:
+    """One side in a fresh interpreter (this script with --side), so neither shares a process with the other.
+    Returns pp_s, tg_s, the greedy tokens and the process's peak RSS (VmHWM: load, prompt and decode)."""
     cmd = [sys.executable, __file__, "--side", side, "--onnx", str(folder), "-n", str(n), "--threads", str(threads),
            "--prompt", ",".join(map(str, prompt))]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    return out["pp_s"], out["tg_s"], out["tokens"]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -89,9 +89,11 @@ def main() -> None:
         ap.add_argument("--threads", type=int)
         ap.add_argument("--prompt")
         a = ap.parse_args()
+        from edgekit.bench import peak_rss_bytes
+
         fn = run_genai if a.side == "genai" else run_edgekit
         pp_s, tg_s, tokens = fn(Path(a.onnx), [int(t) for t in a.prompt.split(",")], a.n, a.threads)
-        print(json.dumps({"pp_s": pp_s, "tg_s": tg_s, "tokens": tokens}))
+        print(json.dumps({"pp_s": pp_s, "tg_s": tg_s, "tokens": tokens, "peak_rss_bytes": peak_rss_bytes()}))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", help="ONNX INT4 export folder (default: the preset exported, cached)")
@@ -109,16 +111,11 @@ def main() -> None:
     rounds = []
     for i in range(args.rounds):
         # who goes first alternates, so drift and page-cache warmth favour neither
-        if i % 2 == 0:
-            g_pp, g_tg, g_out = run_side("genai", folder, prompt, args.n, args.threads)
-            e_pp, e_tg, e_out = run_side("edgekit", folder, prompt, args.n, args.threads)
-        else:
-            e_pp, e_tg, e_out = run_side("edgekit", folder, prompt, args.n, args.threads)
-            g_pp, g_tg, g_out = run_side("genai", folder, prompt, args.n, args.threads)
-        r = {"round": i + 1,
-             "genai": {"pp": args.p / g_pp, "tg": args.n / g_tg},
-             "edgekit": {"pp": args.p / e_pp, "tg": args.n / e_tg},
-             "same_tokens": g_out == e_out}
+        order = ("genai", "edgekit") if i % 2 == 0 else ("edgekit", "genai")
+        got = {side: run_side(side, folder, prompt, args.n, args.threads) for side in order}
+        r = {"round": i + 1, "same_tokens": got["genai"]["tokens"] == got["edgekit"]["tokens"]}
+        for side, v in got.items():
+            r[side] = {"pp": args.p / v["pp_s"], "tg": args.n / v["tg_s"], "peak_rss_gb": v["peak_rss_bytes"] / 1e9}
         r["pp_ratio"] = r["edgekit"]["pp"] / r["genai"]["pp"]
         r["tg_ratio"] = r["edgekit"]["tg"] / r["genai"]["tg"]
         rounds.append(r)
@@ -127,6 +124,8 @@ def main() -> None:
     med = lambda xs: statistics.median(list(xs))  # noqa: E731
     summary = {"onnx": str(folder), "threads": args.threads, "p": args.p, "n": args.n, "rounds": args.rounds,
                "same_tokens_every_round": all(r["same_tokens"] for r in rounds)}
+    for side in ("genai", "edgekit"):
+        summary[f"{side}_peak_rss_gb"] = med(r[side]["peak_rss_gb"] for r in rounds)
     for test in ("pp", "tg"):
         summary[f"genai_{test}_tok_s"] = med(r["genai"][test] for r in rounds)
         summary[f"edgekit_{test}_tok_s"] = med(r["edgekit"][test] for r in rounds)
@@ -136,6 +135,8 @@ def main() -> None:
         print(f"{test}{args.p if test == 'pp' else args.n}: onnxruntime-genai {summary[f'genai_{test}_tok_s']:.2f} "
               f"tok/s, edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, ratio "
               f"{summary[f'{test}_ratio_median']:.3f} (median of {args.rounds}; goal >= 1.0)")
+    print(f"peak RSS (load + prompt + decode, median): onnxruntime-genai {summary['genai_peak_rss_gb']:.2f} GB, "
+          f"edgekit {summary['edgekit_peak_rss_gb']:.2f} GB")
     print(f"same greedy tokens from both: {summary['same_tokens_every_round']}")
 
     if not args.skip_gguf:

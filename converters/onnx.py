@@ -211,16 +211,19 @@ def _proto_size_known(model) -> bool:
         return False
 
 
-def check_onnx_complete(model_path: Path) -> None:
-    """Every external-data file exists and is long enough for the tensors that point into it."""
+def check_onnx_complete(model_path: Path, model=None) -> None:
+    """Every external-data file exists and is long enough for the tensors that point into it.
+    `model` is the already-parsed proto, if the caller has one: parsing a model whose weights are
+    inline reads them all into Python memory, so it is done once."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as e:
-        raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
-                           "re-run the export") from None
+    if model is None:
+        try:
+            model = onnx.load(str(model_path), load_external_data=False)
+        except Exception as e:
+            raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
+                               "re-run the export") from None
     ends: dict[str, int] = {}
     for t in _all_initializers(model.graph):
         if uses_external_data(t):

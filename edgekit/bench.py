@@ -169,7 +169,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
         from edgekit.runners.onnxruntime import GPU_PROVIDERS, OrtRunner, available_providers, choose_providers
 
         ctx = check_settings(n_prompt, n_gen, repetitions, ctx, threads, n_batch, 1)
-        facts = inspect_onnx(path)
+        facts = None  # read after the run: parsing the graph in Python holds inline weights in this process
         preferred = spec.onnxruntime_providers
         providers = choose_providers(providers, preferred, available_providers())
         runner = OrtRunner(path.parent, threads=threads, providers=providers, graph_opt=graph_opt,
@@ -258,13 +258,17 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
         ttft_s=Stat.of(ttft_s) if ttft_s else None,
         load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
 
+    if facts is None:
+        facts = inspect_onnx(path)
     roofline = None
     if n_gen and (backend == "CPU" or spec.bandwidth_gb_s):
         try:
             from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s, onnx_bytes_per_token
 
-            per_token = gguf_bytes_per_token if fmt == "gguf" else onnx_bytes_per_token
-            bpt, _parts = per_token(path, ctx_tokens=n_gen / 2)
+            if fmt == "gguf":
+                bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
+            else:
+                bpt, _parts = onnx_bytes_per_token(path, ctx_tokens=n_gen / 2, facts=facts)
             if spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
                 bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"
             else:

@@ -103,8 +103,12 @@ def inspect_onnx(path: Path) -> dict:
     from edgekit.converters.onnx import check_onnx_complete
 
     path = Path(path)
-    check_onnx_complete(path)
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise EdgekitError(f"{path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
+                           "re-run the export") from None
+    check_onnx_complete(path, model)
     graph = model.graph
     init = {t.name: t for t in graph.initializer}
 

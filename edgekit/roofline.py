@@ -44,11 +44,12 @@ def gguf_bytes_per_token(path: Path, ctx_tokens: float, kv_bytes_per_elem: int =
     return total, {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos, "ctx_tokens": ctx_tokens}
 
 
-def onnx_bytes_per_token(path: Path, ctx_tokens: float) -> tuple[int, dict]:
-    """The same for an ONNX decoder: every initializer but the embedding table, plus its KV cache."""
+def onnx_bytes_per_token(path: Path, ctx_tokens: float, facts: dict | None = None) -> tuple[int, dict]:
+    """The same for an ONNX decoder: every initializer but the embedding table, plus its KV cache
+    (`facts`: inspect_onnx's answer, when the caller already has it)."""
     from edgekit.inspect import inspect_onnx
 
-    facts = inspect_onnx(path)
+    facts = facts or inspect_onnx(path)
     weights = facts["weights_bytes"] - facts["embedding_bytes"]
     kv_per_pos = facts["kv_cache"].get("bytes_per_position", 0)
     return int(weights + kv_per_pos * ctx_tokens), {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos,

@@ -111,7 +111,6 @@ class OrtRunner(Runner):
 
         from edgekit.converters.onnx import check_onnx_complete
 
-        check_onnx_complete(self.path)
         if self.graph_opt not in GRAPH_OPT:
             raise EdgekitError(f"unknown graph optimization level '{self.graph_opt}'", f"choose from: {', '.join(GRAPH_OPT)}")
         self.providers = choose_providers(self.wanted, preferred, ort.get_available_providers())
@@ -128,6 +127,9 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=self.providers)
         except Exception as e:
+            # only now read the graph in Python (with inline weights that costs their size in RAM, which
+            # would otherwise sit in the measured process): a missing or short data file gets its own line
+            check_onnx_complete(self.path)
             raise EdgekitError(f"onnxruntime could not load {self.path.name} ({' '.join(str(e).split())[:200]})",
                                "check it with `edgekit inspect`; re-export it if it is damaged") from None
         load_s = time.perf_counter() - t0
