@@ -211,19 +211,24 @@ def _proto_size_known(model) -> bool:
         return False
 
 
+def load_graph(model_path: Path):
+    """The model proto without external data (inline weights are read: parse it once per use)."""
+    import onnx
+
+    try:
+        return onnx.load(str(model_path), load_external_data=False)
+    except Exception as e:
+        raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
+                           "re-run the export") from None
+
+
 def check_onnx_complete(model_path: Path, model=None) -> None:
     """Every external-data file exists and is long enough for the tensors that point into it.
-    `model` is the already-parsed proto, if the caller has one: parsing a model whose weights are
-    inline reads them all into Python memory, so it is done once."""
-    import onnx
+    `model` is the already-parsed proto (load_graph), if the caller has one."""
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     if model is None:
-        try:
-            model = onnx.load(str(model_path), load_external_data=False)
-        except Exception as e:
-            raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
-                               "re-run the export") from None
+        model = load_graph(model_path)
     ends: dict[str, int] = {}
     for t in _all_initializers(model.graph):
         if uses_external_data(t):

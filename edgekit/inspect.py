@@ -100,14 +100,10 @@ def inspect_onnx(path: Path) -> dict:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    from edgekit.converters.onnx import check_onnx_complete
+    from edgekit.converters.onnx import check_onnx_complete, load_graph
 
     path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise EdgekitError(f"{path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
-                           "re-run the export") from None
+    model = load_graph(path)
     check_onnx_complete(path, model)
     graph = model.graph
     init = {t.name: t for t in graph.initializer}

@@ -122,6 +122,7 @@ def test_cli_bench_bad_inputs(tiny_gguf, tmp_path):
     assert_one_line_error(run(tiny_gguf, "-r", "0"), "repetitions")
     assert_one_line_error(run(tiny_gguf, "-p", "64", "-n", "8", "--ctx", "16"), "--ctx 16", "65 tokens")
     assert_one_line_error(run(tiny_gguf, "--power", "tegra"), "unknown power sensor")
+    assert_one_line_error(run(tiny_gguf, "--target", "jetson-orin-agx"), "unknown target", "edgekit targets")
     (tmp_path / "junk.json").write_text("{}")
     assert_one_line_error(CliRunner().invoke(cli, ["report", str(tmp_path / "junk.json"), "-o",
                                                    str(tmp_path / "r.html")]), "not an edgekit bench result")
