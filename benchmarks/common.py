@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -56,3 +57,16 @@ def cached_export(work: Path, preset: str, fmt: str, quant: str) -> Path:
         subprocess.run([edgekit, "export", fmt, str(ckpt), "-o", str(out), *option, "--no-verify", "--force"],
                        check=True)
     return next(out.glob(f"*-{quant}.gguf")) if fmt == "gguf" else out
+
+
+def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS bytes of that child)."""
+    t0 = time.perf_counter()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss * 1024  # Linux: KiB

@@ -27,10 +27,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import edgekit_exe, llama_cpp_tree
+from common import edgekit_exe, llama_cpp_tree, run_measured
 
 REF_RUNNER = """
 import runpy, sys
@@ -49,19 +48,6 @@ p.ftype = int(gguf.LlamaFileType["MOSTLY_" + sys.argv[3]])
 p.nthread = int(sys.argv[4])
 sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
 """
-
-
-def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
-    """Run a command; return (wall seconds, peak RSS bytes of that child)."""
-    t0 = time.perf_counter()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss * 1024  # Linux: KiB
 
 
 TENSOR_DIGESTS = """

@@ -2,10 +2,12 @@
 """edgekit's ONNX Runtime runner vs onnxruntime-genai's Generator on the same INT4 model, same job.
 
 Both get the same random prompt of -p tokens and then pick -n tokens greedily (n picks,
-n-1 decode steps each), with the same intra-op threads, each after one untimed warm-up,
-each in a fresh process of its own (in one process genai's ONNX Runtime environment keeps
-threads that slow the other side down: measured), over --rounds rounds in alternating
-order so that drift in the machine hits both. Printed: pp and tg tok/s of each and the ratios
+n-1 decode steps each), with the same intra-op threads. Each side lives in a process of
+its own (in one process genai's ONNX Runtime environment keeps threads that slow the other
+side down: measured), loaded once; over --rounds rounds they take turns, who goes first
+alternating, each turn an untimed generation and then the timed one. On a shared VM the
+memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
+hit both sides alike (one fresh process per side per round did not). Printed: pp and tg tok/s of each and the ratios
 edgekit / genai (median over rounds; goal >= 1.0). Then `edgekit bench` of the ONNX INT4
 folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
 wins on this machine.
@@ -29,19 +31,22 @@ import numpy as np
 from common import add_run_args, cached_export, edgekit_exe
 
 
-def run_genai(folder: Path, prompt: list[int], n: int, threads: int) -> tuple[float, float, list[int]]:
-    import onnxruntime_genai as og
+class GenaiSide:
+    """onnxruntime-genai's Generator: the model loaded once, one generation per call."""
 
-    config = og.Config(str(folder))
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-        "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    # max_length sizes genai's buffers: without it they are sized for the whole context
-    params.set_search_options(max_length=len(prompt) + n, do_sample=False)
-    timings = []
-    for _warm in range(2):
-        gen = og.Generator(model, params)
+    def __init__(self, folder: Path, threads: int, max_length: int):
+        import onnxruntime_genai as og
+
+        config = og.Config(str(folder))
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+        self.og, self.model = og, og.Model(config)
+        self.params = og.GeneratorParams(self.model)
+        # max_length sizes genai's buffers: without it they are sized for the whole context
+        self.params.set_search_options(max_length=max_length, do_sample=False)
+
+    def generate(self, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+        gen = self.og.Generator(self.model, self.params)
         t0 = time.perf_counter()
         gen.append_tokens(np.asarray(prompt, dtype=np.int32))
         t1 = time.perf_counter()
@@ -50,50 +55,78 @@ def run_genai(folder: Path, prompt: list[int], n: int, threads: int) -> tuple[fl
             gen.generate_next_token()
             out.append(int(gen.get_next_tokens()[0]))
         t2 = time.perf_counter()
-        timings.append((t1 - t0, t2 - t1))
         del gen
-    pp_s, tg_s = timings[-1]
-    return pp_s, tg_s, out
+        return t1 - t0, t2 - t1, out
 
 
-def run_edgekit(folder: Path, prompt: list[int], n: int, threads: int) -> tuple[float, float, list[int]]:
-    from edgekit.runners.onnxruntime import OrtRunner
+class EdgekitSide:
+    """edgekit's OrtRunner: the model loaded once, one generation per call."""
 
-    with OrtRunner(folder, threads=threads) as runner:
-        timings = []
-        for _warm in range(2):
-            t0 = time.perf_counter()
-            logits, cache, pos = runner.run(np.asarray(prompt, dtype=np.int64))
-            t1 = time.perf_counter()
-            out = runner.continue_greedy(logits, cache, pos, n)
-            t2 = time.perf_counter()
-            timings.append((t1 - t0, t2 - t1))
-    pp_s, tg_s = timings[-1]
-    return pp_s, tg_s, out
+    def __init__(self, folder: Path, threads: int, max_length: int):
+        from edgekit.runners.onnxruntime import OrtRunner
+
+        self.runner = OrtRunner(folder, threads=threads)
+        self.runner.load()
+
+    def generate(self, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+        t0 = time.perf_counter()
+        logits, cache, pos = self.runner.run(np.asarray(prompt, dtype=np.int64))
+        t1 = time.perf_counter()
+        out = self.runner.continue_greedy(logits, cache, pos, n)
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1, out
 
 
-def run_side(side: str, folder: Path, prompt: list[int], n: int, threads: int) -> dict:
-    """One side in a fresh interpreter (this script with --side), so neither shares a process with the other.
-    Returns pp_s, tg_s, the greedy tokens and the process's peak RSS (VmHWM: load, prompt and decode)."""
-    cmd = [sys.executable, __file__, "--side", side, "--onnx", str(folder), "-n", str(n), "--threads", str(threads),
-           "--prompt", ",".join(map(str, prompt))]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+def serve(side: str, folder: Path, threads: int, max_length: int) -> None:
+    """The child: load one side, then one generation per 'run P N' line on stdin (P the prompt as
+    comma-separated ids), one JSON line each; peak RSS (VmHWM: load, prompts and decodes) with each."""
+    from edgekit.bench import peak_rss_bytes
+
+    impl = (GenaiSide if side == "genai" else EdgekitSide)(folder, threads, max_length)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        _cmd, prompt, n = line.split()
+        pp_s, tg_s, tokens = impl.generate([int(t) for t in prompt.split(",")], int(n))
+        print(json.dumps({"pp_s": pp_s, "tg_s": tg_s, "tokens": tokens, "peak_rss_bytes": peak_rss_bytes()}),
+              flush=True)
+
+
+class Child:
+    """One side in a fresh interpreter of its own (this script with --serve): neither side shares a process,
+    an ONNX Runtime environment or threads with the other; both stay loaded for the whole comparison."""
+
+    def __init__(self, side: str, folder: Path, threads: int, max_length: int):
+        cmd = [sys.executable, __file__, "--serve", side, "--onnx", str(folder), "--threads", str(threads),
+               "--max-length", str(max_length)]
+        self.side = side
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.side} side exited ({self.proc.wait()}); run it alone to see why")
+        return json.loads(line)
+
+    def generate(self, prompt: list[int], n: int) -> dict:
+        self.proc.stdin.write(f"run {','.join(map(str, prompt))} {n}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
-    if "--side" in sys.argv:  # the child: one side, one line of JSON
+    if "--serve" in sys.argv:  # a child: one side, loaded once
         ap = argparse.ArgumentParser()
-        ap.add_argument("--side", choices=["genai", "edgekit"])
+        ap.add_argument("--serve", choices=["genai", "edgekit"])
         ap.add_argument("--onnx")
-        ap.add_argument("-n", type=int)
         ap.add_argument("--threads", type=int)
-        ap.add_argument("--prompt")
+        ap.add_argument("--max-length", type=int)
         a = ap.parse_args()
-        from edgekit.bench import peak_rss_bytes
-
-        fn = run_genai if a.side == "genai" else run_edgekit
-        pp_s, tg_s, tokens = fn(Path(a.onnx), [int(t) for t in a.prompt.split(",")], a.n, a.threads)
-        print(json.dumps({"pp_s": pp_s, "tg_s": tg_s, "tokens": tokens, "peak_rss_bytes": peak_rss_bytes()}))
+        serve(a.serve, Path(a.onnx), a.threads, a.max_length)
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", help="ONNX INT4 export folder (default: the preset exported, cached)")
@@ -108,18 +141,30 @@ def main() -> None:
     vocab = json.loads((folder / "genai_config.json").read_text())["model"]["vocab_size"]
     prompt = [int(t) for t in np.random.default_rng(0).integers(0, min(vocab, 2000), size=args.p)]
 
-    rounds = []
-    for i in range(args.rounds):
-        # who goes first alternates, so drift and page-cache warmth favour neither
-        order = ("genai", "edgekit") if i % 2 == 0 else ("edgekit", "genai")
-        got = {side: run_side(side, folder, prompt, args.n, args.threads) for side in order}
-        r = {"round": i + 1, "same_tokens": got["genai"]["tokens"] == got["edgekit"]["tokens"]}
-        for side, v in got.items():
-            r[side] = {"pp": args.p / v["pp_s"], "tg": args.n / v["tg_s"], "peak_rss_gb": v["peak_rss_bytes"] / 1e9}
-        r["pp_ratio"] = r["edgekit"]["pp"] / r["genai"]["pp"]
-        r["tg_ratio"] = r["edgekit"]["tg"] / r["genai"]["tg"]
-        rounds.append(r)
-        print(json.dumps(r), flush=True)
+    children = {side: Child(side, folder, args.threads, args.p + args.n) for side in ("genai", "edgekit")}
+    try:
+        rounds = []
+        for i in range(args.rounds):
+            # both stay loaded and take turns, who goes first alternating:
+            # drift in the machine (other tenants' memory traffic on a VM) hits both sides alike
+            order = ("genai", "edgekit") if i % 2 == 0 else ("edgekit", "genai")
+            got = {}
+            for side in order:
+                # an untimed generation first: it brings the model back into the caches the other side
+                # just used, and lets the other side's idle ONNX Runtime threads stop spinning
+                children[side].generate(prompt, args.n)
+                got[side] = children[side].generate(prompt, args.n)
+            r = {"round": i + 1, "same_tokens": got["genai"]["tokens"] == got["edgekit"]["tokens"]}
+            for side, v in got.items():
+                r[side] = {"pp": args.p / v["pp_s"], "tg": args.n / v["tg_s"],
+                           "peak_rss_gb": v["peak_rss_bytes"] / 1e9}
+            r["pp_ratio"] = r["edgekit"]["pp"] / r["genai"]["pp"]
+            r["tg_ratio"] = r["edgekit"]["tg"] / r["genai"]["tg"]
+            rounds.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        for child in children.values():
+            child.close()
 
     med = lambda xs: statistics.median(list(xs))  # noqa: E731
     summary = {"onnx": str(folder), "threads": args.threads, "p": args.p, "n": args.n, "rounds": args.rounds,

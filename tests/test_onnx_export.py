@@ -273,13 +273,34 @@ def test_cli_bench_onnx_folder(onnx_export, tiny_qwen2, tmp_path):
     m = r["metrics"]
     for key in ("pp_tok_s", "tg_tok_s", "ttft_s"):
         assert len(m[key]["samples"]) == 2 and all(v > 0 and np.isfinite(v) for v in m[key]["samples"])
-    # TTFT covers the 16-token prompt: about 16 / pp, never less than the prompt itself
-    assert m["ttft_s"]["mean"] > 0.5 * 16 / m["pp_tok_s"]["mean"]
     assert m["peak_rss_bytes"] > (out / "model.onnx").stat().st_size
     assert r["roofline"]["bytes_per_token"] > 0
     from edgekit.results import BenchResult
 
     assert BenchResult.load(tmp_path / "r.json").artifact.format == "onnx"
+
+
+def test_ttft_runs_the_whole_prompt_then_picks(onnx_export, tiny_qwen2, monkeypatch):
+    """TTFT is timed over the full prompt and the first greedy pick (checked by what runs, not by timing)."""
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    seen = []
+    with OrtRunner(out, threads=2) as runner:
+        real_run, real_row = runner.run, runner.last_row
+
+        def run(tokens, *args, **kwargs):
+            seen.append(("run", len(tokens)))
+            return real_run(tokens, *args, **kwargs)
+
+        def last_row(logits):
+            seen.append(("pick",))
+            return real_row(logits)
+
+        monkeypatch.setattr(runner, "run", run)
+        monkeypatch.setattr(runner, "last_row", last_row)
+        assert runner.time_first_token(16) > 0
+    assert seen == [("run", 16), ("pick",)]
 
 
 def test_cli_bench_onnx_bad_provider(onnx_export, tiny_qwen2):

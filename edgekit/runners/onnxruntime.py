@@ -1,10 +1,10 @@
 """ONNX decoders with KV cache through ONNX Runtime, with the llama.cpp runner's method.
 
-The cache never goes through numpy: every step feeds the previous step's
-`present.N.key/value` OrtValues as the next `past_key_values.N.key/value` inputs
-(run_with_ort_values on the CPU, IOBinding with outputs left in device memory on
-GPU providers), and ONNX Runtime allocates the outputs. Only input ids, the
-attention mask, positions and (when asked for) the logits row cross to the host.
+The cache never goes through numpy: every step binds the previous step's
+`present.N.key/value` OrtValues as the next `past_key_values.N.key/value` inputs and
+binds freshly allocated OrtValues of the grown shape, on the provider's device, as the
+new presents (IOBinding). Only input ids, the attention mask, positions and (when asked
+for) the logits row cross to the host.
 
 pp: n_prompt random tokens (BOS first) from an empty cache, in n_batch chunks;
 tg: n_gen single-token steps from an empty cache; TTFT: prompt + greedy pick of
@@ -155,11 +155,13 @@ class OrtRunner(Runner):
             raise EdgekitError(f"KV cache type {past.type} is not supported", "export as fp32, fp16 or int4")
         self.kv_heads, self.head_dim = int(past.shape[1]), int(past.shape[3])
         self.has_positions = "position_ids" in inputs
-        vocab = self.session.get_outputs()[outputs.index("logits")].shape[-1]
+        logits = self.session.get_outputs()[outputs.index("logits")]
+        vocab = logits.shape[-1]
+        self.logits_dtype = _ORT_DTYPE.get(logits.type) or np.float32
+        self.last_logits_only = logits.shape[1] == 1  # exported with --logits last
         self.n_vocab = int(vocab) if isinstance(vocab, int) else self._config_vocab()
         self.bos = self._bos()
         self.device = "cuda" if self.providers[0] in GPU_PROVIDERS else "cpu"
-        self._outputs = ["logits", *self.present_names]
         self._mask = np.ones(256, dtype=np.int64)
 
     def _genai(self) -> dict:
@@ -206,43 +208,42 @@ class OrtRunner(Runner):
     def step(self, tokens: np.ndarray, cache: list, pos: int):
         """Run `tokens` at positions pos.. on `cache`; returns (logits OrtValue, new cache).
 
-        On the CPU one `run_with_ort_values` call takes the cache OrtValues and returns the new
-        ones (no per-name binding calls: they cost ~1 ms a step at 28 layers from Python); on a
-        GPU provider IOBinding keeps the outputs in device memory.
+        One IOBinding per step: the cache OrtValues go in as they are; the new cache and the
+        logits are allocated here at their final shapes (on the provider's device) and bound as
+        the outputs, so ONNX Runtime writes each layer's present straight into them, as
+        onnxruntime-genai does. Measured on a 2-layer model: 12-16 % less time per step than
+        run_with_ort_values with the outputs left to ONNX Runtime; at 28 layers, where the
+        kernels dominate, 0.3-0.5 % less.
         """
+        from onnxruntime import OrtValue
+
         n = len(tokens)
         ids = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, n)
         if len(self._mask) < pos + n:
             self._mask = np.ones(max(2 * len(self._mask), pos + n), dtype=np.int64)
         mask = self._mask[: pos + n].reshape(1, pos + n)
-        positions = np.arange(pos, pos + n, dtype=np.int64).reshape(1, n) if self.has_positions else None
         try:
-            if self.device == "cpu":
-                from onnxruntime import OrtValue
-
-                feeds = dict(zip(self.past_names, cache))
-                feeds["input_ids"] = OrtValue.ortvalue_from_numpy(ids)
-                feeds["attention_mask"] = OrtValue.ortvalue_from_numpy(mask)
-                if positions is not None:
-                    feeds["position_ids"] = OrtValue.ortvalue_from_numpy(positions)
-                out = self.session.run_with_ort_values(self._outputs, feeds)
-            else:
-                binding = self.session.io_binding()
-                binding.bind_cpu_input("input_ids", ids)
-                binding.bind_cpu_input("attention_mask", mask)
-                if positions is not None:
-                    binding.bind_cpu_input("position_ids", positions)
-                for name, value in zip(self.past_names, cache):
-                    binding.bind_ortvalue_input(name, value)
-                for name in self._outputs:
-                    binding.bind_output(name, self.device)
-                self.session.run_with_iobinding(binding)
-                out = binding.get_outputs()
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("input_ids", ids)
+            binding.bind_cpu_input("attention_mask", mask)
+            if self.has_positions:
+                binding.bind_cpu_input("position_ids", np.arange(pos, pos + n, dtype=np.int64).reshape(1, n))
+            for name, value in zip(self.past_names, cache):
+                binding.bind_ortvalue_input(name, value)
+            shape = (1, self.kv_heads, pos + n, self.head_dim)
+            new_cache = [OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, self.device, 0)
+                         for _ in self.present_names]
+            for name, value in zip(self.present_names, new_cache):
+                binding.bind_ortvalue_output(name, value)
+            rows = 1 if self.last_logits_only else n
+            logits = OrtValue.ortvalue_from_shape_and_type((1, rows, self.n_vocab), self.logits_dtype, self.device, 0)
+            binding.bind_ortvalue_output("logits", logits)
+            self.session.run_with_iobinding(binding)
         except Exception as e:  # allocation failures, provider errors: one line, not a traceback
             detail = " ".join(str(e).split())
             raise EdgekitError(f"onnxruntime failed running {self.path.name} on {n} tokens at position {pos} "
                                f"({detail[-200:]})", "lower -p/-n or --batch, or free memory") from None
-        return out[0], list(out[1:])
+        return logits, new_cache
 
     def run(self, tokens: np.ndarray, cache: list | None = None, pos: int = 0):
         """Tokens in n_batch chunks; returns (last chunk's logits OrtValue, cache, next position)."""
