@@ -22,7 +22,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from common import add_run_args, cached_export, edgekit_exe, llama_cpp_tree
+from common import add_run_args, cached_export, edgekit_exe, llama_cpp_tree, ratio_verdict
 
 
 def build_llama_bench(src: Path, build: Path, cmake_args: str) -> Path:
@@ -100,9 +100,9 @@ def main() -> None:
     for test in ("pp", "tg"):
         if summary[f"{test}_ratio_median"] is None:
             continue
+        ratios = [r[f"{test}_ratio"] for r in rounds if r[f"{test}_ratio"] is not None]
         print(f"{test}{args.p if test == 'pp' else args.n}: llama-bench {summary[f'llama_bench_{test}_tok_s']:.2f} tok/s, "
-              f"edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, ratio {summary[f'{test}_ratio_median']:.3f} "
-              f"(median of {args.rounds}; goal >= 0.97)")
+              f"edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, {ratio_verdict(ratios, 0.97)}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2) + "\n")
 

@@ -32,14 +32,15 @@ def edgekit_exe() -> str:
     return shutil.which("edgekit") or str(Path(sys.executable).parent / "edgekit")
 
 
-def add_run_args(ap: argparse.ArgumentParser, p: int, n: int, r: int) -> None:
+def add_run_args(ap: argparse.ArgumentParser, p: int, n: int, r: int, rounds: int = 3) -> None:
     """The options every comparison shares: test sizes, threads, rounds, work folder, JSON out."""
     ap.add_argument("--preset", default="r1-distill-qwen-1.5b", help="synthesized checkpoint to export (cached)")
     ap.add_argument("-p", type=int, default=p, help="prompt tokens")
     ap.add_argument("-n", type=int, default=n, help="generated tokens")
     ap.add_argument("-r", type=int, default=r, help="repetitions per run")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--rounds", type=int, default=3, help="alternate the two tools this many times")
+    ap.add_argument("--rounds", type=int, default=rounds,
+                    help="alternate the two tools this many times (8 give a 99 %% interval for the median ratio)")
     ap.add_argument("--work", default="bench-work", help="cache folder for checkpoints, exports and builds")
     ap.add_argument("--json", dest="json_out", help="write rounds and summary here")
 
@@ -70,3 +71,36 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
     return wall, usage.ru_maxrss * 1024  # Linux: KiB
+
+
+def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Median and a distribution-free confidence interval for it (order statistics: the rank bounds
+    come from Binomial(n, 1/2), no assumption on how the rounds scatter). Returns (median, low, high,
+    achieved confidence); with too few rounds for `confidence` the interval is the full range and the
+    achieved confidence says what that is worth."""
+    import math
+    import statistics
+
+    xs = sorted(values)
+    n = len(xs)
+
+    def coverage(k: int) -> float:  # of [xs[k], xs[n-1-k]]: 1 - 2 P(Binomial(n, 1/2) <= k)
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+    k = 0
+    while k + 1 < n - 1 - k and coverage(k + 1) >= confidence:
+        k += 1
+    achieved = coverage(k)
+    return statistics.median(xs), xs[k], xs[n - 1 - k], achieved
+
+
+def ratio_verdict(values: list[float], goal: float) -> str:
+    """'ratio 0.990 (95 % CI 0.94-1.03 over 8 rounds): goal >= 1.0 neither met nor missed' and the like."""
+    med, low, high, conf = median_ci(values)
+    if low >= goal:
+        verdict = f"goal >= {goal} met"
+    elif high < goal:
+        verdict = f"goal >= {goal} missed"
+    else:
+        verdict = f"goal >= {goal} neither shown met nor missed: the interval holds it"
+    return f"ratio {med:.3f} ({conf:.0%} CI {low:.3f}-{high:.3f} over {len(values)} rounds): {verdict}"

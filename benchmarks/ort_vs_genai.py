@@ -8,7 +8,8 @@ side down: measured), loaded once; over --rounds rounds they take turns, who goe
 alternating, each turn an untimed generation and then the timed one. On a shared VM the
 memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
 hit both sides alike (one fresh process per side per round did not). Printed: pp and tg tok/s of each and the ratios
-edgekit / genai (median over rounds; goal >= 1.0). Then `edgekit bench` of the ONNX INT4
+edgekit / genai (median over rounds, with a distribution-free 95 % confidence
+interval and whether it clears the goal >= 1.0). Then `edgekit bench` of the ONNX INT4
 folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
 wins on this machine.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import add_run_args, cached_export, edgekit_exe
+from common import add_run_args, cached_export, edgekit_exe, ratio_verdict
 
 
 class GenaiSide:
@@ -131,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", help="ONNX INT4 export folder (default: the preset exported, cached)")
     ap.add_argument("--gguf", help="GGUF Q4_K_M of the same checkpoint (default: the preset exported, cached)")
-    add_run_args(ap, p=128, n=64, r=3)
+    add_run_args(ap, p=128, n=64, r=3, rounds=8)
     ap.add_argument("--skip-gguf", action="store_true", help="only edgekit vs genai")
     args = ap.parse_args()
 
@@ -178,8 +179,8 @@ def main() -> None:
     print()
     for test in ("pp", "tg"):
         print(f"{test}{args.p if test == 'pp' else args.n}: onnxruntime-genai {summary[f'genai_{test}_tok_s']:.2f} "
-              f"tok/s, edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, ratio "
-              f"{summary[f'{test}_ratio_median']:.3f} (median of {args.rounds}; goal >= 1.0)")
+              f"tok/s, edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, "
+              f"{ratio_verdict([r[f'{test}_ratio'] for r in rounds], 1.0)}")
     print(f"peak RSS (load + prompt + decode, median): onnxruntime-genai {summary['genai_peak_rss_gb']:.2f} GB, "
           f"edgekit {summary['edgekit_peak_rss_gb']:.2f} GB")
     print(f"same greedy tokens from both: {summary['same_tokens_every_round']}")

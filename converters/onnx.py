@@ -191,6 +191,42 @@ def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
         save_model(quantizer.model.model, dst)
 
 
+FUSED_OPS = ("RotaryEmbedding", "SkipSimplifiedLayerNormalization")
+
+
+def fuse_for_onnxruntime(model_path: Path) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer on the model, in place; returns how many of each fused op it made.
+
+    Each rotary embedding (Slice/Neg/Concat/Mul/Add on q and k) becomes one RotaryEmbedding, and each
+    residual Add + RMSNorm one SkipSimplifiedLayerNormalization (com.microsoft contrib ops): fewer,
+    larger kernels per layer. Those ops exist only in ONNX Runtime (CPU and CUDA), not in TensorRT's
+    ONNX parser, hence opt-in. The model_type only selects attention-fusion patterns, none of which
+    match optimum's graphs; opt_level 0 bakes no session optimizations of this machine into the file.
+    """
+    from collections import Counter
+
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as e:
+        raise EdgekitError(f"--fuse needs onnxruntime's transformer tools ({e})", "pip install 'edgekit[onnx]'") from None
+    with quiet():
+        opt = optimize_model(str(model_path), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=0)
+    counts = Counter(node.op_type for node in opt.model.graph.node)
+    fused = {op: counts[op] for op in FUSED_OPS if counts[op]}
+    if not fused:
+        raise EdgekitError("ONNX Runtime's optimizer found nothing to fuse in this graph",
+                           "export without --fuse (nothing was written), and please report this checkpoint")
+    staging = model_path.parent / ".fused"
+    staging.mkdir()
+    save_model(opt.model, staging / model_path.name)  # the weights were read into memory: the old files can go
+    del opt
+    model_path.with_name(model_path.name + "_data").unlink(missing_ok=True)
+    model_path.unlink()
+    _move_model(staging / model_path.name, model_path)
+    staging.rmdir()
+    return fused
+
+
 def save_model(model, dst: Path) -> None:
     """One .onnx file, with its weights in one `<name>_data` file when the proto would pass 2 GB."""
     import onnx
@@ -594,7 +630,8 @@ def verify_int4(final: Path, fp32: Path, work: Path, ref: np.ndarray, got: np.nd
 
 def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: Int4Options | None = None,
                 verify: bool | None = None, threads: int | None = None, force: bool = False,
-                memory_check: bool = True, logits: str = "last", progress: Progress | None = None):
+                memory_check: bool = True, logits: str = "last", fuse: bool = False,
+                progress: Progress | None = None):
     """Export CHECKPOINT to an ONNX folder at `out_dir`; returns the ExportManifest."""
     from edgekit import parity
     from edgekit.atomic import atomic_dir, check_output_dir
@@ -624,7 +661,7 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
     threads = threads or os.cpu_count() or 1
     name = model_basename(ckpt)
     step = {"n": 0}
-    steps = 2 + (precision == "int4") + bool(verify)
+    steps = 2 + (precision == "int4") + bool(verify) + bool(fuse)
 
     def tick(label: str) -> None:
         step["n"] += 1
@@ -650,6 +687,10 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
             quantize_int4(exported, final, int4)
         else:
             _move_model(exported, final)
+        fused = None
+        if fuse:
+            tick("fusing for ONNX Runtime")
+            fused = fuse_for_onnxruntime(final)
         check_onnx_complete(final)
         seconds = time.perf_counter() - t0
         if verify:
@@ -683,7 +724,8 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
         files = [ArtifactFile(file=MODEL_FILE, format="onnx", quant=QUANT_NAME[precision],
                               size_bytes=final.stat().st_size, sha256=sha256_of(final), seconds=round(seconds, 3),
                               verify=verify_info,
-                              options={"logits": logits, **(asdict(int4) if precision == "int4" else {})})]
+                              options={"logits": logits, "fused": fused or {},
+                                       **(asdict(int4) if precision == "int4" else {})})]
         data = tmp / DATA_FILE
         if data.exists():
             files.append(ArtifactFile(file=DATA_FILE, format="onnx", quant=QUANT_NAME[precision],

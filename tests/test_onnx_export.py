@@ -26,12 +26,12 @@ def onnx_export(tmp_path_factory):
     """Export a checkpoint once per (checkpoint, precision, options), verified."""
     cache = {}
 
-    def get(ckpt, precision, logits="last", **int4):
-        key = (ckpt, precision, logits, tuple(sorted(int4.items())))
+    def get(ckpt, precision, logits="last", fuse=False, **int4):
+        key = (ckpt, precision, logits, fuse, tuple(sorted(int4.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("onnx") / f"{ckpt.name}-{precision}"
             manifest = onnx_conv.export_onnx(str(ckpt), out, precision, onnx_conv.Int4Options(**int4),
-                                             verify=True, threads=2, logits=logits)
+                                             verify=True, threads=2, logits=logits, fuse=fuse)
             cache[key] = (out, manifest)
         return cache[key]
 
@@ -61,6 +61,48 @@ def test_export_writes_a_complete_genai_folder(onnx_export, tiny_qwen2, precisio
     assert (facts["contrib_ops"].get("MatMulNBits", 0) > 0) == (precision == "int4")
     assert abs(facts["n_params"] - manifest.n_params) / manifest.n_params < 0.01
     assert facts["logits"] == "last position" and manifest.files[0].options["logits"] == "last"
+
+
+@pytest.mark.parametrize("ckpt_name", ["tiny_qwen2", "tiny_llama"])
+def test_fuse_turns_rotary_and_residual_norms_into_ort_ops(onnx_export, request, ckpt_name):
+    import onnx
+
+    ckpt = request.getfixturevalue(ckpt_name)
+    out, manifest = onnx_export(ckpt, "int4", fuse=True)
+    layers = json.loads((ckpt / "config.json").read_text())["num_hidden_layers"]
+    # q and k rotated in each layer; each layer's two RMSNorms but the very first take the residual add
+    assert manifest.files[0].options["fused"] == {"RotaryEmbedding": 2 * layers,
+                                                  "SkipSimplifiedLayerNormalization": 2 * layers}
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    assert {"RotaryEmbedding", "SkipSimplifiedLayerNormalization", "MatMulNBits"} <= ops
+    assert {"vs_dequantized", "vs_fp32"} <= set(manifest.files[0].verify)  # the INT4 checks passed on the fused graph
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+    plain, plain_manifest = onnx_export(ckpt, "int4")
+    assert plain_manifest.files[0].options["fused"] == {}
+    assert "RotaryEmbedding" not in {n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node}
+
+
+def test_fused_fp32_matches_the_plain_graph_and_loads_in_genai(onnx_export, tiny_qwen2):
+    ids = [3, 17, 300, 2, 99, 1000, 45, 7, 12]
+    fused, _ = onnx_export(tiny_qwen2, "fp32", logits="all", fuse=True)
+    plain, _ = onnx_export(tiny_qwen2, "fp32", logits="all")
+    a = onnx_conv.onnx_logits(plain / "model.onnx", ids)
+    b = onnx_conv.onnx_logits(fused / "model.onnx", ids)
+    assert np.abs(a - b).max() < 1e-4 * a.std()  # same math, other kernels (measured 2.5e-6)
+    og = pytest.importorskip("onnxruntime_genai")
+    model = og.Model(str(fused))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 8, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(np.array(ids, dtype=np.int32))
+    theirs = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        theirs.append(int(gen.get_next_tokens()[0]))
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    with OrtRunner(fused, threads=2) as runner:
+        assert runner.generate_greedy(ids, len(theirs)) == theirs
 
 
 def test_logits_all_keeps_every_position_and_last_matches_it(onnx_export, tiny_llama):
@@ -99,7 +141,7 @@ def test_int4_checks_against_dequantized_reference_and_fp32(onnx_export, tiny_ck
     assert 0.5 < w["max_error_steps"] <= 1.0  # symmetric round-to-nearest: the +7 side clamps
     assert v["weights_vs_dequantized"]["rel_max_diff"] < 1e-4
     assert 0 < v["vs_fp32"]["kl_mean"] < 0.05 and v["vs_fp32"]["finite"]
-    assert manifest.files[0].options == {"logits": "last", "block_size": 32, "symmetric": True,
+    assert manifest.files[0].options == {"logits": "last", "fused": {}, "block_size": 32, "symmetric": True,
                                          "accuracy_level": 4, "quantize_embedding": False}
     fp32_out, _ = onnx_export(tiny_ckpt, "fp32")
     # embedding stays fp32 by default; every MatMul weight shrinks ~7x

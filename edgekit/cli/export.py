@@ -67,13 +67,18 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
               help="last: the lm_head sees only the last position (as llama.cpp computes it): less prompt work "
                    "and no n x vocab buffer; all: logits for every position (perplexity, scoring).")
+@click.option("--fuse", is_flag=True,
+              help="Run ONNX Runtime's transformer optimizer: rotary embeddings and residual+RMSNorm become "
+                   "RotaryEmbedding / SkipSimplifiedLayerNormalization contrib ops (measured on CPU: 7 % faster "
+                   "decode at 85M parameters, 3-13 % at 1.5B). The file then needs ONNX Runtime (CPU, CUDA), "
+                   "not TensorRT's parser; the checks run on the fused graph.")
 @click.option("--memory-check/--no-memory-check", default=True, show_default=True,
               help="Refuse up front when the export needs more RAM than is available "
                    "(measured: 2.1x the FP32 weights; 2.3x the FP16 weights for --precision fp16).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_level, quantize_embedding, verify,
-             threads, logits, memory_check, force, as_json):
+             threads, logits, fuse, memory_check, force, as_json):
     """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
     from edgekit.cli._progress import progress_bars
     from edgekit.converters.onnx import Int4Options, export_onnx
@@ -82,7 +87,7 @@ def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_lev
                        quantize_embedding=quantize_embedding)
     with progress_bars(not as_json) as report:
         manifest = export_onnx(checkpoint, out_dir, precision, opts, verify=verify, threads=threads, force=force,
-                               memory_check=memory_check, logits=logits, progress=report)
+                               memory_check=memory_check, logits=logits, fuse=fuse, progress=report)
     if as_json:
         click.echo(json.dumps(manifest.model_dump(), indent=2))
         return
