@@ -95,7 +95,8 @@ def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, flo
 
 
 def ratio_verdict(values: list[float], goal: float) -> str:
-    """'ratio 0.990 (95 % CI 0.94-1.03 over 8 rounds): goal >= 1.0 neither met nor missed' and the like."""
+    """'ratio 0.990 (99% CI 0.940-1.150 over 8 rounds): goal >= 1.0 neither shown met nor missed: ...',
+    or '... goal >= 1.0 met' when the whole interval clears the goal, '... missed' when none of it does."""
     med, low, high, conf = median_ci(values)
     if low >= goal:
         verdict = f"goal >= {goal} met"

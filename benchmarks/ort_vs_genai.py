@@ -7,9 +7,10 @@ its own (in one process genai's ONNX Runtime environment keeps threads that slow
 side down: measured), loaded once; over --rounds rounds they take turns, who goes first
 alternating, each turn an untimed generation and then the timed one. On a shared VM the
 memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
-hit both sides alike (one fresh process per side per round did not). Printed: pp and tg tok/s of each and the ratios
-edgekit / genai (median over rounds, with a distribution-free 95 % confidence
-interval and whether it clears the goal >= 1.0). Then `edgekit bench` of the ONNX INT4
+hit both sides alike (one fresh process per side per round did not). Printed: pp and tg
+tok/s of each and the ratios edgekit / genai: the median over rounds, a distribution-free
+confidence interval for it (95 % or more; 99 % at the default 8 rounds) and whether that
+interval clears the goal >= 1.0. Then `edgekit bench` of the ONNX INT4
 folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
 wins on this machine.
 

@@ -687,10 +687,9 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
             quantize_int4(exported, final, int4)
         else:
             _move_model(exported, final)
-        fused = None
         if fuse:
             tick("fusing for ONNX Runtime")
-            fused = fuse_for_onnxruntime(final)
+        fused = fuse_for_onnxruntime(final) if fuse else {}
         check_onnx_complete(final)
         seconds = time.perf_counter() - t0
         if verify:
@@ -724,7 +723,7 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
         files = [ArtifactFile(file=MODEL_FILE, format="onnx", quant=QUANT_NAME[precision],
                               size_bytes=final.stat().st_size, sha256=sha256_of(final), seconds=round(seconds, 3),
                               verify=verify_info,
-                              options={"logits": logits, "fused": fused or {},
+                              options={"logits": logits, "fused": fused,
                                        **(asdict(int4) if precision == "int4" else {})})]
         data = tmp / DATA_FILE
         if data.exists():

@@ -82,6 +82,22 @@ def test_fuse_turns_rotary_and_residual_norms_into_ort_ops(onnx_export, request,
     assert "RotaryEmbedding" not in {n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node}
 
 
+def test_fuse_that_finds_nothing_is_one_line_and_writes_nothing(tiny_qwen2, tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime.transformers.optimizer as ort_optimizer
+
+    class Unfused:  # what the optimizer returns for a graph none of its patterns match
+        def __init__(self, path, **_kwargs):
+            self.model = onnx.load(path)
+
+    monkeypatch.setattr(ort_optimizer, "optimize_model", Unfused)
+    out = tmp_path / "fused"
+    res = CliRunner().invoke(cli, ["export", "onnx", str(tiny_qwen2), "-o", str(out), "--precision", "fp32",
+                                   "--fuse", "--no-verify"])
+    assert_one_line_error(res, "found nothing to fuse")
+    assert not out.exists() and not any(tmp_path.iterdir())
+
+
 def test_fused_fp32_matches_the_plain_graph_and_loads_in_genai(onnx_export, tiny_qwen2):
     ids = [3, 17, 300, 2, 99, 1000, 45, 7, 12]
     fused, _ = onnx_export(tiny_qwen2, "fp32", logits="all", fuse=True)
@@ -89,20 +105,7 @@ def test_fused_fp32_matches_the_plain_graph_and_loads_in_genai(onnx_export, tiny
     a = onnx_conv.onnx_logits(plain / "model.onnx", ids)
     b = onnx_conv.onnx_logits(fused / "model.onnx", ids)
     assert np.abs(a - b).max() < 1e-4 * a.std()  # same math, other kernels (measured 2.5e-6)
-    og = pytest.importorskip("onnxruntime_genai")
-    model = og.Model(str(fused))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + 8, do_sample=False)
-    gen = og.Generator(model, params)
-    gen.append_tokens(np.array(ids, dtype=np.int32))
-    theirs = []
-    while not gen.is_done():
-        gen.generate_next_token()
-        theirs.append(int(gen.get_next_tokens()[0]))
-    from edgekit.runners.onnxruntime import OrtRunner
-
-    with OrtRunner(fused, threads=2) as runner:
-        assert runner.generate_greedy(ids, len(theirs)) == theirs
+    assert_genai_and_edgekit_agree(fused, ids, 8)
 
 
 def test_logits_all_keeps_every_position_and_last_matches_it(onnx_export, tiny_llama):
@@ -284,13 +287,12 @@ def test_greedy_decode_equals_transformers(onnx_export, tiny_ckpt):
     np.testing.assert_allclose(chunked_last, whole, atol=1e-4)
 
 
-def test_onnxruntime_genai_loads_the_export_unchanged(onnx_export, tiny_qwen2):
+def assert_genai_and_edgekit_agree(folder, prompt: list[int], n_new: int) -> None:
+    """onnxruntime-genai's greedy tokens from the folder as it is, then edgekit's runner's: the same."""
     og = pytest.importorskip("onnxruntime_genai")
-    out, _ = onnx_export(tiny_qwen2, "int4")
-    prompt = [5, 17, 300, 2, 99, 1000, 45, 7]
-    model = og.Model(str(out))
+    model = og.Model(str(folder))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + 12, do_sample=False)
+    params.set_search_options(max_length=len(prompt) + n_new, do_sample=False)
     gen = og.Generator(model, params)
     gen.append_tokens(np.array(prompt, dtype=np.int32))
     theirs = []
@@ -299,8 +301,13 @@ def test_onnxruntime_genai_loads_the_export_unchanged(onnx_export, tiny_qwen2):
         theirs.append(int(gen.get_next_tokens()[0]))
     from edgekit.runners.onnxruntime import OrtRunner
 
-    with OrtRunner(out, threads=2) as runner:
+    with OrtRunner(folder, threads=2) as runner:
         assert runner.generate_greedy(prompt, len(theirs)) == theirs
+
+
+def test_onnxruntime_genai_loads_the_export_unchanged(onnx_export, tiny_qwen2):
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    assert_genai_and_edgekit_agree(out, [5, 17, 300, 2, 99, 1000, 45, 7], 12)
 
 
 def test_cli_bench_onnx_folder(onnx_export, tiny_qwen2, tmp_path):
