@@ -278,13 +278,49 @@ def test_greedy_decode_equals_transformers(onnx_export, tiny_ckpt):
 
     with OrtRunner(out, threads=2) as runner:
         got = runner.generate_greedy(prompt, 24)
+        # a cache with room for the prompt only (8 tokens), grown to 16 and 32 on the way
+        runner.kv_start_tokens = 1
+        grown = runner.generate_greedy(prompt, 24)
         # a prompt in small chunks through the cache gives the same logits as one pass
         runner.n_batch = 3
         logits, _cache, _pos = runner.run(np.array(prompt))
         chunked_last = runner.last_row(logits)
         whole = runner.logits(np.array(prompt))[-1]
-    assert got == ref
+    assert got == ref and grown == ref
     np.testing.assert_allclose(chunked_last, whole, atol=1e-4)
+
+
+def test_public_iobinding_methods_give_the_same_tokens(onnx_export, tiny_qwen2, monkeypatch):
+    """Where onnxruntime has no C++ binding object to reach, the public methods bind the same."""
+    from edgekit.runners import onnxruntime as ort_runner
+
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    prompt = [5, 17, 300, 2, 99, 1000, 45, 7]
+    with ort_runner.OrtRunner(out, threads=2) as runner:
+        fast = runner.generate_greedy(prompt, 12)
+    monkeypatch.setattr(ort_runner, "_raw_iobinding", lambda binding: None)
+    with ort_runner.OrtRunner(out, threads=2) as runner:
+        assert runner._bind_cpu_input == runner._binding.bind_cpu_input  # the public path is the one taken
+        assert runner.generate_greedy(prompt, 12) == fast
+
+
+def test_decode_steps_reuse_two_cache_buffers(onnx_export, tiny_qwen2):
+    """With room in the cache, every step reads one buffer set and writes the other: two sets in all."""
+    from edgekit.runners.onnxruntime import OrtRunner
+
+    out, _ = onnx_export(tiny_qwen2, "int4")
+    with OrtRunner(out, threads=2) as runner:
+        cache = runner.empty_cache(40)
+        logits, cache, pos = runner.run(np.array([5, 17, 300, 2]), cache)
+        seen = set()
+        for _ in range(30):
+            token = int(runner.last_row(logits).argmax())
+            logits, cache = runner.step(np.array([token]), cache, pos)
+            pos += 1
+            seen.add(tuple(cache.front_ptrs))
+        assert len(seen) == 2 and cache.tokens == pos == 34
+        with pytest.raises(ValueError, match="holds 34 tokens, not 3"):
+            runner.step(np.array([1]), cache, 3)
 
 
 def assert_genai_and_edgekit_agree(folder, prompt: list[int], n_new: int) -> None:
