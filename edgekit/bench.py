@@ -263,7 +263,13 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
     roofline = None
     if n_gen and (backend == "CPU" or spec.bandwidth_gb_s):
         try:
-            from edgekit.roofline import gguf_bytes_per_token, host_bandwidth_gb_s, onnx_bytes_per_token
+            from edgekit.roofline import (
+                above_roofline_warning,
+                gguf_bytes_per_token,
+                host_bandwidth_gb_s,
+                last_level_cache_bytes,
+                onnx_bytes_per_token,
+            )
 
             if fmt == "gguf":
                 bpt, _parts = gguf_bytes_per_token(path, ctx_tokens=n_gen / 2)
@@ -277,6 +283,9 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
             bound = bw * 1e9 / bpt
             roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
                                 tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
+            above = above_roofline_warning(roofline.efficiency, bpt, last_level_cache_bytes())
+            if above:
+                warnings.append(above)
         except Exception as e:  # e.g. an architecture without the attention metadata it needs
             warnings.append(f"no roofline: {type(e).__name__}: {e}")
     elif n_gen:

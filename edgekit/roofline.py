@@ -86,3 +86,37 @@ def host_bandwidth_gb_s(host_key: str) -> tuple[float, str]:
         except OSError:
             pass
     return known[host_key], f"measured: {os.cpu_count()}-thread numpy copy, cached in {cache}"
+
+
+def last_level_cache_bytes(cpu_cache_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """Size of cpu0's highest-level data or unified cache from sysfs (`indexN/level`, `type`,
+    `size` such as "32768K"), or None where sysfs does not say (macOS, containers without it)."""
+    best: tuple[int, int] | None = None
+    for index in sorted(cpu_cache_dir.glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            size = _parse_cache_size((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified") and (best is None or level > best[0]):
+            best = (level, size)
+    return best[1] if best else None
+
+
+def _parse_cache_size(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    if text[-1:].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)
+
+
+def above_roofline_warning(efficiency: float, bytes_per_token: int, llc_bytes: int | None) -> str | None:
+    """A run faster than the memory-bandwidth bound read part of its bytes from the CPU's caches,
+    not from memory: say so, rather than let a 124 % efficiency pass for a measurement error."""
+    if efficiency <= 1.0:
+        return None
+    where = f"the CPU's {llc_bytes / 2**20:.0f} MiB last-level cache" if llc_bytes else "the CPU's caches"
+    return (f"tg is {efficiency:.0%} of the memory-bandwidth roofline: part of the {bytes_per_token / 1e6:.0f} MB "
+            f"read per token stays in {where}, so memory bandwidth does not bound this model; the roofline "
+            f"holds for models well above that size")

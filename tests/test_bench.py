@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -38,6 +39,9 @@ def test_bench_metrics_are_positive_finite_and_consistent(tiny_result, tiny_gguf
     assert r.runtime.backend == "CPU" and r.settings.ctx >= 33 and r.settings.random_tokens
     assert r.roofline.bytes_per_token > 0 and r.roofline.tg_bound_tok_s > 0
     assert r.roofline.efficiency == pytest.approx(m.tg_tok_s.mean / r.roofline.tg_bound_tok_s)
+    # a tiny model mostly sits in the CPU's caches: above the roofline, and then the result says why
+    above = [w for w in r.warnings if "of the memory-bandwidth roofline" in w]
+    assert len(above) == (1 if r.roofline.efficiency > 1 else 0)
     if r.power.source is None:  # no readable sensor here: say why, make nothing up
         assert r.power.unavailable and r.power.tg_j_per_tok is None and r.power.samples == []
     else:
@@ -186,3 +190,33 @@ def test_results_carry_the_targets_facts_state_and_throttle_warnings(tiny_gguf):
     assert r.target_state["after"]["throttled"]["flags"] == ["currently throttled", "throttling has occurred"]
     assert any("throttled during the run: currently throttled" in w for w in r.warnings)
     assert any("governor is 'ondemand'" in w for w in r.warnings)
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "samples"
+
+
+def test_last_level_cache_from_recorded_sysfs(tmp_path):
+    """cpu0's cache tree recorded on the 2-vCPU AMD EPYC development VM: L1d, L1i, L2, L3 32 MiB."""
+    from edgekit.roofline import last_level_cache_bytes
+
+    assert last_level_cache_bytes(FIXTURES / "cpu0-cache-amd-epyc") == 32 * 2**20
+    # the instruction cache never counts, whatever its level; an unreadable index is skipped
+    (tmp_path / "index0").mkdir()
+    for name, text in (("type", "Instruction"), ("level", "4"), ("size", "64M")):
+        (tmp_path / "index0" / name).write_text(text + "\n")
+    (tmp_path / "index1").mkdir()
+    for name, text in (("type", "Unified"), ("level", "2"), ("size", "2048K")):
+        (tmp_path / "index1" / name).write_text(text + "\n")
+    (tmp_path / "index2").mkdir()
+    (tmp_path / "index2" / "type").write_text("Unified\n")
+    assert last_level_cache_bytes(tmp_path) == 2 * 2**20
+    assert last_level_cache_bytes(tmp_path / "absent") is None
+
+
+def test_a_run_above_the_roofline_says_why():
+    from edgekit.roofline import above_roofline_warning
+
+    assert above_roofline_warning(0.97, 50_000_000, 32 * 2**20) is None
+    said = above_roofline_warning(1.24, 50_000_000, 32 * 2**20)
+    assert "124% of the memory-bandwidth roofline" in said and "50 MB" in said and "32 MiB last-level cache" in said
+    assert "the CPU's caches" in above_roofline_warning(1.1, 50_000_000, None)
