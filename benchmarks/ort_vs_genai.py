@@ -10,7 +10,9 @@ memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let th
 hit both sides alike (one fresh process per side per round did not). Printed: pp and tg
 tok/s of each and the ratios edgekit / genai: the median over rounds, a distribution-free
 confidence interval for it (95 % or more; 99 % at the default 8 rounds) and whether that
-interval clears the goal >= 1.0. Then `edgekit bench` of the ONNX INT4
+interval clears the goal >= 1.0. How wide it is, measured on a 2-core VM at 1.5B, p128/n64:
+8 rounds about 0.97-1.11, 40 rounds 0.975-1.049, 80 rounds (32 minutes) 0.970-1.012; ask
+for 80 to tell a 2-3 % difference from none. Then `edgekit bench` of the ONNX INT4
 folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
 wins on this machine.
 
