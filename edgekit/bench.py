@@ -283,7 +283,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
             bound = bw * 1e9 / bpt
             roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
                                 tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
-            above = above_roofline_warning(roofline.efficiency, bpt, last_level_cache_bytes())
+            above = above_roofline_warning(roofline.efficiency, bpt, last_level_cache_bytes(), source)
             if above:
                 warnings.append(above)
         except Exception as e:  # e.g. an architecture without the attention metadata it needs
