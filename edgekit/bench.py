@@ -278,8 +278,7 @@ def bench_artifact(path: Path, fmt: str = "gguf", *, n_prompt: int = 512, n_gen:
             if spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
                 bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"
             else:
-                host = host_info([])
-                bw, source = host_bandwidth_gb_s(f"{host.hostname}|{host.cpu_model}|{host.cpu_cores}")
+                bw, source = host_bandwidth_gb_s()
             bound = bw * 1e9 / bpt
             roofline = Roofline(bandwidth_gb_s=bw, bandwidth_source=source, bytes_per_token=bpt,
                                 tg_bound_tok_s=bound, efficiency=metrics.tg_tok_s.mean / bound)
