@@ -70,7 +70,7 @@ def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repe
 def host_bandwidth_gb_s() -> tuple[float, str]:
     """This machine's bandwidth, measured now, in the same job as the run it bounds: a shared VM's
     drifts too far for a figure from another time (16 GB/s cached, 24-25 GB/s an hour later,
-    measured on the 2-core development VM)."""
+    and 16 to 24 GB/s within one `make demo`, on the 2-core development VM)."""
     threads = os.cpu_count() or 1
     return (round(measure_copy_bandwidth_gb_s(threads=threads), 2),
             f"measured after this run's repetitions: {threads}-thread numpy copy of 256 MiB, best of 5")
