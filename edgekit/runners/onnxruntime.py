@@ -135,6 +135,7 @@ class OrtRunner(Runner):
                                "check it with `edgekit inspect`; re-export it if it is damaged") from None
         load_s = time.perf_counter() - t0
         self._describe()
+        self._prepare_io()
         return load_s
 
     def _describe(self) -> None:
@@ -163,12 +164,6 @@ class OrtRunner(Runner):
         self.n_vocab = int(vocab) if isinstance(vocab, int) else self._config_vocab()
         self.bos = self._bos()
         self.device = "cuda" if self.providers[0] in GPU_PROVIDERS else "cpu"
-        self._mask, self._positions = np.ones(256, dtype=np.int64), np.arange(256, dtype=np.int64)
-        self._bind()
-        from onnxruntime import OrtValue
-
-        self._logits_row = OrtValue.ortvalue_from_shape_and_type((1, 1, self.n_vocab), self.logits_dtype,
-                                                                 self.device, 0)
 
     def _genai(self) -> dict:
         try:
@@ -209,12 +204,16 @@ class OrtRunner(Runner):
         """A cache with room for `tokens` (at least kv_start_tokens); it grows when outgrown."""
         return KVCache(self, max(tokens, self.kv_start_tokens))
 
-    def _bind(self) -> None:
-        """One IOBinding for the session, bound through its C++ object when this onnxruntime has
-        one: the Python wrapper's bookkeeping costs 2-3 µs a binding, two per KV tensor per step
-        (measured)."""
-        from onnxruntime import OrtDevice
+    def _prepare_io(self) -> None:
+        """What every step reuses: the mask and position arrays it slices, the one-row logits
+        buffer, and one IOBinding for the session, bound through its C++ object when this
+        onnxruntime has one (the Python wrapper's bookkeeping costs 2-3 µs a binding, two per KV
+        tensor per step: measured)."""
+        from onnxruntime import OrtDevice, OrtValue
 
+        self._mask, self._positions = np.ones(256, dtype=np.int64), np.arange(256, dtype=np.int64)
+        self._logits_row = OrtValue.ortvalue_from_shape_and_type((1, 1, self.n_vocab), self.logits_dtype,
+                                                                 self.device, 0)
         self._binding = binding = self.session.io_binding()
         raw = _raw_iobinding(binding)
         if raw is not None:
