@@ -153,6 +153,12 @@ def inspect_onnx(path: Path) -> dict:
     logits_out = next((o for o in graph.output if o.name == "logits"), None)
     seq = logits_out.type.tensor_type.shape.dim[1] if logits_out is not None else None
     externals = sorted({ExternalDataInfo(t).location for t in init.values() if uses_external_data(t)})
+    # optimum's graph repeats the cache to every query head (Unsqueeze, then Expand); edgekit's export
+    # (and a graph without grouped heads) multiplies by the present key/value as stored
+    unsqueezed = {n.output[0] for n in graph.node if n.op_type == "Unsqueeze" and n.input[0].startswith("present.")}
+    repeats = any(n.op_type == "Expand" and n.input[0] in unsqueezed for n in graph.node)
+    attention = ("GroupQueryAttention" if ops.get("GroupQueryAttention") else None if not past else
+                 "cache repeated per query head" if repeats else "cache read as stored")
     arch = None
     for meta in ("config.json", "genai_config.json"):
         try:
@@ -177,6 +183,7 @@ def inspect_onnx(path: Path) -> dict:
                   ([f"past_key_values.0-{len(past) // 2 - 1}.key/value"] if past else []),
         "kv_cache": kv,
         "logits": None if seq is None else "last position" if seq.dim_value == 1 else "every position",
+        "attention": attention,
         "contrib_ops": {k: v for k, v in ops.items() if k in ("MatMulNBits", "GatherBlockQuantized",
                                                               "GroupQueryAttention", "SkipSimplifiedLayerNormalization")},
         "n_nodes": len(graph.node),

@@ -61,6 +61,7 @@ def test_export_writes_a_complete_genai_folder(onnx_export, tiny_qwen2, precisio
     assert (facts["contrib_ops"].get("MatMulNBits", 0) > 0) == (precision == "int4")
     assert abs(facts["n_params"] - manifest.n_params) / manifest.n_params < 0.01
     assert facts["logits"] == "last position" and manifest.files[0].options["logits"] == "last"
+    assert facts["attention"] == "cache read as stored" and manifest.files[0].options["grouped_attention_layers"] == 2
 
 
 @pytest.mark.parametrize("ckpt_name", ["tiny_qwen2", "tiny_llama"])
@@ -80,6 +81,36 @@ def test_fuse_turns_rotary_and_residual_norms_into_ort_ops(onnx_export, request,
     plain, plain_manifest = onnx_export(ckpt, "int4")
     assert plain_manifest.files[0].options["fused"] == {}
     assert "RotaryEmbedding" not in {n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node}
+
+
+@pytest.mark.parametrize("ckpt_name", ["tiny_qwen2", "tiny_llama"])
+def test_attention_reads_the_cache_as_stored_not_repeated_per_head(onnx_export, request, ckpt_name):
+    import onnx
+
+    from edgekit.converters.onnx import group_attention
+
+    ckpt = request.getfixturevalue(ckpt_name)
+    out, manifest = onnx_export(ckpt, "fp32")
+    config = json.loads((ckpt / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    assert config["num_attention_heads"] > config["num_key_value_heads"]  # grouped-query attention
+    assert manifest.files[0].options["grouped_attention_layers"] == layers
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    # no Expand repeats a present key/value any more; each layer's two attention matmuls read them directly
+    for node in graph.node:
+        if node.op_type == "Expand":
+            src = producer.get(node.input[0])
+            assert not (src is not None and src.op_type == "Unsqueeze" and src.input[0].startswith("present."))
+    value_matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1].startswith("present.")]
+    key_transposes = [n for n in graph.node if n.op_type == "Transpose" and n.input[0].startswith("present.")]
+    assert len(value_matmuls) == len(key_transposes) == layers
+    assert manifest.files[0].verify["passed"]  # and still within FP32 tolerance of transformers
+    # nothing left to group: a second pass changes nothing and says so
+    before = (out / "model.onnx").read_bytes()
+    assert group_attention(out / "model.onnx", config["num_attention_heads"], config["num_key_value_heads"],
+                           config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]) == 0
+    assert (out / "model.onnx").read_bytes() == before
 
 
 def test_fuse_that_finds_nothing_is_one_line_and_writes_nothing(tiny_qwen2, tmp_path, monkeypatch):
@@ -144,7 +175,8 @@ def test_int4_checks_against_dequantized_reference_and_fp32(onnx_export, tiny_ck
     assert 0.5 < w["max_error_steps"] <= 1.0  # symmetric round-to-nearest: the +7 side clamps
     assert v["weights_vs_dequantized"]["rel_max_diff"] < 1e-4
     assert 0 < v["vs_fp32"]["kl_mean"] < 0.05 and v["vs_fp32"]["finite"]
-    assert manifest.files[0].options == {"logits": "last", "fused": {}, "block_size": 32, "symmetric": True,
+    assert manifest.files[0].options == {"logits": "last", "fused": {}, "grouped_attention_layers": 2,
+                                         "block_size": 32, "symmetric": True,
                                          "accuracy_level": 4, "quantize_embedding": False}
     fp32_out, _ = onnx_export(tiny_ckpt, "fp32")
     # embedding stays fp32 by default; every MatMul weight shrinks ~7x
