@@ -113,6 +113,42 @@ def test_attention_reads_the_cache_as_stored_not_repeated_per_head(onnx_export, 
     assert (out / "model.onnx").read_bytes() == before
 
 
+def test_grouped_attention_equals_the_repeated_graph_and_skips_what_it_cannot_prove(tiny_qwen2, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    config = json.loads((tiny_qwen2 / "config.json").read_text())
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    dim = config["hidden_size"] // heads
+    raw = onnx_conv.torch_export(tiny_qwen2, tmp_path / "raw", fp16=False)  # optimum's graph, repeat_kv and all
+    ids = list(range(3, 40))
+    want = onnx_conv.onnx_logits(raw, ids, threads=2)
+
+    grouped = tmp_path / "grouped"
+    shutil.copytree(raw.parent, grouped)
+    assert onnx_conv.group_attention(grouped / "model.onnx", heads, kv, dim) == config["num_hidden_layers"]
+    got = onnx_conv.onnx_logits(grouped / "model.onnx", ids, threads=2)
+    assert np.abs(got - want).max() < 1e-5 * float(np.std(want))  # same weights, same maths, one pass per KV head
+
+    # a layer whose repeated key also feeds its head count (Shape -> Gather index 1) stays as exported
+    odd = tmp_path / "odd"
+    shutil.copytree(raw.parent, odd)
+    model = onnx.load(str(odd / "model.onnx"), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    expand = next(n for n in model.graph.node if n.op_type == "Expand"
+                  and list(producer[n.input[0]].input[:1]) == ["present.0.key"])
+    reshape = consumers[expand.output[0]][0]
+    gather = next(g for s in consumers[reshape.output[0]] if s.op_type == "Shape" for g in consumers[s.output[0]])
+    index = producer[gather.input[1]]
+    index.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(1, np.int64)))
+    onnx.save_model(model, str(odd / "model.onnx"))
+    assert onnx_conv.group_attention(odd / "model.onnx", heads, kv, dim) == config["num_hidden_layers"] - 1
+
+
 def test_fuse_that_finds_nothing_is_one_line_and_writes_nothing(tiny_qwen2, tmp_path, monkeypatch):
     import onnx
     import onnxruntime.transformers.optimizer as ort_optimizer
