@@ -351,17 +351,19 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
 
     shapes = {"q": [0, n_kv_heads, -1, head_dim], "scores": [0, n_heads, -1, 0],
               "probs": [0, n_kv_heads, -1, 0], "out": [0, n_heads, -1, head_dim]}
-    plan = []  # (position node, new nodes, nodes removed, rerouted shape nodes)
+    plan = []  # per layer: (q.k MatMul, its replacement, probs.v MatMul, its replacement, key Shapes, key)
+    graph_outputs = {o.name for o in graph.output}
     layer_outputs = sorted(o.name for o in graph.output if o.name.startswith("present.") and o.name.endswith(".key"))
     for key in layer_outputs:
         value = key[: -len(".key")] + ".value"
         rk, rv = repeated(key), repeated(value)
-        if rk is None or rv is None:
+        if rk is None or rv is None or rk in graph_outputs or rv in graph_outputs:
             continue
         k_users = consumers[rk]
         transposes = [n for n in k_users if n.op_type == "Transpose"]
         shape_users = [n for n in k_users if n.op_type == "Shape"]
-        if len(transposes) != 1 or len(transposes) + len(shape_users) != len(k_users):
+        if len(transposes) != 1 or len(transposes) + len(shape_users) != len(k_users) \
+                or any(s.attribute for s in shape_users):  # a sliced Shape would renumber the dims
             continue
         perm = next((list(a.ints) for a in transposes[0].attribute if a.name == "perm"), None)
         scale = consumers[transposes[0].output[0]]
