@@ -5,8 +5,8 @@ Both get the same random prompt of -p tokens and then pick -n tokens greedily (n
 n-1 decode steps each), with the same intra-op threads. Each side lives in a process of
 its own (in one process genai's ONNX Runtime environment keeps threads that slow the other
 side down: measured), loaded once; over --rounds rounds they take turns, who goes first
-alternating, each turn an untimed generation (64 picks at most) and then the timed one. On a shared VM the
-memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
+alternating, each turn an untimed generation (64 picks at most) and then the timed one. On
+a shared VM the memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
 hit both sides alike (one fresh process per side per round did not). Printed: pp and tg
 tok/s of each and the ratios edgekit / genai: the median over rounds, a distribution-free
 confidence interval for it (95 % or more; 99 % at the default 8 rounds) and whether that

@@ -293,12 +293,12 @@ def _all_initializers(graph):
 LOGITS_MODES = ("last", "all")
 
 
-def _scalar_input(graph, producer: dict, name: str) -> bool:
-    """Whether `name` is a one-element constant (an initializer or a Constant node's value)."""
+def _constant(graph, producer: dict, name: str):
+    """The TensorProto behind `name` when it is a constant (an initializer or a Constant node's value), else None."""
     init = next((t for t in graph.initializer if t.name == name), None)
     if init is None and name in producer and producer[name].op_type == "Constant":
         init = next((a.t for a in producer[name].attribute if a.name == "value"), None)
-    return init is not None and int(np.prod(list(init.dims) or [1])) == 1
+    return init
 
 
 def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
@@ -314,14 +314,18 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
         out    = Reshape(MatMul(Reshape(probs, [0, kv, -1, 0]), present.value), [0, H, -1, d])
 
     (s_k, the key's scale, moves onto the query: the product is the same.) Mask, softmax and
-    everything else stay as exported, and so does every input and output, so onnxruntime-genai,
-    TensorRT and the runner load the file as before. Standard ONNX ops only. Returns how many
+    everything else stay as exported, and so does every input and output, so onnxruntime-genai
+    and the runner load the file as before (standard ONNX ops only, so TensorRT's parser should
+    too: not tried here). Returns how many
     layers were rewritten (0 where nothing is repeated: n_heads == n_kv_heads).
     """
     import onnx
     from collections import defaultdict
     from onnx import helper, numpy_helper
 
+    if n_heads % n_kv_heads:
+        raise EdgekitError(f"{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads",
+                           "please report this checkpoint")
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -343,11 +347,12 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
         return None
 
     def gather_index(node) -> int | None:
-        src = producer.get(node.input[1])
-        if src is None or src.op_type != "Constant":
-            init = next((t for t in graph.initializer if t.name == node.input[1]), None)
-            return int(numpy_helper.to_array(init).reshape(-1)[0]) if init is not None else None
-        return int(numpy_helper.to_array(next(a.t for a in src.attribute if a.name == "value")).reshape(-1)[0])
+        index = _constant(graph, producer, node.input[1])
+        return int(numpy_helper.to_array(index).reshape(-1)[0]) if index is not None else None
+
+    def is_scalar(name: str) -> bool:
+        value = _constant(graph, producer, name)
+        return value is not None and int(np.prod(list(value.dims) or [1])) == 1
 
     shapes = {"q": [0, n_kv_heads, -1, head_dim], "scores": [0, n_heads, -1, 0],
               "probs": [0, n_kv_heads, -1, 0], "out": [0, n_heads, -1, head_dim]}
@@ -371,7 +376,7 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
             continue
         k_scale = scale[0].input[1] if scale[0].input[0] == transposes[0].output[0] else scale[0].input[0]
         qk = consumers[scale[0].output[0]]
-        if not _scalar_input(graph, producer, k_scale) or len(qk) != 1 or qk[0].op_type != "MatMul" \
+        if not is_scalar(k_scale) or len(qk) != 1 or qk[0].op_type != "MatMul" \
                 or qk[0].input[1] != scale[0].output[0]:
             continue
         # the key's Shape only feeds its batch/length/head_dim (not the head count, which changes)
@@ -394,24 +399,21 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
             helper.make_node("MatMul", [q_grouped, kt], [s_grouped], name=p + "_qk"),
             helper.make_node("Reshape", [s_grouped, "edgekit_grouped_scores_shape"], [qk[0].output[0]],
                              name=p + "_scores_reshape")]
-        v = value
+        v_input = value
         pv_nodes = [
             helper.make_node("Reshape", [pv[0].input[0], "edgekit_grouped_probs_shape"], [p_grouped],
                              name=p + "_probs_reshape")]
         if v_cast is not None:  # cast the cache as stored: 1/group of the repeated copy's work
-            v = p + "_value_cast"
-            pv_nodes.append(helper.make_node("Cast", [value], [v], name=p + "_value_cast",
+            v_input = p + "_value_cast"
+            pv_nodes.append(helper.make_node("Cast", [value], [v_input], name=p + "_value_cast",
                                              to=next(a.i for a in v_cast.attribute if a.name == "to")))
         pv_nodes += [
-            helper.make_node("MatMul", [p_grouped, v], [o_grouped], name=p + "_pv"),
+            helper.make_node("MatMul", [p_grouped, v_input], [o_grouped], name=p + "_pv"),
             helper.make_node("Reshape", [o_grouped, "edgekit_grouped_out_shape"], [pv[0].output[0]],
                              name=p + "_out_reshape")]
         plan.append((qk[0], qk_nodes, pv[0], pv_nodes, shape_users, key))
     if not plan:
         return 0
-    if n_heads % n_kv_heads:
-        raise EdgekitError(f"{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads",
-                           "please report this checkpoint")
     graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), f"edgekit_grouped_{k}_shape")
                              for k, v in shapes.items())
     for qk_node, qk_nodes, pv_node, pv_nodes, shape_users, key in plan:
