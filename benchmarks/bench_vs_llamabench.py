@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """`edgekit bench` vs llama.cpp's own llama-bench on the same GGUF, same settings, same job.
 
-Builds llama-bench from the llama-cpp-python sdist matching the installed version
-(cached in the work folder; pass --cmake-args "-DGGML_CUDA=ON" for CUDA), runs
+Builds llama-bench from the llama-cpp-python sdist of the pinned version with the same CMake
+flags as the installed bindings (edgekit.llamacpp_build's portable flags, or LLAMA_CMAKE_ARGS;
+cached in the work folder per flags; pass --cmake-args "-DGGML_CUDA=ON" for CUDA), runs
 `llama-bench -o json` and `edgekit bench --format llama-bench` with the same
 threads, -p, -n, -r and GPU layers, alternating them --rounds times so that
 drift in the machine hits both, and prints the pp and tg ratios
 (edgekit / llama-bench, median over rounds). Goal: >= 0.97.
 
+--compare-native measures what portability costs instead: llama-bench built with the portable
+flags against llama-bench built with -DGGML_NATIVE=ON (-march=native), alternating, same GGUF,
+and prints portable / native for pp and tg. It refuses to build native on a CPU with AMX, where
+native llama.cpp segfaults (llama.cpp #20824).
+
     python benchmarks/bench_vs_llamabench.py                      # r1-distill-qwen-1.5b Q4_K_M, CPU
+    python benchmarks/bench_vs_llamabench.py --compare-native     # portable vs -march=native
     python benchmarks/bench_vs_llamabench.py --gguf m.gguf --gpu-layers 99 --cmake-args "-DGGML_CUDA=ON"
 """
 
@@ -23,6 +30,10 @@ import subprocess
 from pathlib import Path
 
 from common import add_run_args, cached_export, edgekit_exe, llama_cpp_tree, ratio_verdict
+
+from edgekit.llamacpp_build import portable_cmake_args, wheel_key
+
+NATIVE_ARGS = "-DGGML_NATIVE=ON"
 
 
 def build_llama_bench(src: Path, build: Path, cmake_args: str) -> Path:
@@ -56,17 +67,24 @@ def main() -> None:
                     help="pass the same flash-attention setting to both (default: each tool's auto)")
     ap.add_argument("--llama-cpp-src", help="an extracted llama.cpp tree (default: from the matching sdist)")
     ap.add_argument("--llama-bench", help="a built llama-bench binary (skips the build)")
-    ap.add_argument("--cmake-args", default="", help='extra CMake flags, e.g. "-DGGML_CUDA=ON"')
+    ap.add_argument("--cmake-args", default=None,
+                    help="CMake flags of llama-bench (default: the installed bindings' portable flags)")
+    ap.add_argument("--compare-native", action="store_true",
+                    help="portable llama-bench vs a -DGGML_NATIVE=ON one instead of edgekit vs llama-bench")
     args = ap.parse_args()
 
     work = Path(args.work).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    if args.llama_bench:
-        exe = Path(args.llama_bench)
-    else:
-        tag = "cuda" if "CUDA" in args.cmake_args.upper() else "cpu"
-        exe = build_llama_bench(llama_cpp_tree(work, args.llama_cpp_src), work / f"llama-bench-{tag}", args.cmake_args)
+    cmake_args = portable_cmake_args() if args.cmake_args is None else args.cmake_args
+
+    def bench_exe(flags: str) -> Path:
+        return build_llama_bench(llama_cpp_tree(work, args.llama_cpp_src), work / f"llama-bench-{wheel_key(flags)}",
+                                 flags)
+
+    exe = Path(args.llama_bench) if args.llama_bench else bench_exe(cmake_args)
     gguf = Path(args.gguf) if args.gguf else cached_export(work, args.preset, "gguf", args.quant)
+    if args.compare_native:
+        return compare_native(args, exe, bench_exe, gguf, cmake_args)
     edgekit = edgekit_exe()
 
     common = ["-p", str(args.p), "-n", str(args.n), "-r", str(args.r)]
@@ -105,6 +123,37 @@ def main() -> None:
               f"edgekit {summary[f'edgekit_{test}_tok_s']:.2f} tok/s, {ratio_verdict(ratios, 0.97)}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2) + "\n")
+
+
+def compare_native(args, portable: Path, bench_exe, gguf: Path, cmake_args: str) -> None:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " amx_tile" in cpuinfo or " amx_int8" in cpuinfo:
+        raise SystemExit("this CPU has AMX: a -march=native llama.cpp segfaults here (llama.cpp #20824); "
+                         "run --compare-native on an AMD host or an Intel one without AMX")
+    native = bench_exe(NATIVE_ARGS)
+    cmd = lambda exe: [str(exe), "-m", str(gguf), "-t", str(args.threads), "-ngl", str(args.gpu_layers),  # noqa: E731
+                       "-p", str(args.p), "-n", str(args.n), "-r", str(args.r), "-o", "json"]
+    rounds = []
+    for i in range(args.rounds):
+        order = [("portable", portable), ("native", native)]
+        if i % 2:
+            order.reverse()  # alternate who goes first: drift hits both alike
+        got = {name: by_test(json.loads(subprocess.run(cmd(exe), check=True, capture_output=True,
+                                                       text=True).stdout)) for name, exe in order}
+        rounds.append({"round": i + 1, **got, **{f"{t}_ratio": got["portable"][t] / got["native"][t]
+                                                 for t in ("pp", "tg") if t in got["native"]}})
+        print(json.dumps(rounds[-1]), flush=True)
+    print(f"\nportable ({cmake_args}) vs native ({NATIVE_ARGS}), {gguf.name}, {args.threads} threads")
+    for test in ("pp", "tg"):
+        ratios = [r[f"{test}_ratio"] for r in rounds if f"{test}_ratio" in r]
+        if ratios:
+            size = args.p if test == "pp" else args.n
+            print(f"{test}{size}: portable {statistics.median(r['portable'][test] for r in rounds):.2f} tok/s, "
+                  f"native {statistics.median(r['native'][test] for r in rounds):.2f} tok/s, "
+                  f"{ratio_verdict(ratios, 0.97)}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"portable_cmake_args": cmake_args, "native_cmake_args": NATIVE_ARGS,
+                                                   "gguf": str(gguf), "rounds": rounds}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,24 +7,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 
 def llama_cpp_tree(work: Path, given: str | None = None) -> Path:
-    """llama.cpp's source tree from the llama-cpp-python sdist matching the installed version (cached)."""
+    """llama.cpp's source tree from the llama-cpp-python sdist of the pinned version (extracted once)."""
+    from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION, extract_llama_cpp
+
     if given:
         return Path(given)
-    version = metadata.version("llama-cpp-python")
-    tree = work / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    tree = work / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}" / "vendor" / "llama.cpp"
     if not (tree / "CMakeLists.txt").exists():
-        dl = work / "sdist"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                        f"llama-cpp-python=={version}", "-d", str(dl)], check=True)
-        with tarfile.open(next(dl.glob("llama_cpp_python-*.tar.gz"))) as tar:
-            tar.extractall(work, filter="data")
+        extract_llama_cpp(work)
     return tree
 
 

@@ -8,10 +8,10 @@ For each preset: synthesize the checkpoint (cached), then
 and print wall time, peak RSS (of each child process, from wait4), their ratios,
 and whether both Q4_K_M files hold byte-identical tensors and give the same logits.
 
-llama.cpp's converter comes from the llama-cpp-python sdist matching the installed
-version (`pip download --no-binary`), cached in the work folder. Its tokenizer check
-hashes the encoding of a fixed string against a list of known models; a synthetic
-tokenizer is on no list, so the reference run is told the pre-tokenizer name
+llama.cpp's converter comes from the llama-cpp-python sdist of the pinned version
+(edgekit.llamacpp_build: the one `make install` keeps), extracted into the work folder. Its
+tokenizer check hashes the encoding of a fixed string against a list of known models; a
+synthetic tokenizer is on no list, so the reference run is told the pre-tokenizer name
 edgekit identified (that is the only change; it costs no time).
 
 Goals from the issue: time ratio (edgekit / llama.cpp) <= 1.0, 7B peak RSS <= 4 GB.
@@ -31,15 +31,7 @@ from pathlib import Path
 
 from common import edgekit_exe, llama_cpp_tree, run_measured
 
-REF_RUNNER = """
-import runpy, sys
-src, pre = sys.argv[1], sys.argv[2]
-sys.path[0:0] = [src, src + "/gguf-py"]
-import conversion.base as base
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
-runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
-"""
+from edgekit.llamacpp_build import reference_convert_command
 
 QUANT_RUNNER = """
 import ctypes, sys, llama_cpp, gguf
@@ -110,8 +102,7 @@ def main() -> None:
         shutil.rmtree(ref_dir, ignore_errors=True)
         ref_dir.mkdir()
         ref_f16, ref_q = ref_dir / "F16.gguf", ref_dir / f"{args.quant}.gguf"
-        conv_s, conv_rss = run_measured([sys.executable, "-c", REF_RUNNER, str(src), pre, str(ckpt),
-                                         "--outtype", "f16", "--outfile", str(ref_f16)], log)
+        conv_s, conv_rss = run_measured(reference_convert_command(src, ckpt, ref_f16, pre), log)
         q_s, q_rss = run_measured([sys.executable, "-c", QUANT_RUNNER, str(ref_f16), str(ref_q), args.quant,
                                    str(args.threads)], log)
         same, total = tensors_identical(ek_file, ref_q)

@@ -263,57 +263,36 @@ _STEP = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None,
                   progress: Progress | None = None) -> None:
-    """llama.cpp's llama_model_quantize, run in a child interpreter.
+    """llama.cpp's llama_model_quantize, run in a child interpreter (edgekit.native).
 
     The child imports only llama_cpp, so its peak memory is llama.cpp's own (the
     converter's torch and transformers are not loaded there), a crash inside
     llama.cpp becomes an error message instead of killing the CLI, and progress
-    comes back as lines on its stdout.
+    comes back through the child's progress callback.
     """
-    import subprocess
-    import sys
-    import tempfile
+    from edgekit import native
 
     if quant not in QUANT_TYPES:
         raise EdgekitError(f"unknown quantization '{quant}'", f"choose from: {', '.join(QUANT_TYPES)}")
     label = f"quantize → {dst.name}"
-    cmd = [sys.executable, "-m", "edgekit.converters.gguf", "quantize", str(src), str(dst), quant, str(threads or 0)]
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            for line in proc.stdout:
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == "progress" and progress:
-                    progress(label, int(parts[1]), int(parts[2]))
-            rc = proc.wait()
-        finally:  # Ctrl-C or any error here: the child must not quantize on into a deleted folder
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        err.seek(0)
-        errors = [ln.strip() for ln in err.read().splitlines() if ln.strip()]
-    if rc != 0:
-        detail = errors[-1] if errors else f"exit code {rc}"
-        raise EdgekitError(f"llama.cpp failed to quantize {src.name} to {quant}: {detail}",
-                           "check free disk space and that the base GGUF loads (edgekit inspect)")
+    report = (lambda _label, done, total: progress(label, done, total)) if progress else None
+    native.call("edgekit.converters.gguf:quantize_here", str(src), str(dst), quant, threads or 0,
+                library="llama.cpp", what=f"quantize to {quant}", progress=report)
 
 
-def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
-    import signal
-    import sys
-
+def quantize_here(src: str, dst: str, quant: str, nthread: int, progress: Progress | None = None) -> None:
+    """The quantization in this process (what quantize_gguf's child runs)."""
     import llama_cpp
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # die on Ctrl-C even inside the C call
+    errors: list[str] = []
 
     def on_log(level, text, _user):
         try:
             m = _STEP.search(text or b"")
-            if m:
-                print(f"progress {int(m.group(1))} {int(m.group(2))}", flush=True)
+            if m and progress:
+                progress("quantize", int(m.group(1)), int(m.group(2)))
             elif level == 4 and text.strip():  # GGML_LOG_LEVEL_ERROR (ggml.h: WARN 3, ERROR 4)
-                sys.stderr.write(text.decode("utf-8", "replace").strip() + "\n")
-                sys.stderr.flush()
+                errors.append(text.decode("utf-8", "replace").strip())
         except Exception:  # never raise into C
             pass
 
@@ -322,7 +301,10 @@ def _quantize_child(src: str, dst: str, quant: str, nthread: int) -> int:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANT_TYPES[quant])
     params.nthread = nthread
-    return llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)) != 0:
+        detail = errors[-1] if errors else "llama_model_quantize returned an error"
+        raise EdgekitError(f"llama.cpp failed to quantize {Path(src).name} to {quant}: {detail}",
+                           "check free disk space and that the base GGUF loads (edgekit inspect)")
 
 
 # ---------------------------------------------------------------- checks
@@ -335,9 +317,12 @@ class _InitParams(ctypes.Structure):
 def _ggml_gguf():
     """ggml's own GGUF reader (libggml-base, shipped with llama-cpp-python): it reads the
     header and tensor infos in C, where gguf-py's reader walks every token string in Python."""
-    import llama_cpp
+    import importlib.util
 
-    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("*ggml-base.*"))
+    spec = importlib.util.find_spec("llama_cpp")  # its folder only: importing it would load libllama too
+    if spec is None or not spec.origin:
+        return None
+    libs = sorted((Path(spec.origin).parent / "lib").glob("*ggml-base.*"))
     if not libs:
         return None
     lib = ctypes.CDLL(str(libs[0]))
@@ -355,7 +340,15 @@ def _ggml_gguf():
 
 
 def gguf_data_end(path: Path) -> int | None:
-    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable."""
+    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable.
+    ggml's C parser reads the (possibly hostile) file in a child process: a crash there is one line."""
+    from edgekit import native
+
+    return native.call("edgekit.converters.gguf:gguf_data_end_here", str(path), library="ggml's GGUF reader",
+                       what=f"reading the header of {Path(path).name}")
+
+
+def gguf_data_end_here(path: str) -> int | None:
     lib = _ggml_gguf()
     if lib is None:  # no ggml library next to llama_cpp: fall back to gguf-py (slow on big vocabularies)
         try:
@@ -428,7 +421,8 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
     from edgekit import parity
     from edgekit.atomic import atomic_dir, check_output_dir
     from edgekit.checkpoint import open_checkpoint
-    from edgekit.manifest import ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions
+    from edgekit.manifest import (ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions,
+                                  verify_decision)
     from edgekit.targets.host import host_facts
 
     t_start = time.perf_counter()
@@ -440,8 +434,7 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
     check_output_dir(out_dir, force)
     ckpt = open_checkpoint(checkpoint)
     refuse_overlap(out_dir, ckpt.path)
-    if verify is None:
-        verify = ckpt.n_params <= 3_000_000_000
+    verify, verify_skipped = verify_decision(verify, ckpt.n_params)
     threads = threads or os.cpu_count() or 1
     base = base_type_for(quants)
     name = model_basename(ckpt)
@@ -454,18 +447,14 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
         base_verify = ids = base_logits = None
         if verify:
             ids = parity.probe_ids(ckpt.path)
-            ref = parity.transformers_logits(ckpt.path, ids, threads)
+            ref, emulated = parity.reference_logits(ckpt.path, ids, threads, precision=f"gguf-{base}")
             base_logits = parity.llamacpp_logits(base_path, ids, threads)
-            tol = {"F16": parity.F16_REL_TOL, "BF16": parity.BF16_REL_TOL, "F32": parity.F32_REL_TOL}[base]
-            base_verify = parity.compare_to_reference(ref, base_logits, tol)
-            del ref
+            base_verify = parity.compare_to_reference(ref, base_logits, emulated=emulated)
+            del ref, emulated
             if not base_verify["passed"]:
-                raise EdgekitError(
-                    f"{base} GGUF disagrees with transformers: 99.9th percentile |logit diff| "
-                    f"{base_verify['p999_abs_diff']:.4g} = {base_verify['rel_p999_diff']:.3g} x logit std "
-                    f"(tolerance {tol}), top-1 agreement {base_verify['top1_agreement']:.0%} "
-                    f"(minimum {parity.MIN_TOP1:.0%})",
-                    "nothing was written; please report this checkpoint, or pass --no-verify to keep the files anyway")
+                raise EdgekitError(parity.disagreement(f"{base} GGUF", base_verify),
+                                   "nothing was written; please report this checkpoint, or pass --no-verify to keep "
+                                   "the files anyway")
         if base in quants:
             files.append(ArtifactFile(file=base_path.name, format="gguf", quant=base,
                                       size_bytes=base_path.stat().st_size, sha256=sha256_of(base_path),
@@ -498,14 +487,6 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
             source=SourceInfo(spec=checkpoint, path=str(ckpt.path), hub_id=ckpt.hub_id, dtype=ckpt.source_dtype),
             architecture=ckpt.arch.hf_class, n_params=ckpt.n_params, vocab_size=int(cfg["vocab_size"]),
             context_length=int(cfg["max_position_embeddings"]), tokenizer=vocab_facts, files=files,
-            tools=tool_versions(), host=host_facts(), total_s=round(time.perf_counter() - t_start, 3))
+            verified=verify, verify_skipped=verify_skipped, tools=tool_versions(), host=host_facts(), total_s=round(time.perf_counter() - t_start, 3))
         manifest.write(tmp)
     return manifest
-
-
-if __name__ == "__main__":  # the quantization child: python -m edgekit.converters.gguf quantize SRC DST QUANT N
-    import sys
-
-    if len(sys.argv) == 6 and sys.argv[1] == "quantize":
-        sys.exit(1 if _quantize_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])) else 0)
-    sys.exit("usage: python -m edgekit.converters.gguf quantize SRC DST QUANT NTHREAD")

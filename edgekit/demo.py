@@ -7,8 +7,6 @@ it is benchmarked too and writes a short completion, so there is real text to re
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +43,14 @@ def real_sample_model(cache_dir: Path) -> Path | None:
 
 
 def complete(path: Path, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
+    """A greedy completion of `prompt`, computed by llama.cpp in a child process."""
+    from edgekit import native
+
+    return native.call("edgekit.demo:complete_here", str(path), prompt, max_tokens, threads, library="llama.cpp",
+                       what=f"a completion with {Path(path).name}")
+
+
+def complete_here(path: str, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
     from llama_cpp import Llama
 
     from edgekit.runners.llamacpp import quiet_llama_logs
@@ -102,16 +108,20 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
     say(f"3/4 benchmarking {len(artifacts)} model(s): pp{n_prompt} tg{n_gen} x{repetitions}")
     results_dir = out_dir / "results"
     results_dir.mkdir(exist_ok=True)
+    from edgekit import native
+    from edgekit.atomic import atomic_file
+    from edgekit.bench import resolve_artifact
+
     for path in artifacts:
-        # each run in a fresh process, as a user would run it: its peak memory is its own
+        # each run in a fresh process, as a user would run it: its peak memory is its own, and a
+        # crash in the runtime is one error line
         dest = results_dir / ((path.name if path.is_dir() else path.stem) + ".json")
-        cmd = [sys.executable, "-m", "edgekit", "bench", str(path), "-p", str(n_prompt), "-n", str(n_gen),
-               "-r", str(repetitions), "-o", str(dest), "--json"]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode != 0:
-            raise EdgekitError(f"benchmarking {path.name} failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+        model, fmt = resolve_artifact(path)
+        result = native.call("edgekit.bench:bench_artifact", model, fmt, library="llama.cpp" if fmt == "gguf"
+                             else "ONNX Runtime", what=f"the benchmark of {path.name}", n_prompt=n_prompt,
+                             n_gen=n_gen, repetitions=repetitions, threads=threads, gpu_layers=None)
+        with atomic_file(dest) as tmp:
+            tmp.write_text(result.to_json() + "\n", encoding="utf-8")
         say(f"    {path.name}: done")
         outcome.result_files.append(dest)
     say("4/4 writing the report")

@@ -50,6 +50,8 @@ class ExportManifest(BaseModel):
     name: str | None = None
     opset: int | None = None       # ONNX exports
     files: list[ArtifactFile]
+    verified: bool | None = None        # were the files checked against the source (None: not recorded)
+    verify_skipped: str | None = None   # why not, when they were not
     tools: dict[str, str]
     host: dict[str, Any] = {}
     total_s: float
@@ -69,6 +71,17 @@ class ExportManifest(BaseModel):
         except Exception as e:
             raise EdgekitError(f"{path} is not a valid edgekit manifest ({' '.join(str(e).split())[:160]})",
                                "re-run the export") from None
+
+
+def verify_decision(verify: bool | None, n_params: int) -> tuple[bool, str | None]:
+    """--verify/--no-verify/default -> (verify?, why not). The default checks models up to 3B
+    parameters: above, transformers' float32 reference alone needs over 12 GB."""
+    if verify is None:
+        if n_params <= 3_000_000_000:
+            return True, None
+        return False, (f"not verified: {n_params / 1e9:.1f}B parameters is over the 3B default "
+                       "(pass --verify to check anyway)")
+    return verify, None if verify else "not verified: --no-verify"
 
 
 def tool_versions() -> dict[str, str]:

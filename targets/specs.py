@@ -16,6 +16,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 
+from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -37,7 +39,7 @@ class TargetSpec:
         return {**asdict(self), "install": install_recipes(self)}
 
 
-LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+LLAMA_CPP_PYTHON = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
 
 # family -> module; the order is detection order (linux, which matches anything, last)
 FAMILIES: dict[str, str] = {

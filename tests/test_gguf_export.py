@@ -33,11 +33,11 @@ def test_f16_export_matches_transformers(tiny_ckpt, exported):
     from transformers import AutoTokenizer
 
     ids = AutoTokenizer.from_pretrained(tiny_ckpt)(MULTILINGUAL)["input_ids"]
-    ref = parity.transformers_logits(tiny_ckpt, ids, threads=2)
+    ref, emulated = parity.reference_logits(tiny_ckpt, ids, threads=2, precision="gguf-F16")
     got = parity.llamacpp_logits(out / f16.file, ids, threads=2)
-    result = parity.compare_to_reference(ref, got, parity.F16_REL_TOL)
-    assert result["top1_agreement"] == 1.0
-    assert result["rel_max_diff"] < parity.F16_REL_TOL, result
+    result = parity.compare_to_reference(ref, got, emulated=emulated)
+    assert result["passed"] and result["top1_agreement"] == 1.0
+    assert result["rel_max_diff"] < 0.02, result  # synth's narrow weights: F16 rounding is tiny
 
 
 def test_tokenization_identical_to_transformers(tiny_ckpt, exported):

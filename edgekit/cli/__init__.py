@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "power": "edgekit.cli.power:power",
     "targets": "edgekit.cli.targets:targets",
     "probe": "edgekit.cli.targets:probe",
+    "doctor": "edgekit.cli.doctor:doctor",
 }
 
 

@@ -40,16 +40,20 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
 
     ARTIFACT is a GGUF file (llama.cpp), an .onnx decoder (ONNX Runtime) or an edgekit export folder.
     """
-    from edgekit.bench import bench_artifact, resolve_artifact
+    from edgekit import native
+    from edgekit.bench import resolve_artifact
     from edgekit.cli._progress import progress_bars
     from edgekit.runners.onnxruntime import parse_providers
 
     path, artifact_fmt = resolve_artifact(artifact)
+    runtime = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
     with progress_bars(not as_json) as report:
-        result = bench_artifact(path, artifact_fmt, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
-                                threads=threads, gpu_layers=gpu_layers, ctx=ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-                                flash_attn=flash_attn, providers=parse_providers(providers), graph_opt=graph_opt,
-                                power=power, target=target, progress=report)
+        # in a child: its peak RSS is the run's own, and a crash in the runtime is one error line
+        result = native.call(
+            "edgekit.bench:bench_artifact", path, artifact_fmt, library=runtime, what=f"the benchmark of {path.name}",
+            n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, gpu_layers=gpu_layers, ctx=ctx,
+            n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn, providers=parse_providers(providers),
+            graph_opt=graph_opt, power=power, target=target, progress=report)
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
         from edgekit.atomic import atomic_file

@@ -54,6 +54,13 @@ def quiet_llama_logs() -> list[str]:
     return _LOG["errors"]
 
 
+def system_info_here() -> str:
+    """llama.cpp's own account of its build (`llama_print_system_info`), in this process."""
+    import llama_cpp as L
+
+    return L.llama_print_system_info().decode(errors="replace").strip()
+
+
 class LlamaCppRunner(Runner):
     def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
                  n_ubatch: int = 512, flash_attn: str = "auto", seed: int = 1234):
@@ -113,9 +120,7 @@ class LlamaCppRunner(Runner):
     # ------------------------------------------------------------ facts
 
     def system_info(self) -> str:
-        import llama_cpp as L
-
-        return L.llama_print_system_info().decode(errors="replace").strip()
+        return system_info_here()
 
     def backend(self) -> str:
         import llama_cpp as L
