@@ -37,7 +37,7 @@ $(DEMO_STAMP): $(STAMP)
 install: $(STAMP)
 
 demo: $(DEMO_STAMP)
-	$(VENV)/bin/edgekit demo -o $(DEMO_OUT)
+	$(VENV)/bin/edgekit demo -o $(DEMO_OUT) --force  # make's own folder: replaced whole, atomically
 
 test: $(STAMP)
 	$(PY) -m pytest

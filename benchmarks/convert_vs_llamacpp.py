@@ -89,7 +89,8 @@ def main() -> None:
             subprocess.run([edgekit, "synth", preset, str(ckpt)], check=True)
         log = work / f"{preset}.log"
         log.unlink(missing_ok=True)
-        from edgekit.converters.gguf_vocab import identify_pre, read_tokenizer_json
+        from edgekit.converters.gguf_vocab import identify_pre
+        from edgekit.hf_schema import read_tokenizer_json
 
         pre = identify_pre(read_tokenizer_json(ckpt))
 

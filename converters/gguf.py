@@ -391,17 +391,6 @@ def timed(fn, *args, **kwargs):
 # ---------------------------------------------------------------- export
 
 
-def refuse_overlap(out_dir: Path, source: Path) -> None:
-    """--force replaces the output folder: never let that folder be, or hold, the checkpoint."""
-    out, src = Path(out_dir).resolve(), Path(source).resolve()
-    if out == src or out in src.parents:
-        raise EdgekitError(f"output folder {out_dir} is or contains the checkpoint {source}",
-                           "choose an output folder outside the checkpoint")
-    if out in (Path.home().resolve(), Path.cwd().resolve(), Path(out.anchor)):
-        raise EdgekitError(f"output folder {out_dir} is your home, current or root folder",
-                           "choose a new folder for the export")
-
-
 def model_basename(ckpt: Checkpoint) -> str:
     raw = ckpt.hub_id.split("/")[-1] if ckpt.hub_id else Path(ckpt.source).expanduser().resolve().name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "model"
@@ -433,14 +422,14 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     ckpt = open_checkpoint(checkpoint)
-    refuse_overlap(out_dir, ckpt.path)
+    check_output_dir(out_dir, force, inputs=(ckpt.path,))  # never replace the checkpoint, nor a folder above it
     verify, verify_skipped = verify_decision(verify, ckpt.n_params)
     threads = threads or os.cpu_count() or 1
     base = base_type_for(quants)
     name = model_basename(ckpt)
     files: list[ArtifactFile] = []
 
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, inputs=(ckpt.path,)) as tmp:
         base_path = tmp / f"{name}-{base}.gguf"
         vocab_facts, base_s = timed(write_base_gguf, ckpt, base_path, base, name, progress)
         check_gguf_complete(base_path)
@@ -487,6 +476,7 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
             source=SourceInfo(spec=checkpoint, path=str(ckpt.path), hub_id=ckpt.hub_id, dtype=ckpt.source_dtype),
             architecture=ckpt.arch.hf_class, n_params=ckpt.n_params, vocab_size=int(cfg["vocab_size"]),
             context_length=int(cfg["max_position_embeddings"]), tokenizer=vocab_facts, files=files,
-            verified=verify, verify_skipped=verify_skipped, tools=tool_versions(), host=host_facts(), total_s=round(time.perf_counter() - t_start, 3))
+            verified=verify, verify_skipped=verify_skipped, tools=tool_versions(), host=host_facts(),
+            total_s=round(time.perf_counter() - t_start, 3))
         manifest.write(tmp)
     return manifest

@@ -8,7 +8,6 @@ unknown tokenizer is refused rather than guessed.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -17,25 +16,9 @@ import gguf
 
 from edgekit import pretokenizers as pt
 from edgekit.errors import EdgekitError
+from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
 
 SUPPORTED_PRE = "qwen2 (Qwen2 split regex), deepseek-r1-qwen (Qwen2 regex + R1 special tokens), llama-bpe (Llama-3 regex)"
-
-
-def read_tokenizer_json(path: Path) -> dict:
-    tj_path = path / "tokenizer.json"
-    if not tj_path.is_file():
-        extra = " (found tokenizer.model: SentencePiece tokenizers are not supported)" \
-            if (path / "tokenizer.model").is_file() else ""
-        raise EdgekitError(f"no tokenizer.json in {path}{extra}",
-                           "save the tokenizer with transformers (tokenizer.save_pretrained) into the checkpoint folder")
-    try:
-        tj = json.loads(tj_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{tj_path} is not valid JSON ({' '.join(str(e).split())})",
-                           "re-download or re-save the tokenizer") from None
-    if not isinstance(tj, dict) or not isinstance(tj.get("model"), dict):
-        raise EdgekitError(f"{tj_path} has no tokenizer model", "re-download or re-save the tokenizer")
-    return tj
 
 
 def identify_pre(tokenizer_json: dict) -> str:
@@ -71,15 +54,12 @@ def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise EdgekitError(f"tokenizer model type {model.get('type')!r} is not supported",
                            f"byte-level BPE tokenizers are supported: {SUPPORTED_PRE}")
+    check_tokenizer_fits(tokenizer_json, vocab_size)
     by_id: dict[int, tuple[str, int]] = {i: (tok, gguf.TokenType.NORMAL) for tok, i in model["vocab"].items()}
     for t in tokenizer_json.get("added_tokens", []):
         special = t.get("special") or looks_special(t["content"])
         kind = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
         by_id[int(t["id"])] = (t["content"], kind)
-    top = max(by_id) + 1 if by_id else 0
-    if top > vocab_size:
-        raise EdgekitError(f"tokenizer has ids up to {top - 1}, beyond the model's vocab_size {vocab_size}",
-                           "the tokenizer does not belong to this checkpoint")
     tokens, types = [], []
     for i in range(vocab_size):
         tok, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))

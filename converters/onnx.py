@@ -841,8 +841,8 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
     from edgekit.architectures import head_dim, n_kv_heads
     from edgekit.atomic import atomic_dir, check_output_dir
     from edgekit.checkpoint import open_checkpoint
-    from edgekit.converters.gguf import model_basename, refuse_overlap
-    from edgekit.converters.gguf_vocab import read_tokenizer_json
+    from edgekit.converters.gguf import model_basename
+    from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
     from edgekit.manifest import ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions, verify_decision
     from edgekit.targets.host import host_facts
 
@@ -857,8 +857,9 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     ckpt = open_checkpoint(checkpoint)
-    refuse_overlap(out_dir, ckpt.path)
-    read_tokenizer_json(ckpt.path)  # no tokenizer, no runnable export: say so before minutes of work
+    check_output_dir(out_dir, force, inputs=(ckpt.path,))
+    # no tokenizer, or one that does not fit the model: no runnable export; say so before minutes of work
+    check_tokenizer_fits(read_tokenizer_json(ckpt.path), int(ckpt.config["vocab_size"]))
     if memory_check:
         check_memory(ckpt.n_params, precision)
     verify, verify_skipped = verify_decision(verify, ckpt.n_params)
@@ -872,7 +873,7 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
         if progress:
             progress(f"onnx {precision}: {label}", step["n"], steps)
 
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, inputs=(ckpt.path,)) as tmp:
         work = tmp / ".export"
         t0 = time.perf_counter()
         tick("torch export")

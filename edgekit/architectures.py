@@ -7,6 +7,7 @@ An unsupported architecture names the supported ones.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
@@ -38,6 +39,9 @@ def supported() -> str:
 
 def architecture_of(config: dict) -> Architecture:
     names = config.get("architectures") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise EdgekitError(f"config.json: architectures must be a list of class names (got {json.dumps(names)[:60]})",
+                           f"a causal LM checkpoint names one of: {supported()}")
     if not names:
         raise EdgekitError("config.json has no 'architectures' entry",
                            f"a causal LM checkpoint names one of: {supported()}")
@@ -48,6 +52,9 @@ def architecture_of(config: dict) -> Architecture:
     if missing:
         raise EdgekitError(f"config.json lacks {', '.join(missing)}",
                            "the checkpoint's config.json is incomplete; re-download or re-save it")
+    from edgekit.hf_schema import validate_config
+
+    validate_config(config)  # types, ranges, and model_type agreeing with the class
     return ARCHITECTURES[name]
 
 

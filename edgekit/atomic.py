@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -14,8 +15,29 @@ from edgekit.errors import EdgekitError
 PARTIAL_MARK = ".partial-"
 
 
-def check_output_dir(path: Path, force: bool) -> None:
-    """Refuse to replace an existing, non-empty output folder unless forced."""
+def _protected_folders() -> list[Path]:
+    """Folders no command may replace: /, home, the current folder, and every folder above
+    the current folder or home (replacing those would delete them)."""
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    return [cwd, home, *cwd.parents, *home.parents]
+
+
+def check_output_dir(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """The one rule for every command that writes a folder (export, synth, demo, probe --record).
+
+    Refused: a path that is a file; a non-empty folder without `force`; with or without it, /,
+    home, the current folder or any folder above them; a folder that is, holds or lies inside one
+    of `inputs` (replacing it would delete what the command reads)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _protected_folders():
+        raise EdgekitError(f"output folder {path} is your home, current or root folder, or one above them",
+                           "choose a new folder for the output")
+    for source in inputs:
+        src = Path(source).resolve()
+        if resolved == src or resolved in src.parents or src in resolved.parents:
+            raise EdgekitError(f"output folder {path} is, holds or lies inside the input {source}",
+                               "choose an output folder apart from the inputs")
     if path.exists() and not path.is_dir():
         raise EdgekitError(f"output path {path} exists and is not a folder", "choose another -o path")
     if path.is_dir() and any(path.iterdir()) and not force:
@@ -23,16 +45,38 @@ def check_output_dir(path: Path, force: bool) -> None:
                            "pass --force to replace it, or choose another output folder")
 
 
+def check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """For a command that writes one file (bench -o, report -o), before any work: not a folder,
+    not one of `inputs` (it would be replaced), and a folder for it can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgekitError(f"output path {path} is a folder", f"name a file, e.g. {path / 'result.json'}")
+    resolved = path.resolve()
+    for source in inputs:
+        if resolved == Path(source).resolve():
+            raise EdgekitError(f"output path {path} is the input {source}; writing it would replace it",
+                               "choose an output path apart from the inputs")
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EdgekitError(f"output path {path} needs a folder where {parent} is a file",
+                                   "choose another output path")
+            if not os.access(parent, os.W_OK):
+                raise EdgekitError(f"cannot write under {parent} (permission denied)", "choose another output path")
+            break
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `final`; on success it replaces `final`.
+def atomic_dir(final: Path, force: bool = False, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `final`; on success it takes `final`'s place.
 
     On any exception the temporary folder is removed and `final` is left as it
     was, so a crash, a failed verification or a full disk never leaves a
-    half-written folder at the final path.
+    half-written folder at the final path. Without `force`, a folder that appeared
+    at `final` while the work ran (someone else's) is refused, never replaced.
     """
     final = Path(final).absolute()
-    check_output_dir(final, force)
+    check_output_dir(final, force, inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(final)
     tmp = final.parent / f".{final.name}{PARTIAL_MARK}{os.getpid()}"
@@ -46,12 +90,26 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
         raise
     _normalise_modes(tmp)
     old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        if final.exists() or final.is_symlink():
+            if not force and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
+                # it appeared (or filled) while the work ran: someone else's, so it is not replaced
+                raise EdgekitError(f"output folder {final} appeared while this command ran; it was not replaced",
+                                   "nothing was written; choose another output folder, or pass --force")
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.rename(tmp, final)  # a folder created at `final` this instant makes this fail, not vanish
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not final.exists():
+            os.replace(old, final)  # put back what was there
+            old = None
+        raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -106,5 +164,10 @@ def _normalise_modes(path: Path) -> None:
         os.chmod(path, 0o666 & ~umask)
 
 
+_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")  # numpy's tofile on a full disk: no errno
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or (exc.errno is None and bool(_SHORT_WRITE.search(str(exc))))

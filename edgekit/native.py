@@ -130,10 +130,16 @@ def _child(request: str, response: str) -> int:
     except EdgekitError as e:
         result = ("edgekit", e.problem, e.fix)
     except Exception as e:  # crosses the process boundary as text; the parent raises an EdgekitError
-        import traceback
+        from edgekit.atomic import is_disk_full
 
-        traceback.print_exc()
-        result = ("exception", type(e).__name__, str(e))
+        if is_disk_full(e):
+            result = ("edgekit", f"disk full while writing ({getattr(e, 'filename', None) or 'output'}); nothing was "
+                      "left at the output path", "free space or choose an output folder on another disk")
+        else:
+            import traceback
+
+            traceback.print_exc()
+            result = ("exception", type(e).__name__, str(e))
     tmp = f"{response}.tmp"
     with open(tmp, "wb") as f:
         pickle.dump(result, f)

@@ -143,7 +143,11 @@ class BenchResult(BaseModel):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EdgekitError(f"{path} is not JSON ({' '.join(str(e).split())})",
                                "pass result files written by edgekit bench -o") from None
-        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+        version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else None
+        if isinstance(data, dict) and (not isinstance(version, int) or isinstance(version, bool)):
+            raise EdgekitError(f"{path} has schema_version {json.dumps(version)[:40]}, not a whole number",
+                               "pass result files written by edgekit bench -o")
+        if isinstance(data, dict) and version > SCHEMA_VERSION:
             raise EdgekitError(f"{path} has schema_version {data['schema_version']}, newer than this edgekit's "
                                f"{SCHEMA_VERSION}", "upgrade edgekit")
         try:

@@ -43,8 +43,15 @@ class RecordedTransport:
     def __init__(self, folder):
         from pathlib import Path
 
+        from edgekit.errors import EdgekitError
+        from edgekit.targets.specs import FACT_COMMANDS
+
         self.folder = Path(folder)
         self.name = f"recorded:{self.folder.name}"
+        if not self.folder.is_dir() or not any((self.folder / f"{n}.txt").is_file() for n in FACT_COMMANDS):
+            names = ", ".join(f"{n}.txt" for n in FACT_COMMANDS)
+            raise EdgekitError(f"{folder} holds no recorded facts (none of {names})",
+                               "pass a folder written by `edgekit probe --record`")
         listing = self.folder / "commands.txt"
         if listing.is_file():
             pairs = [line.split("\t", 1) for line in listing.read_text().splitlines() if "\t" in line]
@@ -91,11 +98,11 @@ class SSHTransport:
         # and macOS's $TMPDIR alone is ~50 (%C adds 40)
         self._control_dir = tempfile.mkdtemp(prefix="ek-", dir="/tmp" if os.path.isdir("/tmp") else None)
         os.chmod(self._control_dir, 0o700)
-        self.base = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+        # the user's options first: for each option ssh keeps the first value it is given
+        self.base = [self.ssh, *[arg for option in options for arg in ("-o", option)],
+                     "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                      "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
                      "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=120"]
-        for option in options:
-            self.base += ["-o", option]
 
     def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
         """`command` through the device's POSIX sh (login shells differ: zsh on macOS, fish, ...)."""
@@ -108,13 +115,17 @@ class SSHTransport:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, errors="replace",
                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
+            if not self._connected():  # no connection came up at all: the host does not answer
+                raise EdgekitError(f"cannot reach {self.destination} over SSH (no answer within {timeout_s:g} s)",
+                                   f"check that `ssh {shlex.quote(self.destination)} true` answers (host up, port "
+                                   "open, sshd running)") from None
             return CommandResult(command, 124, "", f"timed out after {timeout_s} s")
         # 255 is ssh's own failure (no connection, refused key, unknown host key) unless the master
         # connection is up, in which case the remote command itself exited 255
         if p.returncode == 255 and not self._connected():
             why = " ".join((p.stderr.strip().splitlines() or ["ssh failed"])[-1].split())
             raise EdgekitError(f"cannot reach {self.destination} over SSH ({why})",
-                               f"check that `ssh {self.destination} true` works without a password prompt "
+                               f"check that `ssh {shlex.quote(self.destination)} true` works without a password prompt "
                                "(key in the agent or IdentityFile, host key in known_hosts)")
         return CommandResult(command, p.returncode, p.stdout, p.stderr)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import plistlib
+import math
 import re
 
 from edgekit.targets.specs import TargetSpec, clean
@@ -139,25 +140,33 @@ def split_frames(stream: bytes) -> tuple[list[dict], int]:
     return frames, len(tail)
 
 
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def frame_power_w(frame: dict) -> dict[str, float]:
     """Watts per domain (cpu, gpu, ane, combined) from one frame, by what it carries."""
     proc = frame.get("processor") if isinstance(frame, dict) else None
     if not isinstance(proc, dict):
         return {}
-    seconds = (frame.get("elapsed_ns") or 0) / 1e9
+    seconds = (_number(frame.get("elapsed_ns")) or 0) / 1e9
     out = {}
-    for domain in ("cpu", "gpu", "ane", "combined"):
-        if f"{domain}_power" in proc:
-            out[domain] = float(proc[f"{domain}_power"]) / 1e3
-        elif f"{domain}_energy" in proc and seconds > 0:
-            out[domain] = float(proc[f"{domain}_energy"]) / 1e3 / seconds
+    for domain in ("cpu", "gpu", "ane", "combined"):  # a value that is no number is not a reading
+        power, energy = _number(proc.get(f"{domain}_power")), _number(proc.get(f"{domain}_energy"))
+        if power is not None:
+            out[domain] = power / 1e3
+        elif energy is not None and seconds > 0:
+            out[domain] = energy / 1e3 / seconds
     if "combined" not in out and out:
         out["combined"] = sum(v for k, v in out.items() if k in ("cpu", "gpu", "ane"))
     return out
 
 
-_SAMPLE = re.compile(r"^\*\*\* Sampled system activity .*?\(([\d.]+)ms elapsed\) \*\*\*$", flags=re.M)
-_TEXT_POWER = re.compile(r"^(CPU|GPU|ANE|Package|Combined) Power(?: \([^)]*\))?: ([\d.]+) mW$", flags=re.M)
+_NUM = r"(\d+(?:\.\d+)?)"
+_SAMPLE = re.compile(r"^\*\*\* Sampled system activity .*?\(" + _NUM + r"ms elapsed\) \*\*\*$", flags=re.M)
+_TEXT_POWER = re.compile(r"^(CPU|GPU|ANE|Package|Combined) Power(?: \([^)]*\))?: " + _NUM + r" mW$", flags=re.M)
 
 
 def parse_powermetrics_text(text: str) -> list[dict[str, float]]:

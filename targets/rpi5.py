@@ -85,7 +85,7 @@ def parse_measure_temp(text: str) -> float | None:
 PMIC_COMMAND = "vcgencmd pmic_read_adc"
 PMIC_EXCLUDES = "5 V loads the PMIC does not see: USB devices, HATs, NVMe, fan; and power-supply losses"
 
-_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([0-9.eE+-]+)([AV])\s*$")
+_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)([AV])\s*$")
 
 THROTTLE_BITS = {
     0: "under-voltage detected",

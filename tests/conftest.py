@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,5 +40,42 @@ def exported(tmp_path_factory):
             manifest = export_gguf(str(ckpt), out, ["F16", "Q4_K_M", "Q4_0"], verify=True, threads=2)
             cache[ckpt] = (out, manifest)
         return cache[ckpt]
+
+    return get
+
+
+def _hf_written(preset: str, std: float, folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from edgekit.synth import synthesize
+
+    synth = folder.parent / f"{folder.name}-synth"
+    synthesize(preset, synth, seed=seed)  # config and tokenizer; the weights come from transformers
+    config = AutoConfig.from_pretrained(synth)
+    config.initializer_range = std
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # norms at 1 +- 0.1, as trained models have them, so swapped norms matter
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder, safe_serialization=True)
+    for f in synth.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, folder / f.name)
+    shutil.rmtree(synth)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    """(preset, initializer_range) -> a checkpoint folder written by transformers itself (cached)."""
+    cache: dict[tuple[str, float], Path] = {}
+
+    def get(preset: str, std: float) -> Path:
+        if (preset, std) not in cache:
+            cache[preset, std] = _hf_written(preset, std, tmp_path_factory.mktemp("hf") / f"{preset}-{std}")
+        return cache[preset, std]
 
     return get

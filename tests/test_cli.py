@@ -154,10 +154,9 @@ def test_output_exists_needs_force(tiny_qwen2, tmp_path):
 
 
 def test_force_never_replaces_the_checkpoint_itself(ckpt_copy, tmp_path):
-    assert_one_line_error(run("export", "gguf", ckpt_copy, "-o", ckpt_copy, "--force", "--no-verify"),
-                          "is or contains the checkpoint")
-    assert_one_line_error(run("export", "gguf", ckpt_copy, "-o", tmp_path, "--force", "--no-verify"),
-                          "is or contains the checkpoint")
+    for out in (ckpt_copy, tmp_path, ckpt_copy / "inside"):  # the checkpoint, above it, inside it
+        assert_one_line_error(run("export", "gguf", ckpt_copy, "-o", out, "--force", "--no-verify"),
+                              "is, holds or lies inside the input")
     assert (ckpt_copy / "model.safetensors").is_file()
 
 

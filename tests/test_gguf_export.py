@@ -155,7 +155,10 @@ def test_permutation_bug_is_caught_and_nothing_is_written(tiny_llama, tmp_path, 
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
 
 
-def test_swapped_norms_are_caught(tiny_qwen2, tmp_path, monkeypatch):
+@pytest.mark.parametrize("wide", [False, True], ids=["synth", "transformers-init-0.2"])
+def test_swapped_norms_are_caught(tiny_qwen2, hf_checkpoint, tmp_path, monkeypatch, wide):
+    """Also on a wide checkpoint written by transformers, where the derived tolerance is larger."""
+    ckpt = hf_checkpoint("tiny-qwen2", 0.2) if wide else tiny_qwen2
     original = conv.TensorPlan.load
 
     def swapped(self, ckpt):
@@ -165,7 +168,7 @@ def test_swapped_norms_are_caught(tiny_qwen2, tmp_path, monkeypatch):
 
     monkeypatch.setattr(conv.TensorPlan, "load", swapped)
     with pytest.raises(EdgekitError, match="disagrees"):
-        conv.export_gguf(str(tiny_qwen2), tmp_path / "bad", ["F16"], verify=True, threads=2)
+        conv.export_gguf(str(ckpt), tmp_path / "bad", ["F16"], verify=True, threads=2)
 
 
 def test_manifest_describes_the_files(tiny_qwen2, exported):

@@ -56,6 +56,9 @@ class EdgekitGroup(click.Group):
             if e.filename:  # permissions, a folder where a file was expected, a vanished path
                 fail(f"cannot access {e.filename}: {e.strerror or e}; check the path and its permissions")
             raise
+        except Terminated:
+            click.echo("terminated (SIGTERM); nothing was left at the output path", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was left at the output path", err=True)
             ctx.exit(130)
@@ -72,5 +75,17 @@ def cli():
     """Convert, deploy and benchmark quantized small language models on edge devices."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, CI runners, `timeout`, `kill`), raised where the main thread is, so that it
+    unwinds like Ctrl-C: temporary folders removed, child processes killed, one line, exit 143."""
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="edgekit")

@@ -8,13 +8,14 @@ import sys
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool = True):
-    if not enabled:
-        yield None
-        return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     console = Console(file=sys.stderr)
+    if not enabled or not console.is_terminal:  # bars only on a terminal: a log or a pipe gets no blank lines
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bars:  # the summary table replaces them
         tasks: dict[str, int] = {}

@@ -46,6 +46,10 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     from edgekit.runners.onnxruntime import parse_providers
 
     path, artifact_fmt = resolve_artifact(artifact)
+    if output:  # before minutes of work: never over the model, never a folder
+        from edgekit.atomic import check_output_file
+
+        check_output_file(output, inputs=(Path(artifact), path))
     runtime = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
     with progress_bars(not as_json) as report:
         # in a child: its peak RSS is the run's own, and a crash in the runtime is one error line
@@ -78,7 +82,9 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     console.print(table)
     if result.power.source is None:
         console.print(f"power: none ({result.power.unavailable})")
+    from edgekit.terminal import printable  # warnings quote the device's own state text
+
     for w in result.warnings:
-        console.print(f"warning: {w}")
+        console.print(f"warning: {printable(w)}", markup=False)
     if output:
         console.print(f"wrote {output}")

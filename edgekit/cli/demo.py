@@ -11,8 +11,9 @@ import click
 @click.option("-p", "--n-prompt", default=128, show_default=True)
 @click.option("-n", "--n-gen", default=32, show_default=True)
 @click.option("-r", "--repetitions", default=3, show_default=True)
-@click.option("--threads", type=int, default=None)
-def demo(out_dir, n_prompt, n_gen, repetitions, threads):
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists and is not empty.")
+def demo(out_dir, n_prompt, n_gen, repetitions, threads, force):
     """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0 and ONNX INT4, bench, report."""
     from edgekit.cli._progress import stdout_console
 
@@ -23,7 +24,7 @@ def demo(out_dir, n_prompt, n_gen, repetitions, threads):
 
     with progress_bars() as report:
         outcome = run_demo(out_dir, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
-                           progress=report, say=lambda s: click.echo(s, err=True))
+                           force=force, progress=report, say=lambda s: click.echo(s, err=True))
     console = stdout_console()
     console.print(results_table([BenchResult.load(p) for p in outcome.result_files]))
     if outcome.completion is not None:

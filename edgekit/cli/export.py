@@ -20,7 +20,8 @@ def export():
 @click.option("--verify/--no-verify", default=None,
               help="Check logits against transformers (F16) and KL vs F16 (quantized). "
                    "Default: on up to 3B parameters.")
-@click.option("--threads", type=int, default=None, help="Threads for quantization and checks (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for quantization and checks (default: all cores).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
@@ -63,7 +64,8 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 @click.option("--verify/--no-verify", default=None,
               help="fp32/fp16: logits vs transformers. int4: vs a dequantized-weights reference, KL vs the fp32 "
                    "graph. Default: on up to 3B parameters.")
-@click.option("--threads", type=int, default=None, help="Threads for the checks (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for the checks (default: all cores).")
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
               help="last: the lm_head sees only the last position (as llama.cpp computes it): less prompt work "
                    "and no n x vocab buffer; all: logits for every position (perplexity, scoring).")

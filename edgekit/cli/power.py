@@ -22,6 +22,8 @@ def parse(sensor, logfile, as_json):
     from edgekit.errors import EdgekitError
     from edgekit.power.logs import parse_log
 
+    if logfile.is_dir():
+        raise EdgekitError(f"{logfile} is a folder, not a log file", "pass the raw sensor log kept beside the results")
     if not logfile.is_file():
         raise EdgekitError(f"{logfile} does not exist", "pass the raw sensor log kept beside the results")
     watts = parse_log(sensor, logfile.read_bytes())

@@ -29,6 +29,9 @@ def report(results, output):
     from edgekit.report import write_report
     from edgekit.results import BenchResult
 
+    from edgekit.atomic import check_output_file
+
+    check_output_file(output, inputs=tuple(results))
     path = write_report(list(results), output)
     stdout_console().print(results_table([BenchResult.load(p) for p in results]))
     click.echo(f"wrote {path}")

@@ -53,7 +53,7 @@ def probe(record, force, replay, host, ssh_options, as_json):
 
     if host and replay:
         raise EdgekitError("--host and --replay both name where the facts come from", "pass one of them")
-    if host:
+    if host is not None:  # --host '' is a mistake, not this machine
         with SSHTransport(host, ssh_options) as transport:
             result = run_probe(transport, record=record, force=force)
     else:
@@ -61,17 +61,19 @@ def probe(record, force, replay, host, ssh_options, as_json):
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"target: {result['target']} ({result['family']}) via {result['transport']}")
+    from edgekit.terminal import printable  # the device (or recording) may say anything: escape codes too
+
+    click.echo(f"target: {result['target']} ({result['family']}) via {printable(result['transport'])}")
     for k, v in result["detected"].items():
-        click.echo(f"  {k}: {v}")
+        click.echo(f"  {k}: {printable(v)}")
     if result["state"]:
         click.echo("state:")
         from edgekit.targets.state import describe
 
         for k, v in result["state"].items():
-            click.echo(f"  {k}: {describe(k, v)}")
+            click.echo(f"  {k}: {printable(describe(k, v))}")
     for warning in result["warnings"]:
-        click.echo(f"warning: {warning}")
+        click.echo(f"warning: {printable(warning)}")
     if record:
         click.echo(f"recorded {len(result['facts_recorded'])} fact(s) and {len(result['state_recorded'])} "
                    f"state output(s) in {record}")
