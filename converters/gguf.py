@@ -20,9 +20,10 @@ import gguf
 import numpy as np
 
 from edgekit.architectures import head_dim, n_kv_heads
-from edgekit.checkpoint import Checkpoint
+from edgekit.checkpoint import Checkpoint, model_basename
 from edgekit.converters.gguf_vocab import add_tokenizer
 from edgekit.errors import EdgekitError
+from edgekit.formats.gguf import FORMAT
 
 Progress = Callable[[str, float, float], None]  # (label, done, total)
 
@@ -51,13 +52,6 @@ def base_type_for(quants: list[str]) -> str:
         if t in quants:
             return t
     return "F16"
-
-
-def file_type_name(ftype: int) -> str:
-    try:
-        return gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    except ValueError:
-        return f"ftype-{ftype}"
 
 
 # ---------------------------------------------------------------- tensors
@@ -310,76 +304,9 @@ def quantize_here(src: str, dst: str, quant: str, nthread: int, progress: Progre
 # ---------------------------------------------------------------- checks
 
 
-class _InitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-
-def _ggml_gguf():
-    """ggml's own GGUF reader (libggml-base, shipped with llama-cpp-python): it reads the
-    header and tensor infos in C, where gguf-py's reader walks every token string in Python."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llama_cpp")  # its folder only: importing it would load libllama too
-    if spec is None or not spec.origin:
-        return None
-    libs = sorted((Path(spec.origin).parent / "lib").glob("*ggml-base.*"))
-    if not libs:
-        return None
-    lib = ctypes.CDLL(str(libs[0]))
-    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _InitParams]
-    lib.gguf_init_from_file.restype = ctypes.c_void_p
-    lib.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
-    lib.gguf_get_data_offset.restype = ctypes.c_size_t
-    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
-    lib.gguf_get_n_tensors.restype = ctypes.c_int64
-    for fn in (lib.gguf_get_tensor_offset, lib.gguf_get_tensor_size):
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-        fn.restype = ctypes.c_size_t
-    lib.gguf_free.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-def gguf_data_end(path: Path) -> int | None:
-    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable.
-    ggml's C parser reads the (possibly hostile) file in a child process: a crash there is one line."""
-    from edgekit import native
-
-    return native.call("edgekit.converters.gguf:gguf_data_end_here", str(path), library="ggml's GGUF reader",
-                       what=f"reading the header of {Path(path).name}")
-
-
-def gguf_data_end_here(path: str) -> int | None:
-    lib = _ggml_gguf()
-    if lib is None:  # no ggml library next to llama_cpp: fall back to gguf-py (slow on big vocabularies)
-        try:
-            reader = gguf.GGUFReader(path)
-        except Exception:
-            return None
-        return max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
-    if not ctx:
-        return None
-    try:
-        base = lib.gguf_get_data_offset(ctx)
-        return max((base + lib.gguf_get_tensor_offset(ctx, i) + lib.gguf_get_tensor_size(ctx, i)
-                    for i in range(lib.gguf_get_n_tensors(ctx))), default=base)
-    finally:
-        lib.gguf_free(ctx)
-
-
 def check_gguf_complete(path: Path) -> None:
     """A GGUF whose header parses and whose every tensor lies inside the file."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})", "pass a .gguf file")
-    end = gguf_data_end(path)
-    if end is None:
-        raise EdgekitError(f"{path} is truncated or corrupt (its header does not parse)",
-                           "re-create it with edgekit export, or download it again")
-    if end > path.stat().st_size:
-        raise EdgekitError(f"{path} is truncated: its tensors end at byte {end}, the file has {path.stat().st_size}",
-                           "re-create it with edgekit export, or download it again")
+    FORMAT.check(path)
 
 
 def timed(fn, *args, **kwargs):
@@ -389,11 +316,6 @@ def timed(fn, *args, **kwargs):
 
 
 # ---------------------------------------------------------------- export
-
-
-def model_basename(ckpt: Checkpoint) -> str:
-    raw = ckpt.hub_id.split("/")[-1] if ckpt.hub_id else Path(ckpt.source).expanduser().resolve().name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "model"
 
 
 def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool | None = None,

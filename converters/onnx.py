@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.formats.onnx import check_onnx_complete
 
 Progress = Callable[[str, float, float], None]
 
@@ -235,47 +236,6 @@ def _proto_size_known(model) -> bool:
         return False
 
 
-def load_graph(model_path: Path):
-    """The model proto without external data (inline weights are read: parse it once per use)."""
-    import onnx
-
-    try:
-        return onnx.load(str(model_path), load_external_data=False)
-    except Exception as e:
-        raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
-                           "re-run the export") from None
-
-
-def check_onnx_complete(model_path: Path, model=None) -> None:
-    """Every external-data file exists and is long enough for the tensors that point into it.
-    `model` is the already-parsed proto (load_graph), if the caller has one."""
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    if model is None:
-        model = load_graph(model_path)
-    ends: dict[str, int] = {}
-    for t in _all_initializers(model.graph):
-        if uses_external_data(t):
-            info = ExternalDataInfo(t)
-            ends[info.location] = max(ends.get(info.location, 0), (info.offset or 0) + (info.length or 0))
-    for location, end in ends.items():
-        data = model_path.parent / location
-        if not data.is_file():
-            raise EdgekitError(f"external data file {location} of {model_path.name} is missing",
-                               f"copy {location} next to {model_path.name} (the export writes both), or re-export")
-        if data.stat().st_size < end:
-            raise EdgekitError(f"external data file {location} is truncated ({data.stat().st_size} of {end} bytes)",
-                               "copy it again or re-export")
-
-
-def _all_initializers(graph):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _all_initializers(attr.g)
-
-
 LOGITS_MODES = ("last", "all")
 
 
@@ -293,8 +253,8 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
     optimum's graph repeats each layer's whole present key and value n_heads/n_kv_heads times
     (transformers' repeat_kv: Unsqueeze, Expand, Reshape), then transposes and scales the
     repeated key, every step: at 1.5B (12 query heads, 2 KV heads) that is 6x the cache written
-    and read again per layer and step, and the step time grew 57 -> 99 ms from 128 to 1150
-    tokens of context here. Rewritten, the query heads of one group become rows of one matrix:
+    and read again per layer and step (what that cost: docs/benchmarks.md). Rewritten, the query
+    heads of one group become rows of one matrix:
 
         scores = Reshape(MatMul(Reshape(Q * s_k, [0, kv, -1, d]), Transpose(present.key)), [0, H, -1, 0])
         out    = Reshape(MatMul(Reshape(probs, [0, kv, -1, 0]), present.value), [0, H, -1, d])
@@ -841,7 +801,7 @@ def export_onnx(checkpoint: str, out_dir: Path, precision: str = "int4", int4: I
     from edgekit.architectures import head_dim, n_kv_heads
     from edgekit.atomic import atomic_dir, check_output_dir
     from edgekit.checkpoint import open_checkpoint
-    from edgekit.converters.gguf import model_basename
+    from edgekit.checkpoint import model_basename
     from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
     from edgekit.manifest import ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions, verify_decision
     from edgekit.targets.host import host_facts

@@ -174,3 +174,9 @@ def _numel(shape) -> int:
 def _short(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) < 200 else text[:197] + "..."
+
+
+def model_basename(ckpt: Checkpoint) -> str:
+    """The checkpoint's name for its export files: the hub id's last part or the folder's name."""
+    raw = ckpt.hub_id.split("/")[-1] if ckpt.hub_id else Path(ckpt.source).expanduser().resolve().name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "model"

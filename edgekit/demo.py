@@ -124,14 +124,17 @@ def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: in
     say(f"3/4 benchmarking {len(artifacts)} model(s): pp{n_prompt} tg{n_gen} x{repetitions}")
     results_dir = work / "results"
     results_dir.mkdir()
+    from edgekit.settings import BenchSettings
+
+    settings = BenchSettings(n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads)
     for path in artifacts:
         # each run in a fresh process, as a user would run it: its peak memory is its own, and a
         # crash in the runtime is one error line
         dest = results_dir / ((path.name if path.is_dir() else path.stem) + ".json")
         model, fmt = resolve_artifact(path)
-        result = native.call("edgekit.bench:bench_artifact", model, fmt, library="llama.cpp" if fmt == "gguf"
-                             else "ONNX Runtime", what=f"the benchmark of {path.name}", n_prompt=n_prompt,
-                             n_gen=n_gen, repetitions=repetitions, threads=threads, gpu_layers=None)
+        result = native.call("edgekit.bench:bench_artifact", model, settings, fmt=fmt,
+                             library="llama.cpp" if fmt == "gguf" else "ONNX Runtime",
+                             what=f"the benchmark of {path.name}")
         result.artifact.path = str(at_final(model))
         with atomic_file(dest) as tmp:
             tmp.write_text(result.to_json() + "\n", encoding="utf-8")

@@ -145,28 +145,24 @@ def llamacpp_logits(gguf_path: Path, ids: list[int], threads: int | None = None)
 
 
 def llamacpp_logits_here(gguf_path: str, ids: list[int], threads: int | None = None) -> np.ndarray:
-    """The same, in this process (what the child runs)."""
-    from llama_cpp import Llama
-
-    from edgekit.runners.llamacpp import quiet_llama_logs
+    """The same, in this process (what the child runs), through the bench's own runner: one batch,
+    every position's logits, flash attention off."""
+    from edgekit.runners.llamacpp import LlamaCppRunner, quiet_llama_logs
 
     errors = quiet_llama_logs()
+    n = max(32, len(ids))
+    runner = LlamaCppRunner(Path(gguf_path), threads=threads or 1, gpu_layers=0, ctx=max(64, len(ids) + 8),
+                            n_batch=n, n_ubatch=n, flash_attn="off")
     try:
-        llm = Llama(model_path=str(gguf_path), n_ctx=max(64, len(ids) + 8), n_batch=max(32, len(ids)),
-                    n_ubatch=max(32, len(ids)), logits_all=True, n_threads=threads, n_gpu_layers=0,
-                    verbose=False)
-    except (ValueError, RuntimeError) as e:
-        detail = errors[-1] if errors else str(e)
+        runner.load()
+    except EdgekitError as e:
+        detail = errors[-1] if errors else e.problem
         raise EdgekitError(f"llama.cpp cannot load {Path(gguf_path).name} ({detail})",
                            "nothing was written; please report this checkpoint") from None
     try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    except RuntimeError as e:
-        raise EdgekitError(f"llama.cpp failed to evaluate {Path(gguf_path).name} ({e})",
-                           "nothing was written; please report this checkpoint") from None
+        return runner.logits(ids)
     finally:
-        llm.close()
+        runner.close()
 
 
 def compare_to_reference(ref: np.ndarray, got: np.ndarray, rel_tol: float | None = None,

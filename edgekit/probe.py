@@ -16,10 +16,12 @@ def gather_facts(transport: Transport) -> dict[str, str]:
 
 
 def probe(transport: Transport | None = None, record: Path | None = None, force: bool = False) -> dict:
-    """Facts, detected target and state of the machine behind `transport`. With `record`, each raw
-    output goes to <record>/<name>.txt (facts) and <record>/state/<name>.txt (state), with the
-    commands in commands.txt, in the layout the tests read fixtures from."""
+    """Facts, detected target and state of the machine behind `transport`. With `record`, every raw
+    output is written to the folder `record` (whole or not at all; `force` replaces a non-empty one)
+    in the recording layout of edgekit.recording, which RecordedTransport replays and the tests read
+    their fixtures from."""
     from edgekit.atomic import atomic_dir
+    from edgekit.recording import write_recording
     from edgekit.targets.specs import FACT_COMMANDS, detect
     from edgekit.targets.state import parse_state, run_commands, state_commands, throttle_warnings
 
@@ -30,14 +32,7 @@ def probe(transport: Transport | None = None, record: Path | None = None, force:
     raw_state = run_commands(transport, commands)
     if record:
         with atomic_dir(Path(record), force=force) as tmp:
-            (tmp / "state").mkdir()
-            for name, text in facts.items():
-                (tmp / f"{name}.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
-            for name, text in raw_state.items():
-                (tmp / "state" / f"{name}.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
-            (tmp / "commands.txt").write_text(
-                "".join(f"{n}\t{c}\n" for n, c in FACT_COMMANDS.items() if n in facts)
-                + "".join(f"state/{n}\t{c}\n" for n, c in commands.items() if n in raw_state))
+            write_recording(tmp, facts, raw_state, FACT_COMMANDS, commands)
     state = parse_state(spec.family, raw_state)
     return {"transport": transport.name, "target": spec.name, "family": spec.family, "detected": seen,
             "spec": spec.to_dict(), "state": state, "warnings": throttle_warnings({}, state),

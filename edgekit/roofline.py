@@ -15,43 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-def gguf_bytes_per_token(path: Path, ctx_tokens: float, kv_bytes_per_elem: int = 2) -> tuple[int, dict]:
-    """Bytes read to generate one token at a context of `ctx_tokens`, and the parts."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-    names = {t.name for t in reader.tensors}
-    weights = sum(int(t.n_bytes) for t in reader.tensors
-                  if not (t.name == "token_embd.weight" and "output.weight" in names)
-                  and not t.name.startswith("rope_freqs"))
-    arch = reader.fields["general.architecture"].contents()
-
-    def field(key, default=None):
-        f = reader.fields.get(f"{arch}.{key}")
-        return f.contents() if f is not None else default
-
-    n_layer, n_embd = int(field("block_count")), int(field("embedding_length"))
-    n_head = int(field("attention.head_count"))
-    n_kv = int(field("attention.head_count_kv", n_head))
-    k_len = int(field("attention.key_length", n_embd // n_head))
-    v_len = int(field("attention.value_length", n_embd // n_head))
-    kv_per_pos = n_layer * n_kv * (k_len + v_len) * kv_bytes_per_elem
-    total = int(weights + kv_per_pos * ctx_tokens)
-    return total, {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos, "ctx_tokens": ctx_tokens}
-
-
-def onnx_bytes_per_token(path: Path, ctx_tokens: float, facts: dict | None = None) -> tuple[int, dict]:
-    """The same for an ONNX decoder: every initializer but the embedding table, plus its KV cache
-    (`facts`: inspect_onnx's answer, when the caller already has it)."""
-    from edgekit.inspect import inspect_onnx
-
-    facts = facts or inspect_onnx(path)
-    weights = facts["weights_bytes"] - facts["embedding_bytes"]
-    kv_per_pos = facts["kv_cache"].get("bytes_per_position", 0)
-    return int(weights + kv_per_pos * ctx_tokens), {"weights_bytes": weights, "kv_bytes_per_position": kv_per_pos,
-                                                    "ctx_tokens": ctx_tokens}
-
-
 def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repeats: int = 5) -> float:
     """Best-of-N multi-threaded numpy copy: (read + write) bytes / seconds, in GB/s."""
     threads = threads or os.cpu_count() or 1

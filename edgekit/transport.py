@@ -1,11 +1,15 @@
-"""Where commands run: this machine (LocalTransport), a device over SSH (SSHTransport), or a
-recording of one (RecordedTransport). Probe, deploy and remote bench all go through run()."""
+"""Where commands run and files go: this machine (LocalTransport), a device over SSH
+(SSHTransport), or a recording of one (RecordedTransport). Probe, deploy and remote bench all go
+through the Transport protocol: run() for commands, put()/get() for files, close() at the end."""
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Callable, Protocol
+
+PARTIAL_MARK = ".partial-"  # as edgekit.atomic names its temporary outputs
 
 
 @dataclass
@@ -17,66 +21,288 @@ class CommandResult:
 
 
 class Transport(Protocol):
+    """The machine behind a transport, as commands and files.
+
+    run(command, timeout_s, on_output): `command` through a POSIX sh on that machine. The result
+    holds the exit status and the whole stdout and stderr (decoded as UTF-8, bad bytes replaced).
+    `on_output`, when given, is called with each stdout line (without its line ending; a last line
+    without one is passed too) as the line arrives, in order, on the calling thread, before run()
+    returns. A command still running after `timeout_s` (whether or not it prints) is stopped and
+    answers returncode 124 with stdout "" and stderr "timed out after <timeout_s> s". An exception
+    raised by `on_output` stops the command and propagates. Failing to reach the machine at all is
+    an EdgekitError, never a CommandResult.
+
+    put(local, remote) copies the file `local` of this machine to the path `remote` on the
+    transport's machine; get(remote, local) copies the other way. For both:
+      - atomic at the destination: the data goes to `<destination>.partial-<pid>` beside it, which
+        is then renamed over the destination, so the destination is either as it was or whole;
+        on failure the temporary file is removed;
+      - an existing destination file is replaced (its mode follows the source's for a new file);
+      - the destination's folder must exist;
+      - a missing source, a folder where a file is expected (source or destination), a permission
+        error, or any other failure is one EdgekitError naming the path and the fix;
+      - any path works, spaces, quotes and shell or glob characters included: paths are never
+        interpreted by a shell or a glob. A remote path relative to nothing is relative to the home
+        folder over SSH (and to the current folder locally); a leading `~/` means the home folder.
+
+    close() ends what the transport holds open (the SSH master connection); calling it again does
+    nothing."""
+
     name: str
 
-    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult: ...
+    def run(self, command: str, timeout_s: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+    def close(self) -> None: ...
 
 
-class LocalTransport:
+# ---------------------------------------------------------------- shared pieces
+
+
+def _stream(args, timeout_s: float, on_output: Callable[[str], None] | None, shell: bool = False,
+            own_group: bool = False) -> tuple[int | None, str, str]:
+    """Run `args` with stdin from /dev/null, handing each stdout line to `on_output` as it arrives.
+    (returncode, stdout, stderr); returncode None when `timeout_s` passed first, the process then
+    killed (its whole process group with `own_group`, so a shell's children go too). The pipes are
+    read by threads and the deadline kept here, so a command that stalls without printing still
+    ends on time."""
+    import os
+    import queue
+    import signal
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    proc = subprocess.Popen(args, shell=shell, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=own_group)
+    lines: queue.Queue = queue.Queue()
+    err: list[str] = []
+
+    def pump_stdout() -> None:
+        try:
+            for line in proc.stdout:
+                lines.put(line)
+        finally:
+            lines.put(None)
+
+    def pump_stderr() -> None:
+        err.append(proc.stderr.read())
+
+    pumps = [threading.Thread(target=pump_stdout, daemon=True), threading.Thread(target=pump_stderr, daemon=True)]
+    for pump in pumps:
+        pump.start()
+    out: list[str] = []
+    finished = False
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None, "".join(out), "".join(err)
+            if line is None:
+                break
+            out.append(line)
+            if on_output is not None:
+                on_output(line[:-1] if line.endswith("\n") else line)
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return None, "".join(out), "".join(err)
+        pumps[1].join(timeout=max(0.0, deadline - time.monotonic()))
+        if pumps[1].is_alive():  # exited, but something it started still holds stderr open
+            return None, "".join(out), ""
+        finished = True
+        return proc.returncode, "".join(out), "".join(err)
+    finally:
+        if not finished:  # timed out, or on_output raised: stop it (and, with own_group, what it started)
+            try:
+                if own_group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        for pump in pumps:
+            pump.join(timeout=1.0)
+        if not any(pump.is_alive() for pump in pumps):
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+def _check_remote_path(remote: str, where: str) -> str:
+    """`remote` as given, refused when it cannot name a file; `where` names it in the error."""
+    from edgekit.errors import EdgekitError
+
+    if not remote or remote.endswith("/") or remote in ("~", ".", ".."):
+        raise EdgekitError(f"'{where}' does not name a file", "name the file itself, e.g. models/model.gguf")
+    if remote.startswith("~") and not remote.startswith("~/"):
+        raise EdgekitError(f"'{where}': ~user paths are not supported",
+                           "pass an absolute path, one relative to the home folder, or one starting with ~/")
+    return remote
+
+
+def _check_source(src: Path, label: str) -> None:
+    from edgekit.errors import EdgekitError
+
+    if not src.exists():
+        raise EdgekitError(f"{label} does not exist", "check the path of the file to copy")
+    if src.is_dir():
+        raise EdgekitError(f"{label} is a folder, not a file", "name a file; copy a folder's files one by one")
+
+
+def _check_destination(dst: Path, label: str, source_name: str) -> None:
+    import os
+
+    from edgekit.errors import EdgekitError
+
+    if dst.is_dir():
+        raise EdgekitError(f"{label} is a folder", f"name the file to write, e.g. {label.rstrip('/')}/{source_name}")
+    parent = dst.parent
+    if not parent.is_dir():
+        raise EdgekitError(f"cannot write {label}: the folder {parent} does not exist", "create the folder first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgekitError(f"cannot write {label} (permission denied in {parent})",
+                           "choose a folder you can write, or fix its permissions")
+
+
+def _copy_file(src: Path, dst: Path, src_label: str | None = None, dst_label: str | None = None) -> None:
+    """Copy `src` to `dst` on this machine through `<dst>.partial-<pid>` and os.replace, with the
+    contract of Transport.put/get. The labels name the paths in errors (default: the paths)."""
+    import os
+    import shutil
+
+    from edgekit.errors import EdgekitError
+
+    src_label, dst_label = src_label or str(src), dst_label or str(dst)
+    _check_source(src, src_label)
+    _check_destination(dst, dst_label, src.name)
+    tmp = dst.with_name(f"{dst.name}{PARTIAL_MARK}{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        which = src_label if e.filename is not None and Path(e.filename) == src else dst_label
+        why = e.strerror or str(e)
+        if isinstance(e, PermissionError):
+            raise EdgekitError(f"cannot {'read' if which == src_label else 'write'} {which} (permission denied)",
+                               "fix the file's permissions, or choose another path") from None
+        raise EdgekitError(f"cannot copy {src_label} to {dst_label} ({why})",
+                           "check the paths and the free space at the destination") from None
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:  # renamed, or never created
+            pass
+
+
+def _local_path(remote: str) -> Path:
+    return Path(remote).expanduser()
+
+
+# ---------------------------------------------------------------- the transports
+
+
+class _ClosesOnExit:
+    """`with transport:` closes it afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalTransport(_ClosesOnExit):
+    """This machine: commands through /bin/sh, files copied between two paths of this machine."""
+
     name = "local"
 
-    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
-        try:
-            p = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout_s,
-                               errors="replace")
-            return CommandResult(command, p.returncode, p.stdout, p.stderr)
-        except subprocess.TimeoutExpired:
+    def run(self, command: str, timeout_s: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> CommandResult:
+        returncode, out, err = _stream(command, timeout_s, on_output, shell=True, own_group=True)
+        if returncode is None:
             return CommandResult(command, 124, "", f"timed out after {timeout_s} s")
+        return CommandResult(command, returncode, out, err)
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy `local` to `remote` (a path of this machine; relative to the current folder)."""
+        _copy_file(Path(local), _local_path(_check_remote_path(remote, remote)), dst_label=remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy `remote` (a path of this machine) to `local`."""
+        _copy_file(_local_path(_check_remote_path(remote, remote)), Path(local), src_label=remote)
+
+    def close(self) -> None:
+        pass
 
 
-class RecordedTransport:
+class RecordedTransport(_ClosesOnExit):
     """Answers commands from a recording (`edgekit probe --record DIR`, or a fixture folder in the
-    same layout): <name>.txt for facts, state/<name>.txt for state, commands.txt mapping names to the
-    commands that were run (without it, today's command tables name the files). A command the
-    recording does not hold fails as a missing command would on the device."""
+    same layout, described in edgekit.recording): a command the recording does not hold fails as a
+    missing command would on the device (127). get() returns files recorded under files/; put()
+    is refused: a recording cannot receive files."""
 
     def __init__(self, folder):
-        from pathlib import Path
+        from edgekit.recording import Recording
 
-        from edgekit.errors import EdgekitError
-        from edgekit.targets.specs import FACT_COMMANDS
-
-        self.folder = Path(folder)
+        self.recording = Recording(folder)
+        self.folder = self.recording.folder
+        self.files = self.recording.files  # command -> recorded file name
         self.name = f"recorded:{self.folder.name}"
-        if not self.folder.is_dir() or not any((self.folder / f"{n}.txt").is_file() for n in FACT_COMMANDS):
-            names = ", ".join(f"{n}.txt" for n in FACT_COMMANDS)
-            raise EdgekitError(f"{folder} holds no recorded facts (none of {names})",
-                               "pass a folder written by `edgekit probe --record`")
-        listing = self.folder / "commands.txt"
-        if listing.is_file():
-            pairs = [line.split("\t", 1) for line in listing.read_text().splitlines() if "\t" in line]
-            self.files = {command: name for name, command in pairs}
-        else:
-            from edgekit.targets.specs import FACT_COMMANDS, FAMILIES, family_module
 
-            self.files = {c: n for n, c in FACT_COMMANDS.items()}
-            for family in FAMILIES:
-                self.files.update({c: f"state/{n}" for n, c in
-                                   getattr(family_module(family), "STATE_COMMANDS", {}).items()})
-
-    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
-        path = self.folder / f"{self.files.get(command, '?')}.txt"
-        if command not in self.files or not path.is_file():
+    def run(self, command: str, timeout_s: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> CommandResult:
+        text = self.recording.output(command)
+        if text is None:
             return CommandResult(command, 127, "", f"not in the recording {self.folder}")
-        return CommandResult(command, 0, path.read_bytes().decode("utf-8", "replace"), "")
+        if on_output is not None:
+            lines = text.split("\n")
+            for line in lines[:-1] if lines[-1] == "" else lines:
+                on_output(line)
+        return CommandResult(command, 0, text, "")
+
+    def put(self, local: Path, remote: str) -> None:
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError(f"cannot copy {local} to {remote}: a recording cannot receive files "
+                           f"({self.folder} is replayed)",
+                           "put files on a device (--host) or on this machine, not on a --replay recording")
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy the file recorded for `remote` (<recording>/files/<remote>) to `local`."""
+        from edgekit.errors import EdgekitError
+        from edgekit.recording import FILES_DIR
+
+        source = self.recording.file(_check_remote_path(remote, remote))
+        if source is None:
+            raise EdgekitError(f"{remote} is not in the recording {self.folder} (no file under {FILES_DIR}/ for it)",
+                               f"add it as {self.folder / FILES_DIR}/{remote.lstrip('/')}, or read it from the "
+                               "device itself (--host)")
+        _copy_file(source, Path(local), src_label=f"{remote} (recorded as {source})")
+
+    def close(self) -> None:
+        pass
 
 
-class SSHTransport:
+class SSHTransport(_ClosesOnExit):
     """Runs commands on a device with the system's OpenSSH client, so ~/.ssh/config, agents and
     known_hosts apply as they do for `ssh` itself. One master connection is shared by every
-    command (ControlMaster; closed by close()), so a probe's dozen commands cost one handshake.
-    BatchMode: a host that would ask for a password or a host-key confirmation fails at once
-    with ssh's own message instead of hanging."""
+    command and every file copy (ControlMaster; closed by close()), so a probe's dozen commands
+    cost one handshake. BatchMode: a host that would ask for a password or a host-key confirmation
+    fails at once with ssh's own message instead of hanging.
+
+    Files go through the system's scp on the same ControlPath: in SFTP mode (`scp -s`, OpenSSH
+    8.7 and later; the default from 9.0) the remote path is taken literally (a downloaded path has
+    its glob characters escaped); in the legacy SCP mode (older clients, or a device without an
+    SFTP server, which is tried when the SFTP subsystem is refused) the path goes through the
+    remote shell and is shell-quoted. Uploads land as `<remote>.partial-<pid>` and are renamed with
+    a remote `mv -f`, so the destination is never half-written."""
 
     def __init__(self, destination: str, options: list[str] | tuple[str, ...] = ()):
         import os
@@ -98,23 +324,24 @@ class SSHTransport:
         # and macOS's $TMPDIR alone is ~50 (%C adds 40)
         self._control_dir = tempfile.mkdtemp(prefix="ek-", dir="/tmp" if os.path.isdir("/tmp") else None)
         os.chmod(self._control_dir, 0o700)
+        self._closed = False
+        self._scp_mode: str | None = None  # "sftp" or "legacy", chosen on the first copy
         # the user's options first: for each option ssh keeps the first value it is given
         self.base = [self.ssh, *[arg for option in options for arg in ("-o", option)],
                      "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                      "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
                      "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=120"]
 
-    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
+    def run(self, command: str, timeout_s: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> CommandResult:
         """`command` through the device's POSIX sh (login shells differ: zsh on macOS, fish, ...)."""
         import shlex
 
         from edgekit.errors import EdgekitError
 
         argv = [*self.base, self.destination, "--", "sh -c " + shlex.quote(command)]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, errors="replace",
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
+        returncode, out, err = _stream(argv, timeout_s, on_output)
+        if returncode is None:
             if not self._connected():  # no connection came up at all: the host does not answer
                 raise EdgekitError(f"cannot reach {self.destination} over SSH (no answer within {timeout_s:g} s)",
                                    f"check that `ssh {shlex.quote(self.destination)} true` answers (host up, port "
@@ -122,25 +349,199 @@ class SSHTransport:
             return CommandResult(command, 124, "", f"timed out after {timeout_s} s")
         # 255 is ssh's own failure (no connection, refused key, unknown host key) unless the master
         # connection is up, in which case the remote command itself exited 255
-        if p.returncode == 255 and not self._connected():
-            why = " ".join((p.stderr.strip().splitlines() or ["ssh failed"])[-1].split())
+        if returncode == 255 and not self._connected():
+            why = " ".join((err.strip().splitlines() or ["ssh failed"])[-1].split())
             raise EdgekitError(f"cannot reach {self.destination} over SSH ({why})",
                                f"check that `ssh {shlex.quote(self.destination)} true` works without a password prompt "
                                "(key in the agent or IdentityFile, host key in known_hosts)")
-        return CommandResult(command, p.returncode, p.stdout, p.stderr)
+        return CommandResult(command, returncode, out, err)
+
+    # ------------------------------------------------------------ files
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy the local file `local` to `remote` on the device (see Transport for the contract)."""
+        import os
+        import shlex
+
+        from edgekit.errors import EdgekitError
+
+        local = Path(local)
+        label = f"{self.destination}:{remote}"
+        _check_source(local, str(local))
+        target = self._remote(_check_remote_path(remote, label))
+        tmp = f"{target}{PARTIAL_MARK}{os.getpid()}"
+        q = shlex.quote
+        self._ensure_master()
+        done = False
+        try:
+            p = self._scp(str(local.absolute()), tmp, download=False)
+            if p.returncode != 0:
+                parent = target.rsplit("/", 1)[0] if "/" in target else "."
+                raise EdgekitError(f"cannot copy {local} to {label} ({_scp_why(p.stderr)})",
+                                   f"check that the folder exists on the device and the SSH user may write there "
+                                   f"(`ssh {q(self.destination)} ls -ld {q(parent)}`)")
+            moved = self.run(f"if [ -d {q(target)} ]; then echo 'is a folder' >&2; exit 3; fi; "
+                             f"mv -f -- {q(tmp)} {q(target)}")
+            if moved.returncode == 3:
+                raise EdgekitError(f"{label} is a folder", f"name the file to write, e.g. {remote}/{local.name}")
+            if moved.returncode != 0:
+                raise EdgekitError(f"cannot replace {label} ({_scp_why(moved.stderr)})",
+                                   "check that the SSH user may write the file and its folder")
+            done = True
+        finally:
+            if not done:
+                try:
+                    self.run(f"rm -f -- {q(tmp)}", timeout_s=10)
+                except Exception:  # the error already on its way says what went wrong
+                    pass
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy `remote` on the device to the local file `local` (see Transport for the contract)."""
+        import os
+        import shlex
+
+        from edgekit.errors import EdgekitError
+
+        local = Path(local)
+        label = f"{self.destination}:{remote}"
+        source = self._remote(_check_remote_path(remote, label))
+        _check_destination(local, str(local), source.rsplit("/", 1)[-1])
+        tmp = local.with_name(f"{local.name}{PARTIAL_MARK}{os.getpid()}")
+        self._ensure_master()
+        try:
+            p = self._scp(str(tmp.absolute()), source, download=True)
+            if p.returncode != 0:
+                raise EdgekitError(f"cannot copy {label} to {local} ({_scp_why(p.stderr)})",
+                                   f"check the file on the device (`ssh {shlex.quote(self.destination)} ls -l "
+                                   f"{shlex.quote(source)}`)")
+            try:
+                os.replace(tmp, local)
+            except OSError as e:
+                raise EdgekitError(f"cannot write {local} ({e.strerror or e})",
+                                   "check the path and its folder's permissions") from None
+        finally:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _remote(path: str) -> str:
+        """A remote path as scp and the shell both read it the same way: `~/x` as `x` (both start in
+        the home folder), a leading `-` behind `./` so no tool takes it for an option."""
+        if path.startswith("~/"):
+            path = path[2:].lstrip("/") or "."
+        return f"./{path}" if path.startswith("-") else path
+
+    def _host(self) -> tuple[str, list[str]]:
+        """The destination as scp spells a host (`[user@]host`, an IPv6 literal in brackets) and the
+        options it needs (the port of an ssh:// destination). User options come first, so a Port
+        given there wins, as it does for ssh."""
+        import re
+
+        dest, extra = self.destination, []
+        if dest.startswith("ssh://"):
+            m = re.fullmatch(r"ssh://(?:([^@/]*)@)?(\[[^\]/]*\]|[^:/]*)(?::(\d+))?/?", dest)
+            if m:
+                user, host, port = m.groups()
+                dest = (f"{user}@" if user else "") + host
+                extra = ["-o", f"Port={port}"] if port else []
+        user, at, host = dest.rpartition("@")
+        if ":" in host and not host.startswith("["):
+            dest = f"{user}{at}[{host}]"
+        return dest, extra
+
+    def _mode(self) -> str:
+        if self._scp_mode is None:
+            version = _openssh_version(self.ssh)
+            self._scp_mode = "sftp" if version is not None and version >= (8, 7) else "legacy"
+        return self._scp_mode
+
+    def _scp(self, local: str, remote: str, download: bool) -> subprocess.CompletedProcess:
+        """scp between the local path `local` (absolute, so scp never reads it as host:path) and
+        `remote` on the device, through the master connection. In SFTP mode scp takes a remote
+        path literally but globs one it downloads, so the glob characters are escaped; in legacy
+        mode the remote shell reads the path, so it is shell-quoted (and -T, since scp cannot match
+        what the shell will expand). A refused SFTP subsystem switches this transport to the legacy
+        protocol and copies again (a connection that is really lost fails that copy too)."""
+        import shlex
+        import shutil
+
+        from edgekit.errors import EdgekitError
+
+        scp = shutil.which("scp")
+        if scp is None:
+            raise EdgekitError("the OpenSSH scp client is not installed",
+                               "install it (Debian/Ubuntu: apt-get install openssh-client)")
+        mode = self._mode()
+        version = _openssh_version(self.ssh) or (0, 0)
+        if mode == "sftp":
+            flags, spelled = ["-s"], _glob_escape(remote) if download else remote
+        else:  # -O: the legacy protocol where SFTP is the default
+            flags = (["-O"] if version >= (9, 0) else []) + (["-T"] if version >= (8, 0) else [])
+            spelled = shlex.quote(remote)
+        host, extra = self._host()
+        ends = [f"{host}:{spelled}", local] if download else [local, f"{host}:{spelled}"]
+        argv = [scp, *flags, "-q", *self.base[1:], *extra, *ends]
+        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
+        # through the master, a refused subsystem reads "Connection closed" (the reason goes to the master)
+        refused = "subsystem request failed" in p.stderr or "Connection closed" in p.stderr
+        if mode == "sftp" and p.returncode != 0 and refused and self._connected():
+            self._scp_mode = "legacy"
+            return self._scp(local, remote, download)
+        return p
+
+    def _ensure_master(self) -> None:
+        """Bring the master connection up (scp never starts one: it passes ControlMaster=no);
+        an unreachable host is the same EdgekitError as for run()."""
+        if not self._connected():
+            self.run("true")
 
     def _connected(self) -> bool:
         return subprocess.run([*self.base, "-O", "check", self.destination], capture_output=True,
                               timeout=10).returncode == 0
 
     def close(self) -> None:
+        """End the master connection and remove its socket folder; a second call does nothing."""
         import shutil
 
-        subprocess.run([*self.base, "-O", "exit", self.destination], capture_output=True, timeout=10)
-        shutil.rmtree(self._control_dir, ignore_errors=True)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            subprocess.run([*self.base, "-O", "exit", self.destination], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            shutil.rmtree(self._control_dir, ignore_errors=True)
 
-    def __enter__(self) -> "SSHTransport":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+def _glob_escape(path: str) -> str:
+    """`path` with the characters a glob reads (* ? [ ] and the backslash) escaped."""
+    import re
+
+    return re.sub(r"([][*?\\])", r"\\\1", path)
+
+
+def _scp_why(stderr: str) -> str:
+    """The last line scp or the remote command printed, without scp's `scp: ` prefix."""
+    last = (stderr.strip().splitlines() or ["failed"])[-1]
+    return " ".join(last.removeprefix("scp: ").split())
+
+
+_VERSIONS: dict[str, tuple[int, int] | None] = {}
+
+
+def _openssh_version(ssh: str) -> tuple[int, int] | None:
+    """(major, minor) of the OpenSSH client at `ssh` (scp comes with it), None for another client."""
+    import re
+
+    if ssh not in _VERSIONS:
+        try:
+            out = subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=10)
+            m = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
+        except (OSError, subprocess.TimeoutExpired):
+            m = None
+        _VERSIONS[ssh] = (int(m.group(1)), int(m.group(2))) if m else None
+    return _VERSIONS[ssh]

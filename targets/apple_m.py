@@ -70,6 +70,9 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
                                bandwidth_gb_s=BINNED_BANDWIDTH.get((chip, big), spec.bandwidth_gb_s)), seen
 
 
+LLAMA_CPP_ENV = ""  # CMAKE_ARGS (the spec's) is all pip needs here
+
+
 def onnxruntime_install(spec: TargetSpec) -> str:
     return "pip install onnxruntime  # the macOS arm64 wheel includes CoreMLExecutionProvider"
 
@@ -211,3 +214,6 @@ def open_sensor(interval_ms: int = 100, command: list[str] | None = None):
         if "password" in str(e) or "sudo" in str(e):
             raise SensorUnavailable(sudo_failure_message(str(e))) from None
         raise
+
+
+SENSORS_IN_ORDER = ("powermetrics",)  # edgekit.power.SENSORS["powermetrics"] is open_sensor above

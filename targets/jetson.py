@@ -306,3 +306,7 @@ def open_tegrastats(interval_ms: int = 100, command: list[str] | None = None):
 
     return StreamSensor("tegrastats", EXCLUDES_RAIL_SUM + " (VDD_IN where the module has it)",
                         command or ["tegrastats", "--interval", str(interval_ms)], tegrastats_watts)
+
+
+# the INA3221 rails through sysfs first (no child process), then tegrastats, which reads the same rails
+SENSORS_IN_ORDER = ("jetson", "tegrastats")

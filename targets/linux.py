@@ -4,7 +4,7 @@ family that answers when no device family claims the facts.
 Its specs carry no fixed bandwidth (edgekit measures it on the host, see
 edgekit.roofline); the NVIDIA variant comes from `nvidia-smi`'s CSV query. The state
 commands here (cpufreq governor and clock, thermal zones) are shared by the Linux-based
-device families.
+device families. It provides edgekit.targets.family.Family, as every family module does.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict]:
     return SPECS[0], seen
 
 
+LLAMA_CPP_ENV = ""  # CMAKE_ARGS (the spec's) is all pip needs here
+
+
 def onnxruntime_install(spec: TargetSpec) -> str:
     if spec.name == "linux-nvidia":
         return "pip install onnxruntime-gpu  # CUDA 12 wheels on PyPI; TensorRT EP needs TensorRT's libraries"
@@ -77,3 +80,6 @@ LINUX_STATE_PARSERS = {
 }
 STATE_COMMANDS = LINUX_STATE_COMMANDS
 STATE_PARSERS = LINUX_STATE_PARSERS
+
+# no sensor of its own: `--power auto` reads NVML when the work runs on an NVIDIA GPU, else RAPL
+SENSORS_IN_ORDER: tuple[str, ...] = ()

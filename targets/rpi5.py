@@ -63,6 +63,9 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict] | None:
     return by_ram[installed], seen
 
 
+LLAMA_CPP_ENV = ""  # CMAKE_ARGS (the spec's) is all pip needs here
+
+
 def onnxruntime_install(spec: TargetSpec) -> str:
     return "pip install onnxruntime  # PyPI's aarch64 wheel; CPU execution provider (Pi OS: inside a venv)"
 
@@ -157,6 +160,9 @@ class PmicSensor:
 
 def open_sensor() -> PmicSensor:
     return PmicSensor()
+
+
+SENSORS_IN_ORDER = ("rpi5",)  # edgekit.power.SENSORS["rpi5"] is open_sensor above
 
 
 STATE_PARSERS = {**LINUX_STATE_PARSERS, "arm_hz": parse_measure_clock, "throttled": parse_throttled,

@@ -1,28 +1,34 @@
 """The target registry: what a target spec holds, the fact commands detection reads, and
 detection across the device families.
 
-Each family module (rpi5, jetson, apple_m, linux) holds its own specs (every figure with
-its source), `detect(facts)`, runtime install recipes, runner defaults, the state
-commands (clocks, power mode, throttling) and its power sensor. `FAMILIES` is a plain
-dict of module names, imported on first use, so `edgekit --help` imports none of them
-and a plugin could add a family. Detection is a pure function of recorded facts, so it
-is tested on fixture files; `edgekit probe` gathers the facts through a Transport.
+Each family module (rpi5, jetson, apple_m, linux) provides edgekit.targets.family.Family: its
+own specs (every figure with its source), `detect(facts)`, runtime install recipes, the state
+commands (clocks, power mode, throttling) and its power sensors in the order `--power auto`
+tries them. The families are a registry (edgekit.registry): the plain dict FAMILIES of
+edgekit's own modules plus the "edgekit.target_families" entry points of installed plugins,
+imported on first use, so `edgekit --help` imports none of them. Detection is a pure function
+of recorded facts, so it is tested on fixture files; `edgekit probe` gathers the facts through
+a Transport.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import asdict, dataclass, field
-from types import ModuleType
+from typing import TYPE_CHECKING
 
+from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
+from edgekit.registry import TARGET_FAMILIES_GROUP, Registry
+
+if TYPE_CHECKING:
+    from edgekit.targets.family import Family
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    family: str                    # a key of FAMILIES
+    family: str                    # a family's name: a key of FAMILIES or a plugin's
     ram_gb: float | None
     bandwidth_gb_s: float | None   # peak DRAM bandwidth
     cpu: str
@@ -31,7 +37,7 @@ class TargetSpec:
     power_modes: tuple[str, ...] = ()
     llama_cpp_cmake_args: str = ""  # CMAKE_ARGS for pip install llama-cpp-python on the device
     onnxruntime_providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    power_sensor: str | None = None  # key of edgekit.power.SENSORS
+    power_sensor: str | None = None  # a power sensor's key (edgekit.power.SENSORS or a plugin's)
     default_gpu_layers: int = 0
     sources: tuple[str, ...] = field(default=())
 
@@ -41,13 +47,15 @@ class TargetSpec:
 
 LLAMA_CPP_PYTHON = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
 
-# family -> module; the order is detection order (linux, which matches anything, last)
+# family -> module: edgekit's own, in detection order; plugins add "edgekit.target_families" entry points
 FAMILIES: dict[str, str] = {
     "rpi5": "edgekit.targets.rpi5",
     "jetson": "edgekit.targets.jetson",
     "apple-m": "edgekit.targets.apple_m",
     "linux": "edgekit.targets.linux",
 }
+CATCH_ALL_FAMILY = "linux"  # it matches any facts: asked last, after the plugins' families
+FAMILY_REGISTRY = Registry(TARGET_FAMILIES_GROUP, FAMILIES, what="target family")
 
 # name -> command; `edgekit probe --record` stores each output as <name>.txt
 FACT_COMMANDS: dict[str, str] = {
@@ -64,24 +72,31 @@ FACT_COMMANDS: dict[str, str] = {
 }
 
 
-def family_module(family: str) -> ModuleType:
-    if family not in FAMILIES:
-        raise KeyError(f"unknown target family '{family}' (known: {', '.join(FAMILIES)})")
-    return importlib.import_module(FAMILIES[family])
+def family_module(family: str) -> Family:
+    """The module of `family` (imported on first use). An unknown family raises KeyError naming the
+    known ones; a module that fails to import or lacks a Family member raises EdgekitError."""
+    from edgekit.targets.family import missing_members
+
+    module = FAMILY_REGISTRY.load(family)
+    missing = missing_members(module)
+    if missing:
+        raise EdgekitError(f"the target family '{family}' from {FAMILY_REGISTRY.describe(family)} lacks "
+                           f"{', '.join(missing)}", "define every member of edgekit.targets.family.Family")
+    return module
 
 
-_SPECS: dict[str, TargetSpec] | None = None
+def family_names() -> list[str]:
+    """Every family in detection order: edgekit's own, then the plugins', the catch-all last."""
+    names = FAMILY_REGISTRY.names()
+    return [f for f in names if f != CATCH_ALL_FAMILY] + [f for f in names if f == CATCH_ALL_FAMILY]
 
 
 def all_specs() -> dict[str, TargetSpec]:
     """Every known target spec by name, across the families."""
-    global _SPECS
-    if _SPECS is None:
-        _SPECS = {s.name: s for family in FAMILIES for s in family_module(family).SPECS}
-    return _SPECS
+    return {s.name: s for family in family_names() for s in family_module(family).SPECS}
 
 
-def __getattr__(name: str):  # `SPECS` stays a plain dict for callers, built on first use
+def __getattr__(name: str):  # `SPECS` stays a plain dict for callers, built on use
     if name == "SPECS":
         return all_specs()
     raise AttributeError(name)
@@ -89,8 +104,8 @@ def __getattr__(name: str):  # `SPECS` stays a plain dict for callers, built on 
 
 def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict]:
     """The target a set of facts describes, and what was read off them. Families are asked in
-    order; `linux` answers for anything the others do not claim."""
-    for family in FAMILIES:
+    family_names() order; `linux` answers for anything the others do not claim."""
+    for family in family_names():
         found = family_module(family).detect(facts)
         if found is not None:
             return found
@@ -102,7 +117,7 @@ def install_recipes(spec: TargetSpec) -> dict[str, str]:
     module = family_module(spec.family)
     args = spec.llama_cpp_cmake_args
     env = f'CMAKE_ARGS="{args}" ' if args else ""
-    env += getattr(module, "LLAMA_CPP_ENV", "")
+    env += module.LLAMA_CPP_ENV
     return {"llama.cpp": f"{env}pip install --no-cache-dir {LLAMA_CPP_PYTHON}",
             "onnxruntime": module.onnxruntime_install(spec)}
 

@@ -1,7 +1,7 @@
 """Clocks, power mode, temperatures and throttling, captured before and after a run.
 
 Each reading is a command string and a pure parser, both held by the family module
-(STATE_COMMANDS, STATE_PARSERS); `capture` runs a family's commands through a transport.
+(Family.STATE_COMMANDS, Family.STATE_PARSERS); `capture` runs a family's commands through a transport.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ def run_commands(transport, commands: dict[str, str], timeout_s: float = 10.0) -
 
 
 def state_commands(family: str) -> dict[str, str]:
-    return dict(getattr(family_module(family), "STATE_COMMANDS", {}))
+    return dict(family_module(family).STATE_COMMANDS)
 
 
 def parse_state(family: str, raw: dict[str, str]) -> dict:
     """Parsed values of raw state outputs; an output its parser rejects is kept as text."""
-    parsers = getattr(family_module(family), "STATE_PARSERS", {})
+    parsers = family_module(family).STATE_PARSERS
     state: dict = {}
     for name, text in raw.items():
         parser = parsers.get(name)

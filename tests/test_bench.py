@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgekit.bench import bench_gguf, parse_vm_hwm_bytes
+from edgekit.bench import bench_artifact, parse_vm_hwm_bytes
 from edgekit.cli import cli
 from edgekit.results import BenchResult, Stat
+from edgekit.settings import BenchSettings
 
 from helpers import assert_one_line_error
 
@@ -19,6 +20,10 @@ from helpers import assert_one_line_error
 def tiny_gguf(exported, tiny_qwen2):
     out, manifest = exported(tiny_qwen2)
     return out / next(f.file for f in manifest.files if f.quant == "Q4_K_M")
+
+
+def bench_gguf(path, transport=None, **settings) -> BenchResult:
+    return bench_artifact(path, BenchSettings(**settings), transport=transport)
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +37,7 @@ def test_bench_metrics_are_positive_finite_and_consistent(tiny_result, tiny_gguf
         assert len(stat.samples) == 3
         assert all(math.isfinite(x) and x > 0 for x in stat.samples)
         assert stat.mean == pytest.approx(sum(stat.samples) / 3)
-    # TTFT covers a 32-token prompt plus one token: longer than the prompt alone on average
-    assert m.ttft_s.mean > 32 / m.pp_tok_s.mean * 0.5
+    # what TTFT times (the prompt, then the pick) is checked with a FakeRunner: test_bench_orchestration.py
     assert m.load_s > 0 and m.peak_rss_bytes > tiny_gguf.stat().st_size
     assert r.artifact.quant == "Q4_K_M" and r.artifact.format == "gguf" and len(r.artifact.sha256) == 64
     assert r.runtime.backend == "CPU" and r.settings.ctx >= 33 and r.settings.random_tokens
@@ -150,8 +154,8 @@ def test_runner_decodes_prompts_as_long_as_the_batch(tiny_gguf):
 
     with LlamaCppRunner(tiny_gguf, threads=2, ctx=1024, n_batch=512) as runner:
         for n in (1, 300, 512, 700):  # 700: two batches
-            runner.clear()
-            runner.prompt(n)
+            runner.start(n)
+            runner.prompt(runner.random_tokens(n))
             import llama_cpp
 
             assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(runner.context), 0) == n - 1

@@ -156,16 +156,42 @@ class ScriptedEnergy:
         pass
 
 
-def test_sampler_turns_energy_counter_into_watts():
-    import time
+class Ticks:
+    """An injected clock: the sampler's time moves only when the test says so."""
 
-    s = Sampler(ScriptedEnergy(), interval_s=0.01).start()
-    a = time.perf_counter()
-    time.sleep(0.2)
-    b = time.perf_counter()
-    s.stop()
-    assert len(s.samples) >= 5
-    assert s.mean_w([(a, b)]) == pytest.approx(5.0, rel=0.05)
+    def __init__(self):
+        self.t = 10.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class EnergyOfClock:
+    kind, name, excludes = "energy", "scripted", "nothing"
+
+    def __init__(self, clock, watts=5.0):
+        self.clock, self.watts = clock, watts
+
+    def read(self):
+        return self.watts * self.clock()
+
+    def close(self):
+        pass
+
+
+def test_sampler_turns_energy_counter_into_watts():
+    clock = Ticks()
+    s = Sampler(EnergyOfClock(clock), interval_s=3600, clock=clock).start()  # the thread never ticks here
+    a = clock()
+    for _ in range(4):
+        clock.t += 0.05
+        s._take()
+    b = clock()
+    s.stop()  # takes the last sample, with no time passed: skipped (no interval to divide by)
+    assert [round(t - s.t0, 6) for t, _ in s.samples] == [0.05, 0.1, 0.15, 0.2]
+    assert all(w == pytest.approx(5.0) for _, w in s.samples)
+    assert s.mean_w([(a, b)]) == pytest.approx(5.0)
+    assert s.mean_w([(a + 0.05, a + 0.15)]) == pytest.approx(5.0) and s.energy_j(a, b) == pytest.approx(1.0)
 
 
 def test_open_sensor_none_and_unknown():
@@ -192,7 +218,7 @@ class FakeSampler:
 
 
 def test_summarise_power_joules_per_token_by_hand():
-    from edgekit.bench import summarise_power
+    from edgekit.power import summarise_power
 
     samples = [(t / 10, 10.0) for t in range(1, 11)]            # 0-1 s idle at 10 W
     samples += [(1 + t / 10, 30.0) for t in range(1, 21)]      # 1-3 s pp at 30 W
@@ -210,7 +236,7 @@ def test_summarise_power_joules_per_token_by_hand():
 
 
 def test_summarise_power_reports_nothing_when_sampling_failed():
-    from edgekit.bench import summarise_power
+    from edgekit.power import summarise_power
 
     info = summarise_power(FakeSampler([(0.1, 5.0)], errors=["OSError: gone"]), (0.0, 0.1), [(0.1, 0.2)], [],
                            n_prompt=8, n_gen=0, warnings=[])
@@ -234,12 +260,10 @@ class Failing:
 
 
 def test_sampler_records_a_failing_sensor():
-    import time
-
-    s = Sampler(Failing(), interval_s=0.005).start()
-    time.sleep(0.05)
-    s.stop()
-    assert s.errors and "sensor vanished" in s.errors[0]
+    s = Sampler(Failing(), interval_s=3600).start()  # read 1
+    s._take()                                         # read 2
+    s.stop()                                          # read 3: the sensor is gone
+    assert s.errors and "sensor vanished" in s.errors[0] and len(s.samples) == 1
 
 
 def test_auto_sensor_never_falls_back_to_another_device(monkeypatch):
@@ -307,12 +331,16 @@ def test_nvml_follows_cuda_visible_devices(monkeypatch):
 
 
 def test_sampler_tracks_a_gauge_maximum():
-    import time
-
-    values = iter([1.0, 5.0, 3.0] + [2.0] * 1000)
-    s = Sampler(ScriptedEnergy(), interval_s=0.005)
+    clock = Ticks()
+    values = iter([1.0, 5.0, 3.0])
+    s = Sampler(EnergyOfClock(clock), interval_s=3600, clock=clock)
     s.gauge = lambda: next(values)
     s.start()
-    time.sleep(0.05)
+    clock.t += 0.1
+    s._take()
+    clock.t += 0.1
+    s._take()
+    clock.t += 0.1
     s.stop()
     assert s.gauge_max == 5.0
+

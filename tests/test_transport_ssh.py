@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.transport import SSHTransport
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, streaming_gate
 
 SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)),
                                     None)
@@ -28,11 +29,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
+def _serve(d, sftp: bool):
+    """An sshd on 127.0.0.1 for this user, with or without an SFTP subsystem; yields
+    (destination, options, port)."""
     if SSHD is None or shutil.which("ssh") is None:
         pytest.skip("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
-    d = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
     shutil.copy(d / "client_key.pub", d / "authorized_keys")
@@ -40,7 +41,8 @@ def sshd(tmp_path_factory):
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n")
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        + ("Subsystem sftp internal-sftp\n" if sftp else ""))
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
@@ -60,6 +62,17 @@ def sshd(tmp_path_factory):
     yield f"{user}@127.0.0.1", options, port
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("sshd"), sftp=True)
+
+
+@pytest.fixture(scope="module")
+def sshd_without_sftp(tmp_path_factory):
+    """A device whose sshd has no SFTP subsystem (scp's default protocol since OpenSSH 9.0)."""
+    yield from _serve(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False)
 
 
 def test_commands_run_through_the_remote_shell_with_their_exit_codes(sshd):
@@ -95,3 +108,133 @@ def test_unreachable_host_is_one_line(sshd):
     r = CliRunner().invoke(cli, ["probe", "--host", dest, *[a for o in options for a in ("--ssh-option", o)]])
     assert_one_line_error(r, "cannot reach", "without a password prompt")
     assert_one_line_error(CliRunner().invoke(cli, ["probe", "--host", "-oProxyCommand=x"]), "not an SSH destination")
+
+
+# ---------------------------------------------------------------- streaming and files
+
+
+AWKWARD = "dir with space/it's \"quoted\" $(x) [1]*?.bin"
+
+
+def _leftovers(folder) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".partial-" in p.name]
+
+
+def _one_line(e) -> str:
+    from edgekit.errors import EdgekitError
+
+    assert isinstance(e.value, EdgekitError) and "\n" not in str(e.value) and "; " in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def test_on_output_streams_over_ssh(sshd, tmp_path):
+    """The remote command waits for a file that on_output creates on seeing the first line (the
+    device is this machine): lines held back until the end would leave it waiting until the timeout."""
+    dest, options, _port = sshd
+    gate, seen, on_output = streaming_gate(tmp_path)
+
+    with SSHTransport(dest, options) as t:
+        r = t.run(f"echo first; while [ ! -e '{gate}' ]; do sleep 0.02; done; echo second", timeout_s=20,
+                  on_output=on_output)
+        assert r.returncode == 0 and seen == ["first", "second"] and r.stdout == "first\nsecond\n"
+        seen.clear()
+        assert t.run("echo started; sleep 30", timeout_s=1, on_output=seen.append).returncode == 124
+        assert seen == ["started"]
+    t.close()  # a second close does nothing
+    assert not t._connected()
+
+
+@pytest.mark.parametrize("mode", ["sftp", "legacy"])
+def test_put_and_get_over_ssh_with_awkward_paths(sshd, tmp_path, mode):
+    dest, options, _port = sshd
+    src = tmp_path / "here" / AWKWARD
+    remote = tmp_path / "device" / AWKWARD
+    back = tmp_path / "back" / AWKWARD
+    for p in (src, remote, back):
+        p.parent.mkdir(parents=True)
+    src.write_bytes(b"payload \x00 \xff\n" * 5000)
+    remote.write_bytes(b"old")  # overwritten
+    decoy = remote.with_name(remote.name.replace("[1]*?", "1xy"))  # what [1]*? matches as a glob
+    decoy.write_bytes(b"decoy")
+    with SSHTransport(dest, options) as t:
+        t._scp_mode = mode
+        real_scp, uploads = t._scp, []
+
+        def scp(local, path, download):  # the upload lands beside the destination, which stays whole
+            p = real_scp(local, path, download)
+            uploads.append((path, remote.read_bytes()))
+            return p
+
+        t._scp = scp
+        t.put(src, str(remote))
+        assert uploads == [(f"{remote}.partial-{os.getpid()}", b"old")]
+        assert remote.read_bytes() == src.read_bytes()
+        back.write_bytes(b"old")
+        t.get(str(remote), back)
+        assert back.read_bytes() == src.read_bytes()  # the file itself, not a glob match
+        assert uploads[1][0] == str(remote)
+        assert t._scp_mode == mode and t._connected()  # through the master connection, no fallback
+    assert _leftovers(tmp_path) == [] and sorted(p.name for p in remote.parent.iterdir()) == sorted(
+        [remote.name, decoy.name])
+
+
+def test_copy_errors_over_ssh_are_one_line_and_leave_nothing(sshd, tmp_path):
+    dest, options, _port = sshd
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    (tmp_path / "a folder").mkdir()
+    with SSHTransport(dest, options) as t:
+        with pytest.raises(Exception) as e:
+            t.put(tmp_path / "no such file", str(tmp_path / "out"))
+        assert str(tmp_path / "no such file") in _one_line(e) and "does not exist" in str(e.value)
+        with pytest.raises(Exception) as e:
+            t.get(str(tmp_path / "no such 'file'"), tmp_path / "out")
+        line = _one_line(e)
+        assert f"{dest}:{tmp_path / 'no such' }" in line and "No such file" in line and "ls -l" in line
+        with pytest.raises(Exception) as e:
+            t.put(tmp_path / "f", str(tmp_path / "missing folder" / "f"))
+        assert f"{dest}:{tmp_path / 'missing folder' / 'f'}" in _one_line(e)
+        with pytest.raises(Exception) as e:
+            t.put(tmp_path / "f", str(tmp_path / "a folder"))
+        assert f"{dest}:{tmp_path / 'a folder'} is a folder" in _one_line(e)
+        with pytest.raises(Exception) as e:
+            t.get(str(tmp_path / "a folder"), tmp_path / "out")
+        assert "not a regular file" in _one_line(e)
+        with pytest.raises(Exception) as e:
+            t.get(str(tmp_path / "f"), tmp_path / "a folder")
+        assert f"{tmp_path / 'a folder'} is a folder" in _one_line(e)
+    assert _leftovers(tmp_path) == [] and list((tmp_path / "a folder").iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_home_relative_paths_mean_the_same_to_scp_and_the_shell(sshd, tmp_path):
+    dest, options, _port = sshd
+    name = f".edgekit-test-{os.getpid()} it's.txt"
+    (tmp_path / "f").write_text("home\n")
+    with SSHTransport(dest, options) as t:
+        try:
+            t.put(tmp_path / "f", f"~/{name}")
+            assert t.run(f"cat {shlex.quote(name)}").stdout == "home\n"  # the shell starts in the home folder
+            t.get(name, tmp_path / "back")
+            assert (tmp_path / "back").read_text() == "home\n"
+        finally:
+            t.run(f"rm -f -- {shlex.quote(name)}")
+
+
+def test_a_device_without_sftp_gets_the_legacy_protocol(sshd_without_sftp, tmp_path):
+    dest, options, _port = sshd_without_sftp
+    src = tmp_path / AWKWARD.replace("/", " ")
+    src.write_text("legacy\n")
+    with SSHTransport(dest, options) as t:
+        t.put(src, str(tmp_path / "up it's"))
+        t.get(str(tmp_path / "up it's"), tmp_path / "down")
+        assert t._scp_mode == "legacy"
+    assert (tmp_path / "down").read_text() == "legacy\n" and _leftovers(tmp_path) == []
+
+
+def test_host_facts_over_ssh_describe_this_machine(sshd):
+    from edgekit.targets.host import host_facts, host_facts_of
+
+    dest, options, _port = sshd
+    with SSHTransport(dest, options) as t:
+        remote = host_facts_of(t)
+    assert remote == {**host_facts(), "python": None}

@@ -1,21 +1,21 @@
 """The `edgekit` command line: argument parsing only, and the one error boundary.
 
-Commands are registered in a plain dict of module paths and imported only when
-invoked or listed, and each command module imports the library (torch,
-transformers, llama_cpp, onnx) inside its function body, so `edgekit --help`
-never imports any of them.
+Commands are a registry (edgekit.registry): edgekit's own in the plain dict COMMANDS, plus the
+"edgekit.commands" entry points of installed plugins (a builtin wins over a plugin of the same
+name). Each is imported only when invoked or listed, and each command module imports the library
+(torch, transformers, llama_cpp, onnx) inside its function body, so `edgekit --help` never
+imports any of them. Choice lists and help texts come from edgekit.options.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.registry import COMMANDS_GROUP, Registry
 
-# name -> "module:attribute" of a click command; a plugin could add entries here.
+# name -> "module:attribute" of a click command: edgekit's own; plugins add "edgekit.commands" entry points
 COMMANDS: dict[str, str] = {
     "synth": "edgekit.cli.synth:synth",
     "export": "edgekit.cli.export:export",
@@ -28,19 +28,44 @@ COMMANDS: dict[str, str] = {
     "probe": "edgekit.cli.targets:probe",
     "doctor": "edgekit.cli.doctor:doctor",
 }
+COMMAND_REGISTRY = Registry(COMMANDS_GROUP, COMMANDS, what="command")
 
 
 class EdgekitGroup(click.Group):
     """Lazy command loading plus the error boundary: EdgekitError -> one line, exit 1."""
 
     def list_commands(self, ctx):
-        return sorted(set(COMMANDS) | set(super().list_commands(ctx)))
+        return sorted(set(COMMAND_REGISTRY.names()) | set(super().list_commands(ctx)))
 
     def get_command(self, ctx, name):
-        if name in COMMANDS:
-            module, attr = COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name)
+        """The command `name`; a plugin that fails to load, or loads something that is not a click
+        command, raises EdgekitError (one error line when it is invoked)."""
+        if name not in COMMAND_REGISTRY:
+            return super().get_command(ctx, name)
+        command = COMMAND_REGISTRY.load(name)
+        if not isinstance(command, click.Command):
+            raise EdgekitError(f"the command plugin '{name}' from {COMMAND_REGISTRY.describe(name)} is a "
+                               f"{type(command).__name__}, not a click command",
+                               "point its edgekit.commands entry point at a click command")
+        return command
+
+    def format_commands(self, ctx, formatter):
+        """The command list of --help. A plugin that fails to load is listed with its error instead of
+        ending the help with a traceback: one broken package does not hide the other commands."""
+        rows: list[tuple[str, str | click.Command]] = []
+        for name in self.list_commands(ctx):
+            try:
+                command = self.get_command(ctx, name)
+            except EdgekitError as e:
+                rows.append((name, f"(unusable: {e.problem})"))
+                continue
+            if command is not None and not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c if isinstance(c, str) else c.get_short_help_str(limit))
+                                    for name, c in rows])
 
     def invoke(self, ctx):
         try:

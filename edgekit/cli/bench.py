@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from edgekit import options
+
 
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
@@ -18,20 +20,23 @@ import click
 @click.option("--ctx", default=0, help="Context size (default: what the run needs).")
 @click.option("--batch", "n_batch", default=2048, show_default=True, help="Logical batch for prompt decoding.")
 @click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Physical batch.")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--flash-attn", type=click.Choice(options.FLASH_ATTN), default="auto", show_default=True,
               help="llama.cpp only.")
 @click.option("--providers", default=None,
-              help="ONNX only: execution providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu (cpu, cuda, tensorrt, "
-                   "coreml, ...). Default: the target's, filtered by what this onnxruntime build has.")
-@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              help="ONNX only: execution providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
+                   f"({options.listed(options.PROVIDER_SHORT_NAMES)}, or ONNX Runtime's full names). "
+                   "Default: the target's, filtered by what this onnxruntime build has.")
+@click.option("--graph-opt", type=click.Choice(options.GRAPH_OPT_LEVELS), default="all",
               show_default=True, help="ONNX only: ONNX Runtime graph optimization level.")
 @click.option("--power", default="auto", show_default=True,
-              help="Power sensor: auto, none, rapl or nvml. Without one the run completes and says why.")
+              help=f"Power sensor: {options.listed(options.POWER_CHOICES)} (or an installed plugin's). auto: the "
+                   "target's own sensor on an edge device, else NVML when the work runs on an NVIDIA GPU and RAPL "
+                   "on the CPU. Without one the run completes and says why.")
 @click.option("--target", default="auto", show_default=True,
               help="The device the run is on: a name from `edgekit targets` (its bandwidth sets the roofline) "
                    "or any label.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
-@click.option("--format", "fmt", type=click.Choice(["edgekit", "llama-bench"]), default="edgekit",
+@click.option("--format", "fmt", type=click.Choice(options.RESULT_FORMATS), default="edgekit",
               show_default=True, help="JSON layout of -o/--json: edgekit's schema or llama-bench's field names.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
 def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, providers,
@@ -45,7 +50,14 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     from edgekit.cli._progress import progress_bars
     from edgekit.runners.onnxruntime import parse_providers
 
+    from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions
+
     path, artifact_fmt = resolve_artifact(artifact)
+    settings = BenchSettings(  # sent whole to the run, here a child process (later a device)
+        n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, ctx=ctx, power=power,
+        target=target,
+        llama_cpp=LlamaCppOptions(gpu_layers=gpu_layers, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
+        onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch))
     if output:  # before minutes of work: never over the model, never a folder
         from edgekit.atomic import check_output_file
 
@@ -53,11 +65,8 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     runtime = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
     with progress_bars(not as_json) as report:
         # in a child: its peak RSS is the run's own, and a crash in the runtime is one error line
-        result = native.call(
-            "edgekit.bench:bench_artifact", path, artifact_fmt, library=runtime, what=f"the benchmark of {path.name}",
-            n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, gpu_layers=gpu_layers, ctx=ctx,
-            n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn, providers=parse_providers(providers),
-            graph_opt=graph_opt, power=power, target=target, progress=report)
+        result = native.call("edgekit.bench:bench_artifact", path, settings, fmt=artifact_fmt, library=runtime,
+                             what=f"the benchmark of {path.name}", progress=report)
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
         from edgekit.atomic import atomic_file

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from edgekit import options
+
 
 @click.group()
 def export():
@@ -16,7 +18,7 @@ def export():
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder: one GGUF per quantization plus manifest.json.")
 @click.option("--quant", default="Q4_K_M", show_default=True,
-              help="Comma-separated types in llama.cpp spelling: Q4_K_M, Q4_0, Q5_K_M, Q8_0, F16, BF16, ...")
+              help=f"Comma-separated types in llama.cpp spelling: {options.listed(options.GGUF_QUANTS)}.")
 @click.option("--verify/--no-verify", default=None,
               help="Check logits against transformers (F16) and KL vs F16 (quantized). "
                    "Default: on up to 3B parameters.")
@@ -45,7 +47,7 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder: model.onnx (+ model.onnx_data above 2 GB), genai_config.json, tokenizer "
                    "files, manifest.json. It loads in onnxruntime-genai unchanged.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int4"]), default="int4", show_default=True,
+@click.option("--precision", type=click.Choice(options.ONNX_PRECISIONS), default="int4", show_default=True,
               help="fp32: exact, 4 bytes/weight. fp16: half the size, for GPU providers (CPU runs it slowly). "
                    "int4: MatMul weights packed to 4 bits (MatMulNBits), ~1/7 of fp32, activations fp32.")
 @click.option("--block-size", type=int, default=32, show_default=True,
@@ -66,7 +68,7 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
                    "graph. Default: on up to 3B parameters.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for the checks (default: all cores).")
-@click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
+@click.option("--logits", type=click.Choice(options.ONNX_LOGITS), default="last", show_default=True,
               help="last: the lm_head sees only the last position (as llama.cpp computes it): less prompt work "
                    "and no n x vocab buffer; all: logits for every position (perplexity, scoring).")
 @click.option("--fuse", is_flag=True,

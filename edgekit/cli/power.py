@@ -5,18 +5,22 @@ from pathlib import Path
 
 import click
 
+from edgekit import options
+
 
 @click.group()
 def power():
     """Power sensors: recompute figures from raw logs."""
 
 
-@power.command("parse")
+@power.command("parse", help="Watts per reading from a raw LOGFILE of SENSOR "
+                             f"({options.listed(options.POWER_LOG_SENSORS)}).")
 @click.argument("sensor")
 @click.argument("logfile", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print every reading as JSON.")
 def parse(sensor, logfile, as_json):
-    """Watts per reading from a raw LOGFILE of SENSOR (tegrastats, rpi5, powermetrics)."""
+    """Watts per reading from a raw LOGFILE of SENSOR (the help names options.POWER_LOG_SENSORS); an unknown
+    SENSOR is one error line naming the known ones (edgekit.power.logs.parse_log)."""
     import statistics
 
     from edgekit.errors import EdgekitError

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from edgekit import options
+
 
 def results_table(results):
     from rich.table import Table
@@ -21,7 +23,8 @@ def results_table(results):
 @click.command()
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="report.html (table + plots) or report.md (table).")
+              help="report.html (table + plots) or report.md (table): the suffix picks the format "
+                   f"({options.listed(options.REPORT_SUFFIXES)}).")
 def report(results, output):
     """Compare RESULTS (JSON files from edgekit bench -o) in a table and plots."""
     from edgekit.cli._progress import stdout_console

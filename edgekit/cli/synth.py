@@ -4,19 +4,19 @@ from pathlib import Path
 
 import click
 
+from edgekit import options
 
-@click.command()
+
+@click.command(help="Write a Hugging Face checkpoint with random seeded weights.\n\n"
+                    f"PRESET ({options.listed(options.SYNTH_PRESETS)}) gives the exact shapes of a real model "
+                    "or a small one for tests and demos; --list describes each.")
 @click.argument("preset", required=False)
 @click.argument("out_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Seed for the random weights.")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
 def synth(preset, out_dir, seed, force, list_presets):
-    """Write a Hugging Face checkpoint with random seeded weights.
-
-    PRESET gives the exact shapes of a real model (r1-distill-qwen-1.5b,
-    r1-distill-qwen-7b, r1-distill-llama-8b) or a small one for tests and demos.
-    """
+    """Write a Hugging Face checkpoint with random seeded weights of PRESET (edgekit.synth.PRESETS) to OUT_DIR."""
     from edgekit.synth import PRESETS, synthesize
 
     if list_presets or not preset:

@@ -1,48 +1,60 @@
-"""Runners, one module per runtime: load an artifact, time prompt processing and generation.
+"""Runners, one module per runtime (llamacpp.py, onnxruntime.py): what bench, parity and (later)
+eval need of a runtime. `edgekit.bench` times the calls; a runner only does the work.
 
-`Runner` is what `edgekit bench` needs of a runtime; llamacpp.py and onnxruntime.py fill it.
+The protocol, for a runner `r` of one model:
+- `r.load()` loads model and context (the caller times it); `r.close()` frees them.
+- `r.backend()` ("CPU", "CUDA", "Metal", ...), `r.system_info()` (the runtime's build line),
+  `r.uses_gpu` (known before load: it picks the power sensor), `r.result_settings()` (the
+  runtime's own fields of the result's `settings`: gpu_layers, batches, flash attention,
+  providers, graph optimization).
+- `r.random_tokens(n)`: n random token ids, BOS first where the vocabulary adds one (speed does
+  not depend on token values; llama-bench does the same).
+- `r.start(capacity)`: an empty KV cache with room for `capacity` tokens; allocation happens
+  here, before any clock starts (as llama.cpp's context and genai's Generator allocate theirs).
+- `r.prompt(tokens)`: decode `tokens` onto the cache (in the runtime's batches), synchronised.
+- `r.step(token)`: one single-token decode onto the cache, synchronised.
+- `r.pick()`: the greedy next token from the last decode's logits.
+- `r.logits(ids)`: float32 logits [len(ids), vocab] of one forward pass from an empty cache.
 """
 
 from __future__ import annotations
 
+from typing import Any, Protocol
 
-class Runner:
-    """load() -> seconds; backend() and system_info() for the result; the three timed tests
-    (pp from an empty cache, tg single-token steps from an empty cache, TTFT = prompt +
-    greedy first token), each returning seconds; close()."""
+import numpy as np
 
-    load_s: float = 0.0
 
-    def load(self) -> float:
-        raise NotImplementedError
+class Runner(Protocol):
+    uses_gpu: bool
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def load(self) -> None: ...
 
-    def backend(self) -> str:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
-    def system_info(self) -> str:
-        raise NotImplementedError
+    def backend(self) -> str: ...
 
-    def time_prompt(self, n_prompt: int) -> float:
-        raise NotImplementedError
+    def system_info(self) -> str: ...
 
-    def time_generate(self, n_gen: int) -> float:
-        raise NotImplementedError
+    def result_settings(self) -> dict[str, Any]: ...
 
-    def time_first_token(self, n_prompt: int) -> float:
-        raise NotImplementedError
+    def random_tokens(self, n: int) -> np.ndarray: ...
 
-    def warmup(self, n_prompt: int, n_gen: int) -> None:
-        """One untimed run of each test (first-run allocations, kernel selection, caches)."""
-        if n_prompt:
-            self.time_prompt(n_prompt)
-        if n_gen:
-            self.time_generate(min(n_gen, 4))
+    def start(self, capacity: int) -> None: ...
+
+    def prompt(self, tokens: np.ndarray) -> None: ...
+
+    def step(self, token: int) -> None: ...
+
+    def pick(self) -> int: ...
+
+    def logits(self, ids) -> np.ndarray: ...
+
+
+class LoadedInContext:
+    """`with runner:` loads it and closes it afterwards (both runners share this)."""
 
     def __enter__(self):
-        self.load_s = self.load()
+        self.load()
         return self
 
     def __exit__(self, *exc):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runners import Runner
+from edgekit.runners import LoadedInContext
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
@@ -61,7 +61,9 @@ def system_info_here() -> str:
     return L.llama_print_system_info().decode(errors="replace").strip()
 
 
-class LlamaCppRunner(Runner):
+class LlamaCppRunner(LoadedInContext):
+    """A GGUF through llama.cpp's C API (the Runner protocol of edgekit.runners)."""
+
     def __init__(self, path: Path, threads: int, gpu_layers: int = 0, ctx: int = 0, n_batch: int = 2048,
                  n_ubatch: int = 512, flash_attn: str = "auto", seed: int = 1234):
         self.path, self.threads, self.gpu_layers = Path(path), threads, gpu_layers
@@ -70,6 +72,16 @@ class LlamaCppRunner(Runner):
         self.model = self.context = None
 
     # ------------------------------------------------------------ lifecycle
+
+    @property
+    def uses_gpu(self) -> bool:
+        import llama_cpp as L
+
+        return bool(self.gpu_layers) and bool(L.llama_supports_gpu_offload())
+
+    def result_settings(self) -> dict:
+        return {"gpu_layers": self.gpu_layers, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
+                "flash_attn": self.flash_attn, "providers": None, "graph_optimization": None}
 
     def load(self) -> float:
         """Load model and context; returns seconds taken."""
@@ -149,57 +161,60 @@ class LlamaCppRunner(Runner):
 
         L.llama_memory_clear(L.llama_get_memory(self.context), False)
 
-    def _random(self, n: int) -> np.ndarray:
-        return self.rng.integers(0, self.n_vocab, size=n, dtype=np.int32)
-
-    def prompt(self, n_prompt: int) -> None:
-        import llama_cpp as L
-
-        done = 0
-        while done < n_prompt:
-            n = min(n_prompt - done, self.n_batch)
-            tokens = self._random(n)
-            if done == 0 and self.add_bos:
-                tokens[0] = self.bos
-            self._decode(tokens)
-            done += n
-        L.llama_synchronize(self.context)
-
-    def gen_tokens(self, n_gen: int) -> np.ndarray:
-        tokens = self._random(max(n_gen, 1))
-        if self.add_bos:
+    def random_tokens(self, n: int) -> np.ndarray:
+        tokens = self.rng.integers(0, self.n_vocab, size=n, dtype=np.int32)
+        if n and self.add_bos:
             tokens[0] = self.bos
         return tokens
 
-    def generate(self, tokens: np.ndarray) -> None:
-        """One synchronised single-token decode per token (llama-bench's tg)."""
+    def start(self, capacity: int) -> None:
+        """The context's cache (allocated at load for --ctx tokens) emptied."""
+        self.clear()
+
+    def prompt(self, tokens: np.ndarray) -> None:
         import llama_cpp as L
 
-        for i in range(len(tokens)):
-            self._decode(tokens[i:i + 1])
-            L.llama_synchronize(self.context)
+        for done in range(0, len(tokens), self.n_batch):
+            self._decode(tokens[done:done + self.n_batch])
+        L.llama_synchronize(self.context)
 
-    def time_prompt(self, n_prompt: int) -> float:
-        self.clear()
-        t0 = time.perf_counter()
-        self.prompt(n_prompt)
-        return time.perf_counter() - t0
-
-    def time_generate(self, n_gen: int) -> float:
-        tokens = self.gen_tokens(n_gen)[:n_gen]
-        self.clear()
-        t0 = time.perf_counter()
-        self.generate(tokens)
-        return time.perf_counter() - t0
-
-    def time_first_token(self, n_prompt: int) -> float:
-        """Time to first token from an empty cache: decode the prompt, then pick the first
-        token from the last position's logits (greedy), as an application would."""
+    def step(self, token: int) -> None:
         import llama_cpp as L
 
-        self.clear()
-        t0 = time.perf_counter()
-        self.prompt(n_prompt)
+        self._tokens[0] = token
+        rc = L.llama_decode(self.context, L.llama_batch_get_one(self._buf, 1))
+        if rc != 0:
+            raise EdgekitError(f"llama_decode failed with code {rc}", "lower -p/-n or raise --ctx")
+        L.llama_synchronize(self.context)
+
+    def pick(self) -> int:
+        import llama_cpp as L
+
         logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.context, -1), shape=(self.n_vocab,))
-        int(logits.argmax())
-        return time.perf_counter() - t0
+        return int(logits.argmax())
+
+    def logits(self, ids) -> np.ndarray:
+        """Every position's logits of one forward pass from an empty cache (the context needs
+        n_ctx, n_batch and n_ubatch >= len(ids))."""
+        import llama_cpp as L
+
+        ids = list(ids)
+        if len(ids) > min(self.n_batch, self.n_ubatch, self.ctx or len(ids)):
+            raise ValueError(f"{len(ids)} tokens do not fit one batch of this context")
+        self.clear()
+        batch = L.llama_batch_init(len(ids), 0, 1)
+        try:
+            batch.n_tokens = len(ids)
+            for i, token in enumerate(ids):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            rc = L.llama_decode(self.context, batch)
+            if rc != 0:
+                raise EdgekitError(f"llama_decode failed with code {rc} on {len(ids)} tokens",
+                                   "nothing was written; please report this checkpoint")
+            L.llama_synchronize(self.context)
+            out = np.ctypeslib.as_array(L.llama_get_logits(self.context), shape=(len(ids), self.n_vocab))
+            return np.array(out, dtype=np.float32)
+        finally:
+            L.llama_batch_free(batch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runners import Runner
+from edgekit.runners import LoadedInContext
 
 PROVIDER_BACKEND = {
     "CPUExecutionProvider": "CPU",
@@ -95,7 +95,9 @@ def find_model(folder: Path, model_file: str | None = None) -> Path:
     return path
 
 
-class OrtRunner(Runner):
+class OrtRunner(LoadedInContext):
+    """An ONNX decoder through ONNX Runtime (the Runner protocol of edgekit.runners)."""
+
     def __init__(self, folder: Path, threads: int, providers: list[str] | None = None, graph_opt: str = "all",
                  model_file: str | None = None, n_batch: int = 2048, seed: int = 1234):
         self.folder = Path(folder)
@@ -110,7 +112,7 @@ class OrtRunner(Runner):
     def load(self, preferred: tuple[str, ...] = ("CPUExecutionProvider",)) -> float:
         import onnxruntime as ort
 
-        from edgekit.converters.onnx import check_onnx_complete
+        from edgekit.formats.onnx import check_onnx_complete
 
         if self.graph_opt not in GRAPH_OPT:
             raise EdgekitError(f"unknown graph optimization level '{self.graph_opt}'", f"choose from: {', '.join(GRAPH_OPT)}")
@@ -189,6 +191,15 @@ class OrtRunner(Runner):
     def backend(self) -> str:
         return PROVIDER_BACKEND.get(self.providers[0], self.providers[0])
 
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.wanted) and self.wanted[0] in GPU_PROVIDERS
+
+    def result_settings(self) -> dict:
+        return {"gpu_layers": self.n_layers if self.backend() != "CPU" else 0, "n_batch": self.n_batch,
+                "n_ubatch": self.n_batch,  # ONNX Runtime runs each chunk whole
+                "flash_attn": "n/a", "providers": self.providers, "graph_optimization": self.graph_opt}
+
     def system_info(self) -> str:
         import onnxruntime as ort
 
@@ -235,16 +246,15 @@ class OrtRunner(Runner):
                 binding.bind_output(name, self.device, 0, self.kv_dtype, shape, ptr)
         self._bind_kv_input, self._bind_kv_output = bind_input, bind_output
 
-    def step(self, tokens: np.ndarray, cache: "KVCache", pos: int):
+    def forward(self, tokens: np.ndarray, cache: "KVCache", pos: int):
         """Run `tokens` at positions pos.. on `cache` (advanced in place); returns (logits OrtValue, cache).
 
         Each layer's past is bound from the cache's front buffers and its present (past + the
         new tokens, written by the graph's Concat) into the back buffers, which then become the
         front: a decode step allocates nothing. The logits of a one-row step go to a buffer of
-        the runner's own, so they hold until the next step. The host's share of a decode step
-        (measured with the session's run stubbed out): 2 layers 90-100 -> 30-34 µs, 28 layers
-        461 -> 227 µs, against fresh outputs per step bound through the Python wrapper; what
-        is left is two bindings per KV tensor, which the growing shapes make unavoidable.
+        the runner's own, so they hold until the next step. What is left of the host's share is
+        two bindings per KV tensor, which the growing shapes make unavoidable (its size:
+        docs/benchmarks.md).
         """
         from onnxruntime import OrtValue
 
@@ -291,7 +301,7 @@ class OrtRunner(Runner):
         logits = None
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start:start + self.n_batch]
-            logits, cache = self.step(chunk, cache, pos)
+            logits, cache = self.forward(chunk, cache, pos)
             pos += len(chunk)
         return logits, cache, pos
 
@@ -304,7 +314,7 @@ class OrtRunner(Runner):
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Logits of every position of one forward pass (float32 [n, vocab]), for parity checks."""
         cache = self.empty_cache(len(ids))
-        logits, _cache = self.step(np.asarray(ids, dtype=np.int64), cache, 0)
+        logits, _cache = self.forward(np.asarray(ids, dtype=np.int64), cache, 0)
         return logits.numpy()[0].astype(np.float32)
 
     def generate_greedy(self, prompt: list[int], n_new: int, eos: set[int] | None = None) -> list[int]:
@@ -320,7 +330,7 @@ class OrtRunner(Runner):
             out.append(token)
             if (eos and token in eos) or i == n_new - 1:
                 break
-            logits, cache = self.step(np.array([token], dtype=np.int64), cache, pos)
+            logits, cache = self.forward(np.array([token], dtype=np.int64), cache, pos)
             pos += 1
         return out
 
@@ -333,29 +343,25 @@ class OrtRunner(Runner):
             tokens[0] = self.bos
         return tokens
 
-    def time_prompt(self, n_prompt: int) -> float:
-        tokens = self._prompt_tokens(n_prompt)
-        cache = self.empty_cache(n_prompt)  # allocated untimed, as llama.cpp's context is
-        t0 = time.perf_counter()
-        self.run(tokens, cache)
-        return time.perf_counter() - t0
+    # ------------------------------------------------------------ the Runner protocol (bench)
 
-    def time_generate(self, n_gen: int) -> float:
-        tokens = self._prompt_tokens(max(n_gen, 1))[:n_gen]
-        cache = self.empty_cache(n_gen)
-        t0 = time.perf_counter()
-        for pos in range(n_gen):
-            _logits, cache = self.step(tokens[pos:pos + 1], cache, pos)
-        return time.perf_counter() - t0
+    def random_tokens(self, n: int) -> np.ndarray:
+        return self._prompt_tokens(n)
 
-    def time_first_token(self, n_prompt: int) -> float:
-        tokens = self._prompt_tokens(n_prompt)
-        cache = self.empty_cache(n_prompt)
-        t0 = time.perf_counter()
-        logits, _cache, _pos = self.run(tokens, cache)
-        int(self.last_row(logits).argmax())
-        return time.perf_counter() - t0
+    def start(self, capacity: int) -> None:
+        self._cache, self._pos, self._last = self.empty_cache(capacity), 0, None
+        self._one = np.zeros(1, dtype=np.int64)
 
+    def prompt(self, tokens: np.ndarray) -> None:
+        self._last, self._cache, self._pos = self.run(np.asarray(tokens, dtype=np.int64), self._cache, self._pos)
+
+    def step(self, token: int) -> None:
+        self._one[0] = token
+        self._last, self._cache = self.forward(self._one, self._cache, self._pos)
+        self._pos += 1
+
+    def pick(self) -> int:
+        return int(self.last_row(self._last).argmax())
 
 
 def _raw_iobinding(binding):

@@ -1,0 +1,214 @@
+"""GGUF: llama.cpp's file format, run by llama.cpp (llama-cpp-python's bindings)."""
+
+from __future__ import annotations
+
+import ctypes
+from collections import Counter
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.formats import ModelFacts
+
+MAGIC = b"GGUF"
+
+
+class _InitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+def _ggml_gguf():
+    """ggml's own GGUF reader (libggml-base, shipped with llama-cpp-python): it reads the
+    header and tensor infos in C, where gguf-py's reader walks every token string in Python."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")  # its folder only: importing it would load libllama too
+    if spec is None or not spec.origin:
+        return None
+    libs = sorted((Path(spec.origin).parent / "lib").glob("*ggml-base.*"))
+    if not libs:
+        return None
+    lib = ctypes.CDLL(str(libs[0]))
+    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _InitParams]
+    lib.gguf_init_from_file.restype = ctypes.c_void_p
+    lib.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
+    lib.gguf_get_data_offset.restype = ctypes.c_size_t
+    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
+    lib.gguf_get_n_tensors.restype = ctypes.c_int64
+    for fn in (lib.gguf_get_tensor_offset, lib.gguf_get_tensor_size):
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        fn.restype = ctypes.c_size_t
+    lib.gguf_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def gguf_data_end(path: Path) -> int | None:
+    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable.
+    ggml's C parser reads the (possibly hostile) file in a child process: a crash there is one line."""
+    from edgekit import native
+
+    return native.call("edgekit.formats.gguf:gguf_data_end_here", str(path), library="ggml's GGUF reader",
+                       what=f"reading the header of {Path(path).name}")
+
+
+def gguf_data_end_here(path: str) -> int | None:
+    lib = _ggml_gguf()
+    if lib is None:  # no ggml library next to llama_cpp: fall back to gguf-py (slow on big vocabularies)
+        import gguf
+
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception:
+            return None
+        return max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
+    if not ctx:
+        return None
+    try:
+        base = lib.gguf_get_data_offset(ctx)
+        return max((base + lib.gguf_get_tensor_offset(ctx, i) + lib.gguf_get_tensor_size(ctx, i)
+                    for i in range(lib.gguf_get_n_tensors(ctx))), default=base)
+    finally:
+        lib.gguf_free(ctx)
+
+
+def file_type_name(ftype: int) -> str:
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return f"ftype-{ftype}"
+
+
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    try:
+        return f.contents()
+    except Exception:
+        return default
+
+
+class GGUFFormat:
+    name = "gguf"
+    runtime = "llama.cpp"
+    library = "llama.cpp"
+
+    def sniff(self, path: Path) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return f.read(4) == MAGIC
+        except OSError:
+            return False
+
+    def find_in(self, folder: Path) -> list[Path]:
+        return sorted(Path(folder).glob("*.gguf"))
+
+    def check(self, path: Path) -> None:
+        """A GGUF whose header parses and whose every tensor lies inside the file."""
+        path = Path(path)
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != MAGIC:
+            raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})", "pass a .gguf file")
+        end = gguf_data_end(path)
+        if end is None:
+            raise EdgekitError(f"{path} is truncated or corrupt (its header does not parse)",
+                               "re-create it with edgekit export, or download it again")
+        if end > path.stat().st_size:
+            raise EdgekitError(f"{path} is truncated: its tensors end at byte {end}, the file has "
+                               f"{path.stat().st_size}", "re-create it with edgekit export, or download it again")
+
+    def _reader(self, path: Path):
+        import gguf
+
+        self.check(path)
+        try:
+            return gguf.GGUFReader(path)
+        except Exception as e:  # ggml accepted the header; gguf-py may still choke on a damaged value
+            raise EdgekitError(f"{path} cannot be read ({' '.join(str(e).split())[:160]})",
+                               "re-create it with edgekit export, or download it again") from None
+
+    def inspect(self, path: Path) -> dict:
+        path = Path(path)
+        reader = self._reader(path)
+        arch = _field(reader, "general.architecture", "unknown")
+        a = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        n_tokens = len(tokens.data) if tokens is not None else 0
+        bos, eos = _field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")
+        token_text = (lambda i: _field(reader, "tokenizer.ggml.tokens", [])[i] if i is not None and i < n_tokens  # noqa: E731
+                      else None)
+        ftype = _field(reader, "general.file_type")
+        types = Counter(t.tensor_type.name for t in reader.tensors)
+        names = {t.name for t in reader.tensors}
+        n_layer, n_embd = int(a("block_count") or 0), int(a("embedding_length") or 0)
+        n_head = int(a("attention.head_count") or 1)
+        n_kv = int(a("attention.head_count_kv", n_head))
+        k_len = int(a("attention.key_length", n_embd // n_head))
+        v_len = int(a("attention.value_length", n_embd // n_head))
+        return {
+            "kind": "gguf",
+            "path": str(path),
+            "size_bytes": path.stat().st_size,
+            "architecture": arch,
+            "name": _field(reader, "general.name"),
+            "quant": file_type_name(ftype) if ftype is not None else None,
+            # rope_freqs holds precomputed rope scaling factors, not parameters
+            "n_params": int(sum(int(t.n_elements) for t in reader.tensors if not t.name.startswith("rope_freqs"))),
+            "n_tensors": len(reader.tensors),
+            "tensor_types": dict(types.most_common()),
+            # what one generated token reads: every weight but the embedding table (one row is looked
+            # up) unless it doubles as the output layer, and not the rope factors
+            "weight_bytes_per_token": int(sum(int(t.n_bytes) for t in reader.tensors
+                                              if not (t.name == "token_embd.weight" and "output.weight" in names)
+                                              and not t.name.startswith("rope_freqs"))),
+            # llama.cpp's cache is F16 unless told otherwise
+            "kv_bytes_per_position": int(n_layer * n_kv * (k_len + v_len) * 2),
+            "context_length": a("context_length"),
+            "embedding_length": a("embedding_length"),
+            "block_count": a("block_count"),
+            "feed_forward_length": a("feed_forward_length"),
+            "head_count": a("attention.head_count"),
+            "head_count_kv": a("attention.head_count_kv"),
+            "rope_freq_base": a("rope.freq_base"),
+            "tokenizer": {
+                "model": _field(reader, "tokenizer.ggml.model"),
+                "pre": _field(reader, "tokenizer.ggml.pre"),
+                "n_tokens": n_tokens,
+                "bos_token_id": bos,
+                "bos_token": token_text(bos),
+                "eos_token_id": eos,
+                "eos_token": token_text(eos),
+                "add_bos": _field(reader, "tokenizer.ggml.add_bos_token"),
+                "chat_template": "tokenizer.chat_template" in reader.fields,
+            },
+            "gguf_version": _field(reader, "GGUF.version"),
+        }
+
+    def facts(self, path: Path) -> ModelFacts:
+        d = self.inspect(path)
+        return ModelFacts(format=self.name, path=Path(path), quant=d["quant"], size_bytes=d["size_bytes"],
+                          n_params=d["n_params"], architecture=d["architecture"],
+                          weight_bytes_per_token=d["weight_bytes_per_token"],
+                          kv_bytes_per_position=d["kv_bytes_per_position"], n_layers=d["block_count"], details=d)
+
+    def make_runner(self, path: Path, settings, spec):
+        from edgekit.runners.llamacpp import LlamaCppRunner
+
+        o = settings.llama_cpp
+        gpu_layers = spec.default_gpu_layers if o.gpu_layers is None else o.gpu_layers
+        return LlamaCppRunner(path, threads=settings.threads, gpu_layers=gpu_layers, ctx=settings.ctx,
+                              n_batch=o.n_batch, n_ubatch=o.n_ubatch, flash_attn=o.flash_attn)
+
+    def runtime_version(self) -> str:
+        from importlib import metadata
+
+        try:
+            return f"llama-cpp-python {metadata.version('llama-cpp-python')}"
+        except metadata.PackageNotFoundError:
+            return "llama-cpp-python unknown"
+
+
+FORMAT = GGUFFormat()
