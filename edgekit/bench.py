@@ -117,7 +117,9 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     from an idle baseline through every phase; roofline; one BenchResult. Orchestration only:
     `runner_factory(path, settings, spec)` makes the runner (default: the format's), and
     `sensor_factory(settings, on_gpu, spec)` opens the sensor (default: edgekit.power.open_sensor),
-    so both can be injected. `transport` is where the target's facts and state are read."""
+    so both can be injected. `transport` is where the target's facts, state and host facts are
+    read: this machine, or a recording in tests. The runner always runs here, so a bench on a
+    device runs this function on the device (BenchSettings travel whole), never here through SSH."""
     from edgekit.formats import get_format, resolve_artifact as resolve
     from edgekit.manifest import sha256_of
     from edgekit.power import Sampler

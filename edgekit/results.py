@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from edgekit.errors import EdgekitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runtime options in settings.llama_cpp / settings.onnxruntime (1 is read too)
 
 
 class Stat(BaseModel):
@@ -67,20 +67,70 @@ class RuntimeInfo(BaseModel):
     build_flags: str | None = None
 
 
+class LlamaCppSettings(BaseModel):
+    gpu_layers: int
+    n_batch: int
+    n_ubatch: int
+    flash_attn: str                 # auto/on/off
+
+
+class OnnxRuntimeSettings(BaseModel):
+    gpu_layers: int                 # every layer on a GPU provider, else 0
+    n_batch: int                    # prompt chunk (each runs whole)
+    providers: list[str]            # execution providers, in order
+    graph_optimization: str
+
+
 class Settings(BaseModel):
+    """What the run did; the runtime's own options in its part (`llama_cpp` or `onnxruntime`)."""
+
     n_prompt: int
     n_gen: int
     repetitions: int
     threads: int
-    gpu_layers: int
     ctx: int
-    n_batch: int
-    n_ubatch: int
-    flash_attn: str                 # auto/on/off (llama.cpp); n/a for ONNX Runtime
-    providers: list[str] | None = None          # ONNX Runtime execution providers, in order
-    graph_optimization: str | None = None       # ONNX Runtime graph optimization level
     warmup: bool = True
     random_tokens: bool = True      # speed does not depend on token values; llama-bench does the same
+    llama_cpp: LlamaCppSettings | None = None
+    onnxruntime: OnnxRuntimeSettings | None = None
+
+    @property
+    def runtime(self) -> LlamaCppSettings | OnnxRuntimeSettings:
+        part = self.llama_cpp or self.onnxruntime
+        if part is None:
+            raise ValueError("the settings hold no runtime part")
+        return part
+
+    @property
+    def gpu_layers(self) -> int:
+        return self.runtime.gpu_layers
+
+    @property
+    def n_batch(self) -> int:
+        return self.runtime.n_batch
+
+    @property
+    def n_ubatch(self) -> int:
+        return getattr(self.runtime, "n_ubatch", self.runtime.n_batch)
+
+    @property
+    def flash_attn(self) -> str | None:
+        return getattr(self.runtime, "flash_attn", None)
+
+
+def settings_from_v1(settings: dict, fmt: str) -> dict:
+    """Schema 1 kept every runtime's fields side by side (flash_attn "n/a" for ONNX, providers
+    None for llama.cpp): the same facts in schema 2's per-runtime part."""
+    common = {k: settings[k] for k in ("n_prompt", "n_gen", "repetitions", "threads", "ctx", "warmup",
+                                       "random_tokens") if k in settings}
+    if fmt == "onnx":
+        part = {"onnxruntime": {"gpu_layers": settings.get("gpu_layers", 0), "n_batch": settings.get("n_batch", 1),
+                                "providers": settings.get("providers") or [],
+                                "graph_optimization": settings.get("graph_optimization") or "all"}}
+    else:
+        part = {"llama_cpp": {k: settings[k] for k in ("gpu_layers", "n_batch", "n_ubatch", "flash_attn")
+                              if k in settings}}
+    return {**common, **part}
 
 
 class Metrics(BaseModel):
@@ -150,6 +200,9 @@ class BenchResult(BaseModel):
         if isinstance(data, dict) and version > SCHEMA_VERSION:
             raise EdgekitError(f"{path} has schema_version {data['schema_version']}, newer than this edgekit's "
                                f"{SCHEMA_VERSION}", "upgrade edgekit")
+        if version == 1 and isinstance(data.get("settings"), dict):
+            data = {**data, "schema_version": SCHEMA_VERSION,
+                    "settings": settings_from_v1(data["settings"], (data.get("artifact") or {}).get("format"))}
         try:
             return cls.model_validate(data)
         except Exception as e:
@@ -166,7 +219,7 @@ class BenchResult(BaseModel):
             "model_type": f"{self.artifact.architecture or '?'} {self.artifact.quant or '?'}",
             "model_size": self.artifact.size_bytes, "model_n_params": self.artifact.n_params,
             "n_batch": s.n_batch, "n_ubatch": s.n_ubatch, "n_threads": s.threads, "n_gpu_layers": s.gpu_layers,
-            "flash_attn": {"on": 1, "off": 0}.get(s.flash_attn, -1), "n_depth": 0, "test_time": self.created_utc,
+            "flash_attn": {"on": 1, "off": 0}.get(s.flash_attn or "", -1), "n_depth": 0, "test_time": self.created_utc,
         }
         out = []
         for n_prompt, n_gen, n_tok, stat in ((s.n_prompt, 0, s.n_prompt, m.pp_tok_s), (0, s.n_gen, s.n_gen, m.tg_tok_s)):

@@ -57,7 +57,26 @@ def test_schema_round_trip(tiny_result, tmp_path):
     path.write_text(tiny_result.to_json())
     again = BenchResult.load(path)
     assert again == tiny_result
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
+
+
+def test_schema_1_results_are_read_into_the_runtime_parts(tiny_result, tmp_path):
+    """Version 1 kept every runtime's fields side by side (flash_attn "n/a" for ONNX Runtime)."""
+    data = json.loads(tiny_result.to_json())
+    s = data["settings"]
+    lc = s.pop("llama_cpp")
+    s.pop("onnxruntime")
+    data["settings"] = {**s, **lc, "providers": None, "graph_optimization": None}
+    data["schema_version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    again = BenchResult.load(tmp_path / "v1.json")
+    assert again.settings == tiny_result.settings and again.schema_version == 2
+    onnx = {**data, "artifact": {**data["artifact"], "format": "onnx"},
+            "settings": {**data["settings"], "flash_attn": "n/a", "providers": ["CPUExecutionProvider"],
+                         "graph_optimization": "all"}}
+    (tmp_path / "v1-onnx.json").write_text(json.dumps(onnx))
+    o = BenchResult.load(tmp_path / "v1-onnx.json").settings
+    assert o.llama_cpp is None and o.onnxruntime.providers == ["CPUExecutionProvider"] and o.flash_attn is None
 
 
 def test_llama_bench_export(tiny_result):

@@ -50,8 +50,7 @@ class FakeRunner:
         return "fake 1.0"
 
     def result_settings(self):
-        return {"gpu_layers": 0, "n_batch": 64, "n_ubatch": 64, "flash_attn": "n/a", "providers": None,
-                "graph_optimization": None}
+        return {"llama_cpp": {"gpu_layers": 0, "n_batch": 64, "n_ubatch": 32, "flash_attn": "off"}}
 
     def random_tokens(self, n):
         return self.rng.integers(0, 1000, size=n)
@@ -147,7 +146,8 @@ def test_result_assembly_takes_runtime_fields_from_the_runner_and_facts_from_the
     r, _, _, _ = _run(gguf_path, n_prompt=16, n_gen=4, repetitions=2)
     assert r.settings.n_prompt == 16 and r.settings.n_gen == 4 and r.settings.repetitions == 2
     assert r.settings.threads == 2 and r.settings.ctx == 17  # what the run needs: the prompt and one more
-    assert r.settings.flash_attn == "n/a" and r.settings.n_batch == 64
+    assert r.settings.llama_cpp.flash_attn == "off" and r.settings.n_batch == 64 and r.settings.n_ubatch == 32
+    assert r.settings.onnxruntime is None
     assert r.runtime.name == "llama.cpp" and r.runtime.build_flags == "fake 1.0"
     assert r.artifact.format == "gguf" and r.artifact.quant == "Q4_0" and r.artifact.n_params > 0
     assert len(r.artifact.sha256) == 64

@@ -422,7 +422,9 @@ def test_cli_bench_onnx_folder(onnx_export, tiny_qwen2, tmp_path):
     r = json.loads(res.stdout)
     assert r["artifact"]["format"] == "onnx" and r["artifact"]["quant"] == "INT4"
     assert r["runtime"]["name"] == "onnxruntime" and r["runtime"]["backend"] == "CPU"
-    assert r["settings"]["providers"] == ["CPUExecutionProvider"] and r["settings"]["graph_optimization"] == "all"
+    ort = r["settings"]["onnxruntime"]
+    assert ort["providers"] == ["CPUExecutionProvider"] and ort["graph_optimization"] == "all"
+    assert r["settings"]["llama_cpp"] is None  # runtime fields live in their runtime's part only
     m = r["metrics"]
     for key in ("pp_tok_s", "tg_tok_s", "ttft_s"):
         assert len(m[key]["samples"]) == 2 and all(v > 0 and np.isfinite(v) for v in m[key]["samples"])

@@ -18,7 +18,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from edgekit.results import PowerInfo
 
 from edgekit.registry import POWER_SENSORS_GROUP, Registry
 

@@ -80,8 +80,8 @@ class LlamaCppRunner(LoadedInContext):
         return bool(self.gpu_layers) and bool(L.llama_supports_gpu_offload())
 
     def result_settings(self) -> dict:
-        return {"gpu_layers": self.gpu_layers, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
-                "flash_attn": self.flash_attn, "providers": None, "graph_optimization": None}
+        return {"llama_cpp": {"gpu_layers": self.gpu_layers, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
+                              "flash_attn": self.flash_attn}}
 
     def load(self) -> float:
         """Load model and context; returns seconds taken."""

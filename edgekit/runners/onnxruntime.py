@@ -196,9 +196,9 @@ class OrtRunner(LoadedInContext):
         return bool(self.wanted) and self.wanted[0] in GPU_PROVIDERS
 
     def result_settings(self) -> dict:
-        return {"gpu_layers": self.n_layers if self.backend() != "CPU" else 0, "n_batch": self.n_batch,
-                "n_ubatch": self.n_batch,  # ONNX Runtime runs each chunk whole
-                "flash_attn": "n/a", "providers": self.providers, "graph_optimization": self.graph_opt}
+        return {"onnxruntime": {"gpu_layers": self.n_layers if self.backend() != "CPU" else 0,
+                                "n_batch": self.n_batch, "providers": self.providers,
+                                "graph_optimization": self.graph_opt}}
 
     def system_info(self) -> str:
         import onnxruntime as ort
