@@ -103,7 +103,8 @@ def fetch_sdist(python: str = sys.executable) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         subprocess.run([python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
-                        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"], check=True)
+                        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"], check=True,
+                       stdout=sys.stderr)  # stdout is this script's answer (the Makefile reads it)
         os.replace(next(Path(tmp).glob("llama_cpp_python-*.tar.gz")), path)
     return path
 
@@ -123,7 +124,8 @@ def wheel(python: str = sys.executable, cmake_args: str | None = None) -> Path:
     try:
         # --no-cache-dir: pip's own wheel cache is keyed by version only and must never hold this wheel
         subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(tmp), str(sdist)],
-                       check=True, env={**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1"})
+                       check=True, env={**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1"},
+                       stdout=sys.stderr)
         (tmp / "cmake_args.txt").write_text(cmake_args + "\n")
         if dest.exists():
             shutil.rmtree(dest)

@@ -108,6 +108,33 @@ def test_wheel_comes_from_the_keyed_cache_without_building(tmp_path, monkeypatch
     assert build.wheel() == whl
 
 
+def test_building_prints_only_the_wheel_path_on_stdout(tmp_path, monkeypatch, capfd):
+    """The Makefile reads the script's stdout as the wheel's path: pip's own output must go to stderr."""
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("LLAMA_CMAKE_ARGS", raising=False)
+    fake_pip = tmp_path / "fakepip.py"  # prints as pip does, and makes the files pip would
+    fake_pip.write_text(
+        "import sys, pathlib\n"
+        "print('Collecting llama-cpp-python ... Successfully built')\n"
+        "args = sys.argv[1:]\n"
+        "out = pathlib.Path(args[args.index('-d' if 'download' in args else '-w') + 1])\n"
+        "name = 'llama_cpp_python-0.3.36.tar.gz' if 'download' in args else "
+        "'llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl'\n"
+        "(out / name).write_bytes(b'')\n")
+    real_run = subprocess.run
+
+    def run(argv, **kwargs):  # `python -m pip ...` -> the fake, with the same stdout handling
+        if argv[1:3] == ["-m", "pip"]:
+            argv = [argv[0], str(fake_pip), *argv[3:]]
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(build.subprocess, "run", run)
+    assert build.main(["wheel"]) == 0
+    out, err = capfd.readouterr()
+    assert out.strip().splitlines() == [str(build.wheel_dir() / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl")]
+    assert "Successfully built" in err and (build.wheel_dir() / "cmake_args.txt").is_file()
+
+
 def test_one_version_everywhere():
     constraints = (ROOT / "constraints.txt").read_text()
     assert f"llama-cpp-python=={build.LLAMA_CPP_PYTHON_VERSION}\n" in constraints
