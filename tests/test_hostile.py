@@ -108,17 +108,22 @@ def gguf_file(tiny_qwen2, tmp_path_factory):
     return out / "tiny-qwen2-Q4_0.gguf"
 
 
-def test_output_paths_that_are_inputs_or_folders_are_refused_before_any_work(gguf_file, tmp_path):
+def test_output_paths_that_are_inputs_or_folders_are_refused_before_any_work(gguf_file, tmp_path, monkeypatch):
     model_bytes = gguf_file.read_bytes()
     bench = ["bench", gguf_file, "-p", 8, "-n", 4, "-r", 1, "--power", "none"]
     cases = [  # (args, words)
         ([*bench, "-o", gguf_file], "is the input"),
         ([*bench, "-o", tmp_path], "is a folder"),
     ]
-    for args, words in cases:
-        t0 = time.monotonic()
-        line = assert_one_line_error(run(*args), words)
-        assert time.monotonic() - t0 < 5, f"refused only after the run: {line}"  # before llama.cpp loads
+    import edgekit.native
+
+    def no_run(*_a, **_k):
+        raise AssertionError("the benchmark started before its output path was checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(edgekit.native, "call", no_run)  # refused before the run's child is even started
+        for args, words in cases:
+            assert_one_line_error(run(*args), words)
     assert gguf_file.read_bytes() == model_bytes
     assert not [p for p in tmp_path.iterdir()], "nothing written beside"
     r = run(*bench, "-o", tmp_path / "r.json")
@@ -226,13 +231,13 @@ def test_a_host_that_accepts_and_never_answers_ends_at_the_first_command(tmp_pat
     threading.Thread(target=accept, daemon=True).start()
     before = set(Path("/tmp").glob("ek-*"))
     try:
-        t0 = time.monotonic()
         line = assert_one_line_error(run("probe", "--host", "nobody@127.0.0.1", "--ssh-option", f"Port={port}",
                                          "--ssh-option", "ConnectTimeout=3",
                                          "--ssh-option", f"UserKnownHostsFile={tmp_path / 'kh'}"),
                                      "cannot reach nobody@127.0.0.1")
-        assert time.monotonic() - t0 < 25, line
         assert "`ssh nobody@127.0.0.1 true`" in line
+        # the first command that cannot reach the host ends the run: one connection, not one per command
+        assert len(held) == 1, f"{len(held)} connection attempts"
     finally:
         stop.set()
         for c in held:
