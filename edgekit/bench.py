@@ -243,8 +243,10 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
         artifact=ArtifactInfo(path=str(path), format=form.name, quant=facts.quant, size_bytes=facts.size_bytes,
                               sha256=sha256_of(path, 8 << 20, *[path.parent / e for e in facts.external_data])
                               if settings.hash_artifact else None, n_params=facts.n_params,
-                              architecture=facts.architecture),
-        runtime=RuntimeInfo(name=form.runtime, version=form.runtime_version(), backend=backend, build_flags=build),
+                              architecture=facts.architecture,
+                              **(runner.runtime_facts()["artifact"] if hasattr(runner, "runtime_facts") else {})),
+        runtime=RuntimeInfo(name=form.runtime, version=form.runtime_version(), backend=backend, build_flags=build,
+                            **(runner.runtime_facts()["runtime"] if hasattr(runner, "runtime_facts") else {})),
         settings=Settings(n_prompt=n_prompt, n_gen=n_gen, repetitions=reps, threads=threads, ctx=ctx,
                           **runtime_settings),
         metrics=metrics, power=power_info, roofline=roofline,

@@ -7,6 +7,7 @@ second, `_bytes` bytes, `_gb_s` gigabytes (1e9) per second.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,7 @@ class HostInfo(BaseModel):
     ram_bytes: int | None = None
     python: str | None = None
     accelerators: list[str] = []
+    reached_as: str | None = None   # the SSH destination the run was started through (bench --host)
 
 
 class ArtifactInfo(BaseModel):
@@ -58,6 +60,8 @@ class ArtifactInfo(BaseModel):
     sha256: str | None = None       # of the file; for ONNX, of model.onnx followed by its external data
     n_params: int | None = None
     architecture: str | None = None
+    model_type: str | None = None   # the runtime's own: llama.cpp's llama_model_desc ("qwen2 1.5B Q4_K - Medium")
+    tensor_bytes: int | None = None  # llama.cpp's llama_model_size: bytes of all tensors (less than the file)
 
 
 class RuntimeInfo(BaseModel):
@@ -65,6 +69,12 @@ class RuntimeInfo(BaseModel):
     version: str
     backend: str                    # CPU, CUDA, Metal, ...
     build_flags: str | None = None
+    # the runtime's own words (None where it has none, and in results written before edgekit kept them)
+    build_commit: str | None = None  # the commit it was built from (llama.cpp: short hash, as llama-bench writes it)
+    build_number: int | None = None  # llama.cpp's build number (not in its shared libraries: None)
+    backends: str | None = None      # llama.cpp: ggml's registered backends, as llama-bench lists them ("CPU", "CUDA")
+    cpu_info: str | None = None      # llama.cpp: its CPU (and accelerator) devices' descriptions
+    gpu_info: str | None = None      # llama.cpp: its GPU devices' descriptions, "" when none
 
 
 class LlamaCppSettings(BaseModel):
@@ -72,6 +82,19 @@ class LlamaCppSettings(BaseModel):
     n_batch: int
     n_ubatch: int
     flash_attn: str                 # auto/on/off
+    # what else the runner passed to llama.cpp: the library's defaults, which edgekit does not vary
+    # (read back from the parameter structs; None in results written before edgekit recorded them)
+    type_k: str | None = None       # KV cache types, as ggml_type_name spells them ("f16")
+    type_v: str | None = None
+    split_mode: str | None = None   # none/layer/row/tensor
+    main_gpu: int | None = None
+    offload_kqv: bool | None = None
+    op_offload: bool | None = None
+    embeddings: bool | None = None
+    load_mode: str | None = None    # llama_load_mode_name: auto, none, mmap, mlock, mmap+mlock, dio
+    lazy_mode: str | None = None    # off/auto/on
+    repack: bool | None = None      # use_extra_bufts (weight repacking)
+    no_host: bool | None = None
 
 
 class OnnxRuntimeSettings(BaseModel):
@@ -128,8 +151,7 @@ def settings_from_v1(settings: dict, fmt: str) -> dict:
                                 "providers": settings.get("providers") or [],
                                 "graph_optimization": settings.get("graph_optimization") or "all"}}
     else:
-        part = {"llama_cpp": {k: settings[k] for k in ("gpu_layers", "n_batch", "n_ubatch", "flash_attn")
-                              if k in settings}}
+        part = {"llama_cpp": {k: settings[k] for k in LlamaCppSettings.model_fields if k in settings}}
     return {**common, **part}
 
 
@@ -210,25 +232,76 @@ class BenchResult(BaseModel):
                                "pass result files written by edgekit bench -o (llama-bench format is output only)") from None
 
     def to_llama_bench(self) -> list[dict[str, Any]]:
-        """llama-bench's JSON (`-o json`): one object per test, pp and tg, for the overlapping fields."""
-        s, m = self.settings, self.metrics
+        """llama-bench's JSON (`-o json`): one object per test, pp then tg, with every field llama-bench
+        writes, in its order and with its JSON types (LLAMA_BENCH_FIELDS), so that llama.cpp's
+        scripts/compare-llama-bench.py reads it. Where the result holds no value, the value is what
+        llama-bench reports for the same run: the threadpool's "0x0"/false/50 (edgekit attaches
+        none, so llama.cpp computes with ggml's default threadpool params); no devices list, tensor
+        split, overrides, MoE offload, fitting or depth. Results written before edgekit kept the
+        llama.cpp facts fall back to the llama.cpp defaults it passed then, the host's facts and
+        edgekit's own model label; ONNX Runtime results take the same shape, with llama-bench's
+        defaults in the llama.cpp-only fields. model_size is llama_model_size (tensor bytes)."""
+        s, m, a, rt = self.settings, self.metrics, self.artifact, self.runtime
+        lc = s.llama_cpp
+
+        def passed(name: str, default):
+            value = getattr(lc, name, None) if lc is not None else None
+            return default if value is None else value
+
         base = {
-            "build_commit": None, "build_number": None,
-            "cpu_info": self.host.cpu_model, "gpu_info": ", ".join(self.host.accelerators),
-            "backends": self.runtime.backend, "model_filename": self.artifact.path,
-            "model_type": f"{self.artifact.architecture or '?'} {self.artifact.quant or '?'}",
-            "model_size": self.artifact.size_bytes, "model_n_params": self.artifact.n_params,
-            "n_batch": s.n_batch, "n_ubatch": s.n_ubatch, "n_threads": s.threads, "n_gpu_layers": s.gpu_layers,
-            "flash_attn": {"on": 1, "off": 0}.get(s.flash_attn or "", -1), "n_depth": 0, "test_time": self.created_utc,
+            "build_commit": rt.build_commit or "unknown", "build_number": rt.build_number or 0,
+            "cpu_info": rt.cpu_info if rt.cpu_info is not None else (self.host.cpu_model or ""),
+            "gpu_info": rt.gpu_info if rt.gpu_info is not None else ", ".join(self.host.accelerators),
+            "backends": rt.backends or rt.backend, "model_filename": a.path,
+            "model_type": a.model_type or f"{a.architecture or '?'} {a.quant or '?'}",
+            # llama-bench writes llama_model_size (artifact.tensor_bytes: the file less its header and
+            # metadata); a result written before edgekit kept it falls back to the file's size
+            "model_size": a.tensor_bytes if a.tensor_bytes is not None else a.size_bytes,
+            "model_n_params": a.n_params or 0, "n_batch": s.n_batch, "n_ubatch": s.n_ubatch, "n_threads": s.threads,
+            "cpu_mask": "0x0", "cpu_strict": False, "poll": 50,
+            "type_k": passed("type_k", "f16"), "type_v": passed("type_v", "f16"), "n_gpu_layers": s.gpu_layers,
+            "n_cpu_moe": 0, "split_mode": passed("split_mode", "layer"), "main_gpu": passed("main_gpu", 0),
+            "no_kv_offload": not passed("offload_kqv", True),
+            "flash_attn": LLAMA_BENCH_FLASH_ATTN.get(s.flash_attn or "", -1),
+            "devices": "auto", "tensor_split": "0.00", "tensor_buft_overrides": "none",
+            "load_mode": passed("load_mode", "auto"), "lazy_mode": passed("lazy_mode", "auto"),
+            "embeddings": passed("embeddings", False), "no_op_offload": int(not passed("op_offload", True)),
+            "no_host": passed("no_host", False), "repack": passed("repack", True), "fit_target": 0, "fit_min_ctx": 0,
         }
+        test_time = datetime.fromisoformat(self.created_utc).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         out = []
         for n_prompt, n_gen, n_tok, stat in ((s.n_prompt, 0, s.n_prompt, m.pp_tok_s), (0, s.n_gen, s.n_gen, m.tg_tok_s)):
             if stat is None:
                 continue
             samples_ns = [round(n_tok / ts * 1e9) for ts in stat.samples]
-            out.append({**base, "n_prompt": n_prompt, "n_gen": n_gen,
-                        "avg_ns": round(statistics.fmean(samples_ns)),
-                        "stddev_ns": round(statistics.stdev(samples_ns)) if len(samples_ns) > 1 else 0,
+            out.append({**base, "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": 0, "test_time": test_time,
+                        "avg_ns": sum(samples_ns) // len(samples_ns), "stddev_ns": _llama_bench_stdev_ns(samples_ns),
                         "avg_ts": stat.mean, "stddev_ts": stat.stdev,
                         "samples_ns": samples_ns, "samples_ts": stat.samples})
         return out
+
+
+LLAMA_BENCH_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type, written as an integer
+
+# llama-bench's fields (tools/llama-bench/llama-bench.cpp: test::get_fields(), then the JSON printer's
+# samples_ns and samples_ts), in its order; tests/test_llama_bench_format.py checks them against that source.
+LLAMA_BENCH_FIELDS = (
+    "build_commit", "build_number", "cpu_info", "gpu_info", "backends", "model_filename", "model_type", "model_size",
+    "model_n_params", "n_batch", "n_ubatch", "n_threads", "cpu_mask", "cpu_strict", "poll", "type_k", "type_v",
+    "n_gpu_layers", "n_cpu_moe", "split_mode", "main_gpu", "no_kv_offload", "flash_attn", "devices", "tensor_split",
+    "tensor_buft_overrides", "load_mode", "lazy_mode", "embeddings", "no_op_offload", "no_host", "repack",
+    "fit_target", "fit_min_ctx", "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns", "avg_ts",
+    "stddev_ts", "samples_ns", "samples_ts",
+)
+
+
+def _llama_bench_stdev_ns(samples: list[int]) -> int:
+    """llama-bench's stdev of its uint64 nanosecond samples, in its integer arithmetic:
+    sqrt(sum(x^2) / (n-1) - mean^2 * n / (n-1)) with the integer mean, truncated (0 for one sample),
+    without the uint64 wrap-around that garbles it there once samples pass about 4 s."""
+    n = len(samples)
+    if n <= 1:
+        return 0
+    mean = sum(samples) // n
+    var = sum(x * x for x in samples) // (n - 1) - mean * mean * n // (n - 1)
+    return int(math.sqrt(max(var, 0)))

@@ -6,7 +6,11 @@ The protocol, for a runner `r` of one model:
 - `r.backend()` ("CPU", "CUDA", "Metal", ...), `r.system_info()` (the runtime's build line),
   `r.uses_gpu` (known before load: it picks the power sensor), `r.result_settings()` (the
   runtime's own fields of the result's `settings`: gpu_layers, batches, flash attention,
-  providers, graph optimization).
+  providers, graph optimization; once loaded, also what else the runner passed to the runtime).
+- `r.runtime_facts()`: what the runtime itself says of its build and the loaded model, kept after
+  close: {"runtime": extra RuntimeInfo fields (build_commit, build_number, backends, cpu_info,
+  gpu_info), "artifact": extra ArtifactInfo fields (model_type, tensor_bytes)}; a part may be
+  empty, and a runner without the method adds nothing (the llama-bench form then falls back).
 - `r.random_tokens(n)`: n random token ids, BOS first where the vocabulary adds one (speed does
   not depend on token values; llama-bench does the same).
 - `r.start(capacity)`: an empty KV cache with room for `capacity` tokens; allocation happens
@@ -36,6 +40,8 @@ class Runner(Protocol):
     def system_info(self) -> str: ...
 
     def result_settings(self) -> dict[str, Any]: ...
+
+    def runtime_facts(self) -> dict[str, dict[str, Any]]: ...
 
     def random_tokens(self, n: int) -> np.ndarray: ...
 

@@ -10,6 +10,7 @@ speed does not depend on them, and llama-bench does the same.
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
 from pathlib import Path
 
@@ -61,6 +62,84 @@ def system_info_here() -> str:
     return L.llama_print_system_info().decode(errors="replace").strip()
 
 
+# The llama.cpp commit each pinned llama-cpp-python vendors (its CHANGELOG: "update llama.cpp to
+# ggml-org/llama.cpp@0c1e57098"; the sdist's vendor/llama.cpp HEAD is 0c1e57098bba43ac...), as
+# llama-bench spells build_commit (`git rev-parse --short HEAD`). Used only where the build itself
+# does not know (ggml_commit() "unknown": built from a tree without git).
+VENDORED_COMMIT = {"0.3.36": "0c1e570"}
+SPLIT_MODES = {0: "none", 1: "layer", 2: "row", 3: "tensor"}    # llama-bench's split_mode_str
+LAZY_MODES = {0: "off", 1: "auto", 2: "on"}                      # llama-bench's lazy_mode_str
+GGML_DEVICE_CPU, GGML_DEVICE_GPU, GGML_DEVICE_IGPU, GGML_DEVICE_ACCEL = 0, 1, 2, 3  # enum ggml_backend_dev_type
+
+
+@functools.cache
+def _ggml():
+    """libggml of the installed bindings through ctypes, with the prototypes used here (llama_cpp's
+    own bindings have none of ggml's registry), or None where it cannot be loaded."""
+    try:
+        from llama_cpp._ggml import libggml as g
+    except Exception:
+        return None
+    p, s, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
+    for name, args, res in (("ggml_commit", [], s), ("ggml_type_name", [ctypes.c_int], s),
+                            ("ggml_backend_dev_count", [], i), ("ggml_backend_dev_get", [i], p),
+                            ("ggml_backend_dev_type", [p], ctypes.c_int), ("ggml_backend_dev_description", [p], s),
+                            ("ggml_backend_reg_count", [], i), ("ggml_backend_reg_get", [i], p),
+                            ("ggml_backend_reg_name", [p], s), ("ggml_backend_reg_dev_count", [p], i)):
+        try:
+            fn = getattr(g, name)
+        except AttributeError:
+            return None
+        fn.argtypes, fn.restype = args, res
+    return g
+
+
+def build_commit(raw: str | None, bindings_version: str | None) -> str:
+    """llama-bench's build_commit of this build: `llama_commit()` is not in the shared libraries
+    (it lives in llama.cpp's static common library), but ggml_commit() is, and when llama.cpp builds
+    its ggml both run `git rev-parse --short HEAD` in the same tree. ggml adds "-dirty" where `git
+    diff-index` sees changes; llama_commit() never does, so it is dropped (in the llama-cpp-python
+    sdist it is spurious anyway: the index shipped in it has stale file times). Where the build knows
+    no commit: the one the pinned bindings vendor (VENDORED_COMMIT), else "unknown" as llama.cpp says."""
+    commit = (raw or "").strip().removesuffix("-dirty")
+    if commit and commit != "unknown":
+        return commit
+    return VENDORED_COMMIT.get(bindings_version or "", "unknown")
+
+
+def ggml_facts() -> dict:
+    """What ggml itself says of this build and its devices, as llama-bench reports them: build_commit,
+    cpu_info and gpu_info (the CPU/accelerator and GPU devices' descriptions, ", "-joined) and
+    backends (the registered backends other than CPU, "," joined, "CPU" when none). {} without ggml."""
+    import llama_cpp as L
+
+    g = _ggml()
+    if g is None:
+        return {}
+    devices = [g.ggml_backend_dev_get(i) for i in range(g.ggml_backend_dev_count())]
+    kinds = [(g.ggml_backend_dev_type(d), (g.ggml_backend_dev_description(d) or b"").decode(errors="replace"))
+             for d in devices]
+    backends, rpc = [], False
+    for reg in (g.ggml_backend_reg_get(i) for i in range(g.ggml_backend_reg_count())):
+        name = (g.ggml_backend_reg_name(reg) or b"").decode(errors="replace")
+        if name.startswith("RPC"):
+            rpc = rpc or g.ggml_backend_reg_dev_count(reg) > 0
+        elif name != "CPU":
+            backends.append(name)
+    backends += ["RPC"] if rpc else []
+    return {"build_commit": build_commit((g.ggml_commit() or b"").decode(errors="replace"),
+                                         getattr(L, "__version__", None)),
+            "cpu_info": ", ".join(d for t, d in kinds if t in (GGML_DEVICE_CPU, GGML_DEVICE_ACCEL)),
+            "gpu_info": ", ".join(d for t, d in kinds if t in (GGML_DEVICE_GPU, GGML_DEVICE_IGPU)),
+            "backends": ",".join(backends) or "CPU"}
+
+
+def ggml_type_name(type_id: int) -> str | None:
+    g = _ggml()
+    name = g.ggml_type_name(type_id) if g is not None else None
+    return name.decode() if name else None
+
+
 class LlamaCppRunner(LoadedInContext):
     """A GGUF through llama.cpp's C API (the Runner protocol of edgekit.runners)."""
 
@@ -70,6 +149,8 @@ class LlamaCppRunner(LoadedInContext):
         self.ctx, self.n_batch, self.n_ubatch, self.flash_attn = ctx, n_batch, n_ubatch, flash_attn
         self.rng = np.random.default_rng(seed)
         self.model = self.context = None
+        self.passed: dict = {}  # what load() passed to llama.cpp beyond the above (see result_settings)
+        self.facts: dict = {"runtime": {}, "artifact": {}}  # what llama.cpp said at load (runtime_facts)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -80,8 +161,20 @@ class LlamaCppRunner(LoadedInContext):
         return bool(self.gpu_layers) and bool(L.llama_supports_gpu_offload())
 
     def result_settings(self) -> dict:
+        """The options edgekit sets, and once loaded what else it passed to llama.cpp: the library's
+        defaults, which edgekit does not vary (KV cache types, split mode, main GPU, KQV and op
+        offload, embeddings, load and lazy modes, repacking, host buffers), read back from the
+        parameter structs it loaded with."""
         return {"llama_cpp": {"gpu_layers": self.gpu_layers, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
-                              "flash_attn": self.flash_attn}}
+                              "flash_attn": self.flash_attn, **self.passed}}
+
+    def runtime_facts(self) -> dict:
+        """What llama.cpp itself said at load, kept after close: {"runtime": build_commit, build_number,
+        backends, cpu_info, gpu_info; "artifact": model_type (llama_model_desc), tensor_bytes
+        (llama_model_size)}, each part the extra fields of RuntimeInfo and ArtifactInfo. build_number
+        is None: llama_build_number() is not in the shared libraries (llama.cpp's static common
+        library has it), and nothing else in the build records it."""
+        return {"runtime": dict(self.facts["runtime"]), "artifact": dict(self.facts["artifact"])}
 
     def load(self) -> float:
         """Load model and context; returns seconds taken."""
@@ -111,6 +204,7 @@ class LlamaCppRunner(LoadedInContext):
             detail = f" ({errors[-1]})" if errors else ""
             raise EdgekitError(f"llama.cpp could not create a context of {self.ctx} tokens for {self.path.name}{detail}",
                                "lower --ctx or --gpu-layers (not enough memory)")
+        self._record(L, mparams, cparams)
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
@@ -118,6 +212,27 @@ class LlamaCppRunner(LoadedInContext):
         self._buf = (L.llama_token * max(self.n_batch, 1))()
         self._tokens = np.frombuffer(self._buf, dtype=np.int32)  # a numpy view of the C array
         return time.perf_counter() - t0
+
+    def _record(self, L, mparams, cparams) -> None:
+        """Keep what was passed to llama.cpp and what it says of the build and the loaded model (the
+        fields llama-bench reports; None where these bindings lack one)."""
+        def field(params, name, convert=lambda v: v):
+            value = getattr(params, name, None)
+            return None if value is None else convert(value)
+
+        load_mode = field(mparams, "load_mode", lambda v: L.llama_load_mode_name(v).decode())
+        self.passed = {
+            "type_k": field(cparams, "type_k", ggml_type_name), "type_v": field(cparams, "type_v", ggml_type_name),
+            "split_mode": field(mparams, "split_mode", lambda v: SPLIT_MODES.get(v, str(v))),
+            "main_gpu": field(mparams, "main_gpu", int), "offload_kqv": field(cparams, "offload_kqv", bool),
+            "op_offload": field(cparams, "op_offload", bool), "embeddings": field(cparams, "embeddings", bool),
+            "load_mode": load_mode, "lazy_mode": field(mparams, "lazy_mode", lambda v: LAZY_MODES.get(v, str(v))),
+            "repack": field(mparams, "use_extra_bufts", bool), "no_host": field(mparams, "no_host", bool)}
+        buf = ctypes.create_string_buffer(128)  # llama-bench's buffer: a longer description is cut the same
+        L.llama_model_desc(self.model, buf, ctypes.sizeof(buf))
+        self.facts = {"runtime": {**ggml_facts(), "build_number": None},
+                      "artifact": {"model_type": buf.value.decode(errors="replace"),
+                                   "tensor_bytes": int(L.llama_model_size(self.model))}}
 
     def close(self) -> None:
         import llama_cpp as L

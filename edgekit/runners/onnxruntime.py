@@ -74,6 +74,21 @@ def choose_providers(wanted: list[str] | None, preferred: tuple[str, ...], avail
     return chosen
 
 
+def ort_build_commit() -> str | None:
+    """The git commit ONNX Runtime was built from, from its build info line; None where it has none."""
+    try:
+        from onnxruntime.capi._pybind_state import get_build_info
+
+        info = get_build_info()
+    except Exception:
+        return None
+    for part in info.split(","):
+        key, _, value = part.strip().partition("=")
+        if key.endswith("git-commit-id") and value.strip():
+            return value.strip()
+    return None
+
+
 def find_model(folder: Path, model_file: str | None = None) -> Path:
     folder = Path(folder)
     if model_file:
@@ -204,6 +219,12 @@ class OrtRunner(LoadedInContext):
         import onnxruntime as ort
 
         return f"onnxruntime {ort.__version__}; providers {','.join(self.providers)}; graph optimization {self.graph_opt}"
+
+    def runtime_facts(self) -> dict:
+        """What ONNX Runtime says of its build: {"runtime": {"build_commit": the git commit of its
+        build info ("ORT Build Info: git-branch=..., git-commit-id=fab30a4, ...")}, "artifact": {}}
+        (ONNX Runtime has no model description of its own: the llama-bench form builds one)."""
+        return {"runtime": {"build_commit": ort_build_commit()}, "artifact": {}}
 
     @property
     def n_layers(self) -> int:
