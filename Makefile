@@ -27,11 +27,11 @@ LLAMA_WHEEL := $(VENV)/.llama-cpp-python-wheel
 $(STAMP): pyproject.toml constraints.txt edgekit/llamacpp_build.py | $(PY)
 	$(PY) edgekit/llamacpp_build.py wheel > $(LLAMA_WHEEL)
 	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt --force-reinstall --no-deps "$$(cat $(LLAMA_WHEEL))"
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[dev,onnx]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet]'
 	touch $@
 
 $(DEMO_STAMP): $(STAMP)
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[dev,onnx,demo]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet,demo]'
 	touch $@
 
 install: $(STAMP)

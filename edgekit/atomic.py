@@ -112,21 +112,25 @@ def atomic_dir(final: Path, force: bool = False, inputs: tuple[Path, ...] = ()) 
             old.unlink()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running (a zombie, exited and not yet reaped, is not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill(0) answered
+        return True
 
 
 def remove_stale_partials(final: Path) -> None:
     """Temporary folders of earlier runs that were killed (SIGKILL, OOM) before they could clean up."""
     for p in final.parent.glob(f".{final.name}{PARTIAL_MARK}*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+        if pid.isdigit() and not pid_alive(int(pid)) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -64,7 +64,13 @@ def portable_cmake_args(arch: str | None = None) -> str:
     override = os.environ.get("LLAMA_CMAKE_ARGS")
     if override is not None and override.strip():
         return override.strip()
-    arch = arch or machine()
+    return arch_cmake_args(arch or machine())
+
+
+def arch_cmake_args(arch: str) -> str:
+    """The portable flags for a CPU architecture as `uname -m` names it (never the override:
+    a device's build is not this machine's)."""
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch.lower(), arch.lower())
     if arch == "x86_64":
         return _X86_64
     if arch == "aarch64":

@@ -42,6 +42,88 @@ def rows(results: list[BenchResult]) -> list[list[str]]:
     return out
 
 
+def power_mode(r: BenchResult) -> str:
+    """The power mode the run had: Jetson nvpmodel, macOS Low Power Mode, the Linux governor."""
+    after = (r.target_state or {}).get("after") or {}
+    nv = after.get("nvpmodel")
+    if isinstance(nv, dict) and nv.get("mode"):
+        return str(nv["mode"])
+    settings = after.get("power_settings")
+    if isinstance(settings, dict) and ("lowpowermode" in settings or "powermode" in settings):
+        return "low power" if "1" in (settings.get("lowpowermode"), settings.get("powermode")) else "normal"
+    if after.get("governor"):
+        return f"governor {after['governor']}"
+    return "-"
+
+
+def clocks_locked(r: BenchResult) -> str:
+    states = [(r.target_state or {}).get(k) or {} for k in ("before", "after")]
+    locks = [s["jetson_clocks"].get("locked") for s in states if isinstance(s.get("jetson_clocks"), dict)]
+    if locks and all(v is not None for v in locks):
+        return "yes" if all(locks) else "no"
+    governors = [s.get("governor") for s in states if s.get("governor")]
+    if governors:
+        return "yes (performance)" if all(g == "performance" for g in governors) else "no (DVFS)"
+    return "-"
+
+
+def throttled(r: BenchResult) -> str:
+    words = ("throttl", "limited the CPU", "Low Power Mode", "hot after")
+    hits = [w for w in r.warnings if any(x in w for x in words)]
+    return "yes" if hits else "no" if (r.target_state or {}).get("after") else "-"
+
+
+def device_name(r: BenchResult) -> str:
+    """The device a result ran on: the SSH destination it was reached through (bench --host), else
+    its hostname; with its target and RAM."""
+    h = r.host
+    ram = f", {h.ram_bytes / 2**30:.0f} GiB" if h.ram_bytes else ""
+    return f"{h.reached_as or h.hostname or '?'} ({r.target}{ram})"
+
+
+REPRO_COLUMNS = ["device", "OS", "power mode", "clocks locked", "throttled", "runtime", "build", "edgekit"]
+
+
+def reproducibility_rows(results: list[BenchResult]) -> list[list[str]]:
+    """Per result, what makes its device number reproducible: the device (name, target, RAM), its
+    OS (L4T release on a Jetson), power mode, whether clocks were locked, throttling, the runtime's
+    version and build, edgekit's version."""
+    out = []
+    for r in results:
+        detected = (r.target_state or {}).get("detected") or {}
+        os_text = r.host.os or "-"
+        if detected.get("l4t"):
+            os_text += f", L4T {detected['l4t']}"
+        build = r.runtime.build_flags or "-"
+        out.append([device_name(r), os_text, power_mode(r), clocks_locked(r), throttled(r),
+                    f"{r.runtime.name} {r.runtime.version} {r.runtime.backend}", build[:120], r.tool.version])
+    return out
+
+
+def by_device(results: list[BenchResult]) -> list[BenchResult]:
+    """The results grouped by device (stable within a device)."""
+    order: dict[str, int] = {}
+    for r in results:
+        order.setdefault(device_name(r), len(order))
+    return sorted(results, key=lambda r: order[device_name(r)])
+
+
+def result_files(paths: list[Path]) -> list[Path]:
+    """Result files named, and every result.json under folders named (edgekit bench --host
+    writes results/<host>/<artifact>/<time>/result.json), in a stable order."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("result.json"))
+            if not found:
+                raise EdgekitError(f"{p} holds no result.json", "pass result files, or a folder edgekit bench --host "
+                                   "wrote (results/)")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
 def plots(results: list[BenchResult]) -> dict[str, bytes]:
     """PNG images: tg tok/s and J/token per artifact/target, and pp vs tg."""
     import matplotlib
@@ -101,10 +183,21 @@ def settings_line(results: list[BenchResult]) -> str:
     return "; ".join(f"pp{p} tg{n}, {rep} repetitions, {t} threads" for p, n, rep, t in sorted(s))
 
 
+def _devices_differ(results: list[BenchResult]) -> bool:
+    """More than one device: the report then says what each number ran on."""
+    return len({device_name(r) for r in results}) > 1
+
+
 def to_markdown(results: list[BenchResult]) -> str:
+    results = by_device(results)
     lines = ["# edgekit benchmark report", "", f"Settings: {settings_line(results)}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    if _devices_differ(results):
+        lines += ["", "## What each number ran on", "", "| artifact | " + " | ".join(REPRO_COLUMNS) + " |",
+                  "|" + "---|" * (len(REPRO_COLUMNS) + 1)]
+        lines += ["| " + " | ".join([label(r), *(c.replace("|", "/") for c in row)]) + " |"
+                  for r, row in zip(results, reproducibility_rows(results))]
     notes = _notes(results)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
@@ -124,6 +217,7 @@ def _notes(results: list[BenchResult]) -> list[str]:
 
 
 def to_html(results: list[BenchResult]) -> str:
+    results = by_device(results)
     imgs = plots(results)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows(results))
@@ -144,10 +238,20 @@ figure {{ display: inline-block; margin: 1em 1em 0 0; }}
 <p>Settings: {html.escape(settings_line(results))}. Mean ± sample standard deviation over repetitions;
 random prompt tokens (speed does not depend on token values).</p>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{_repro_html(results)}
 {figures}
 <ul>{notes}</ul>
 </body></html>
 """
+
+
+def _repro_html(results: list[BenchResult]) -> str:
+    if not _devices_differ(results):
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["artifact", *REPRO_COLUMNS])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [label(r), *row]) + "</tr>"
+                   for r, row in zip(results, reproducibility_rows(results)))
+    return f'<h2>What each number ran on</h2><table id="devices"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def write_report(result_paths: list[Path], out: Path) -> Path:
@@ -155,7 +259,7 @@ def write_report(result_paths: list[Path], out: Path) -> Path:
 
     if not result_paths:
         raise EdgekitError("no result files given", "pass one or more JSON files written by edgekit bench -o")
-    results = [BenchResult.load(p) for p in result_paths]
+    results = [BenchResult.load(p) for p in result_files(result_paths)]
     out = Path(out)
     if out.suffix.lower() in (".html", ".htm"):
         text = to_html(results)

@@ -4,6 +4,7 @@ through the Transport protocol: run() for commands, put()/get() for files, close
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,7 +305,7 @@ class SSHTransport(_ClosesOnExit):
     remote shell and is shell-quoted. Uploads land as `<remote>.partial-<pid>` and are renamed with
     a remote `mv -f`, so the destination is never half-written."""
 
-    def __init__(self, destination: str, options: list[str] | tuple[str, ...] = ()):
+    def __init__(self, destination: str, options: list[str] | tuple[str, ...] = (), config: str | None = None):
         import os
         import shutil
         import tempfile
@@ -327,7 +328,9 @@ class SSHTransport(_ClosesOnExit):
         self._closed = False
         self._scp_mode: str | None = None  # "sftp" or "legacy", chosen on the first copy
         # the user's options first: for each option ssh keeps the first value it is given
-        self.base = [self.ssh, *[arg for option in options for arg in ("-o", option)],
+        self.config = config  # an ssh_config file read instead of ~/.ssh/config (ssh -F)
+        self.base = [self.ssh, *(["-F", str(config)] if config else []),
+                     *[arg for option in options for arg in ("-o", option)],
                      "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                      "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
                      "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=120"]
@@ -350,6 +353,9 @@ class SSHTransport(_ClosesOnExit):
         # 255 is ssh's own failure (no connection, refused key, unknown host key) unless the master
         # connection is up, in which case the remote command itself exited 255
         if returncode == 255 and not self._connected():
+            key = host_key_problem(err)
+            if key:
+                raise EdgekitError(f"{self.destination}: {key[0]}", key[1])
             why = " ".join((err.strip().splitlines() or ["ssh failed"])[-1].split())
             raise EdgekitError(f"cannot reach {self.destination} over SSH ({why})",
                                f"check that `ssh {shlex.quote(self.destination)} true` works without a password prompt "
@@ -424,6 +430,69 @@ class SSHTransport(_ClosesOnExit):
                 tmp.unlink()
             except OSError:
                 pass
+
+    def put_resumable(self, local: Path, remote: str, method: str = "rsync", bwlimit_kib_s: int | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> int:
+        """Append `local` to the device file `remote` from where that file ends (a cut upload's
+        remainder; the whole file when `remote` does not exist) and return the bytes sent. The
+        caller verifies and renames: `remote` is a partial name, never the destination.
+
+        method "rsync": `rsync --partial --append-verify` (both ends need rsync 3.x; the data is
+        checked against the whole file, and sent again whole when the kept part does not match);
+        "sftp": sftp's `reput` (no check here: the caller's sha256 is the check). Both go through
+        the master connection; `bwlimit_kib_s` caps the rate; `on_progress(bytes)` is told how far
+        the file is. An unreachable device or a failed copy is one EdgekitError."""
+        import os
+        import shlex
+
+        from edgekit.errors import EdgekitError
+
+        local = Path(local)
+        _check_source(local, str(local))
+        target = self._remote(_check_remote_path(remote, f"{self.destination}:{remote}"))
+        self._ensure_master()
+        host, extra = self._host()
+        size = local.stat().st_size
+        if method == "rsync":
+            ssh = " ".join(shlex.quote(a) for a in [*self.base, *extra])
+            argv = ["rsync", "--partial", "--append-verify", "--protect-args", "--stats", "--info=progress2",
+                    "-e", ssh, *([f"--bwlimit={bwlimit_kib_s}"] if bwlimit_kib_s else []),
+                    str(local.absolute()), f"{host}:{target}"]
+            code, out, err = _run_split(argv, on_line=lambda line: _rsync_progress(line, on_progress))
+            if code != 0:
+                raise EdgekitError(f"cannot upload {local} to {self.destination}:{remote} by rsync "
+                                   f"({_scp_why(err or out)})", "deploy again: the upload resumes where it stopped")
+            m = re.search(r"Total bytes sent:\s*([\d,.]+)", out)
+            sent = int(re.sub(r"[,.]", "", m.group(1))) if m else size
+            return min(sent, size) if m else size
+        if method != "sftp":
+            raise ValueError(method)
+        import shutil
+        import tempfile
+
+        sftp = shutil.which("sftp")
+        if sftp is None:
+            raise EdgekitError("the OpenSSH sftp client is not installed",
+                               "install it (Debian/Ubuntu: apt-get install openssh-client)")
+        have = self.run(f"[ -f {shlex.quote(target)} ] && wc -c < {shlex.quote(target)} | tr -d ' '; true")
+        start = int(have.stdout.strip()) if have.stdout.strip().isdigit() else 0
+        if start >= size:
+            return 0
+        with tempfile.TemporaryDirectory(dir=self._control_dir) as d:
+            # sftp globs the local path and reads quotes in both: a plain link name for the local file
+            link = Path(d) / "upload"
+            os.symlink(local.absolute(), link)
+            spelled = '"' + target.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            (Path(d) / "batch").write_text(f"{'reput' if start else 'put'} {link} {spelled}\n")
+            argv = [sftp, "-q", "-b", str(Path(d) / "batch"), *(["-l", str(bwlimit_kib_s * 8)] if bwlimit_kib_s else []),
+                    *self.base[1:], *extra, host]
+            code, out, err = _run_split(argv)
+        if code != 0:
+            raise EdgekitError(f"cannot upload {local} to {self.destination}:{remote} by sftp ({_scp_why(err or out)})",
+                               "deploy again: the upload resumes where it stopped")
+        if on_progress:
+            on_progress(size)
+        return size - start
 
     @staticmethod
     def _remote(path: str) -> str:
@@ -515,6 +584,57 @@ class SSHTransport(_ClosesOnExit):
         finally:
             shutil.rmtree(self._control_dir, ignore_errors=True)
 
+
+
+def host_key_problem(stderr: str) -> tuple[str, str] | None:
+    """(problem, fix) when ssh refused the device's host key, from ssh's stderr; None otherwise.
+    A changed key is always refused; an unknown one only without StrictHostKeyChecking=accept-new."""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "Host key for" in stderr and "has changed" in stderr:
+        return ("its host key has CHANGED since it was last seen (a reinstalled device, or someone in between): "
+                "refused",
+                "if the device was reinstalled, check its new key and remove the old one with `ssh-keygen -R HOST`")
+    if "Host key verification failed" in stderr or "No ED25519 host key is known" in stderr or \
+            re.search(r"No \S+ host key is known", stderr):
+        return ("its host key is not known here (not in known_hosts): refused",
+                "check the key's fingerprint and connect once with ssh, or pass --accept-new-host-key")
+    return None
+
+
+def _run_split(argv: list[str], on_line: Callable[[str], None] | None = None) -> tuple[int, str, str]:
+    """Run `argv` (stdin from /dev/null), handing each piece of stdout between a \\r or \\n to
+    `on_line` as it comes (rsync's progress rewrites its line with \\r). (returncode, stdout, stderr)."""
+    import threading
+
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err: list[bytes] = []
+    pump = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    pump.start()
+    out, piece = [], b""
+    try:
+        while True:
+            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            if not chunk:
+                break
+            out.append(chunk)
+            piece += chunk
+            *lines, piece = re.split(rb"[\r\n]", piece)
+            for line in lines:
+                if on_line and line.strip():
+                    on_line(line.decode("utf-8", "replace"))
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pump.join(timeout=5)
+    return proc.returncode, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
+
+
+def _rsync_progress(line: str, on_progress: Callable[[int], None] | None) -> None:
+    """rsync --info=progress2's `  1,234,567  42%  1.2MB/s  0:00:03` -> on_progress(1234567)."""
+    m = re.match(r"\s*([\d,.]+)\s+\d+%", line)
+    if m and on_progress:
+        on_progress(int(re.sub(r"[,.]", "", m.group(1))))
 
 
 def _glob_escape(path: str) -> str:

@@ -34,7 +34,9 @@ class Family(Protocol):
         what was read off them, or None when the facts are not this family's."""
 
     def onnxruntime_install(self, spec: TargetSpec) -> str:
-        """The shell command that installs ONNX Runtime on `spec`'s device."""
+        """The line that installs ONNX Runtime on `spec`'s device: `pip install ARGS...`, optionally
+        with `KEY=VALUE` words before it and a `# note` after it, and nothing else (deploy reads it
+        with edgekit.targets.specs.parse_pip_command and runs it with the device venv's pip)."""
 
 
 # the members above, read off the class: its annotations and its methods

@@ -113,13 +113,80 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict]:
 
 
 def install_recipes(spec: TargetSpec) -> dict[str, str]:
-    """Shell commands that install each runtime on the device."""
+    """Shell commands that install each runtime on the device (what `edgekit targets` shows and
+    `edgekit deploy` runs, through runtime_install)."""
+    return {runtime: runtime_install(spec, runtime).command() for runtime in RUNTIMES}
+
+
+RUNTIMES = ("llama.cpp", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class PipInstall:
+    """One runtime's install on a device: `env` for the build, then `pip install` of `args`
+    (requirements and pip options), and a note for people. `command()` is the shell line."""
+
+    env: tuple[tuple[str, str], ...]
+    args: tuple[str, ...]
+    note: str = ""
+
+    def command(self, pip: str = "pip") -> str:
+        import shlex
+
+        env = "".join(f"{k}={shlex.quote(v) if k != 'CMAKE_ARGS' else chr(34) + v + chr(34)} " for k, v in self.env)
+        line = f"{env}{pip} install {' '.join(shlex.quote(a) for a in self.args)}"
+        return f"{line}  # {self.note}" if self.note else line
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """The packages asked for (the arguments that are not pip options or their values)."""
+        out, skip = [], False
+        for a in self.args:
+            if skip:
+                skip = False
+            elif a.startswith("-"):
+                skip = "=" not in a and a in ("--index-url", "-i", "--extra-index-url", "-f", "--find-links")
+            else:
+                out.append(a)
+        return tuple(out)
+
+
+def parse_pip_command(line: str) -> PipInstall:
+    """A family's recipe line, `[K=V ...] pip install ARGS...  # note`, as a PipInstall. The line is
+    read as POSIX sh words; anything else (a pipe, `&&`, another program) is refused with ValueError:
+    deploy runs recipes with the device venv's own pip, never through a shell."""
+    import shlex
+
+    code, _, note = line.partition("#")
+    words = shlex.split(code)
+    env = []
+    while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env.append((key, value))
+    if words[:2] != ["pip", "install"] or len(words) < 3 or any(w in ("|", "&&", ";", "||") for w in words):
+        raise ValueError(f"not a `pip install` recipe: {line!r}")
+    return PipInstall(tuple(env), tuple(words[2:]), note.strip())
+
+
+def runtime_install(spec: TargetSpec, runtime: str, machine: str | None = None) -> PipInstall:
+    """How `runtime` installs on `spec`'s device (`machine`: its `uname -m`, when known). llama.cpp
+    builds from source with the spec's CMAKE_ARGS (the family's LLAMA_CPP_ENV added); on the
+    generic linux family, whose specs name no CPU, the portable flags of edgekit.llamacpp_build for
+    that machine come first (llama.cpp's default -march=native crashes on Intel CPUs with AMX).
+    onnxruntime: the family's recipe line (`pip install ...`), read by parse_pip_command."""
     module = family_module(spec.family)
-    args = spec.llama_cpp_cmake_args
-    env = f'CMAKE_ARGS="{args}" ' if args else ""
-    env += module.LLAMA_CPP_ENV
-    return {"llama.cpp": f"{env}pip install --no-cache-dir {LLAMA_CPP_PYTHON}",
-            "onnxruntime": module.onnxruntime_install(spec)}
+    if runtime == "llama.cpp":
+        args = spec.llama_cpp_cmake_args
+        if spec.family == CATCH_ALL_FAMILY and machine:
+            from edgekit.llamacpp_build import arch_cmake_args
+
+            args = f"{arch_cmake_args(machine)} {args}".strip()
+        env = ((("CMAKE_ARGS", args),) if args else ()) + parse_pip_command(
+            f"{module.LLAMA_CPP_ENV}pip install x").env
+        return PipInstall(env, (LLAMA_CPP_PYTHON,), "builds llama.cpp from source: minutes on a Pi, longer on a Jetson")
+    if runtime == "onnxruntime":
+        return parse_pip_command(module.onnxruntime_install(spec))
+    raise EdgekitError(f"no runtime '{runtime}'", f"pass one of: {', '.join(RUNTIMES)}")
 
 
 # ---------------------------------------------------------------- parsers several families share

@@ -79,3 +79,22 @@ def hf_checkpoint(tmp_path_factory):
         return cache[preset, std]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory):
+    """Export a checkpoint to ONNX once per (checkpoint, precision, options), verified."""
+    cache = {}
+
+    def get(ckpt, precision, logits="last", fuse=False, **int4):
+        from edgekit.converters import onnx as onnx_conv
+
+        key = (ckpt, precision, logits, fuse, tuple(sorted(int4.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("onnx") / f"{ckpt.name}-{precision}"
+            manifest = onnx_conv.export_onnx(str(ckpt), out, precision, onnx_conv.Int4Options(**int4),
+                                             verify=True, threads=2, logits=logits, fuse=fuse)
+            cache[key] = (out, manifest)
+        return cache[key]
+
+    return get

@@ -21,23 +21,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.exporters.onnx")
 
 
-@pytest.fixture(scope="session")
-def onnx_export(tmp_path_factory):
-    """Export a checkpoint once per (checkpoint, precision, options), verified."""
-    cache = {}
-
-    def get(ckpt, precision, logits="last", fuse=False, **int4):
-        key = (ckpt, precision, logits, fuse, tuple(sorted(int4.items())))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("onnx") / f"{ckpt.name}-{precision}"
-            manifest = onnx_conv.export_onnx(str(ckpt), out, precision, onnx_conv.Int4Options(**int4),
-                                             verify=True, threads=2, logits=logits, fuse=fuse)
-            cache[key] = (out, manifest)
-        return cache[key]
-
-    return get
-
-
 # ---------------------------------------------------------------- exports and parity
 
 

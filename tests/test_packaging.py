@@ -28,14 +28,24 @@ def test_not_installed_as_top_level_packages(name):
     assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0
 
 
-def test_wheel_contains_and_imports_subpackages(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True)
-    wheel = next(tmp_path.glob("edgekit-*.whl"))
+def test_wheel_contains_and_imports_subpackages(tmp_path, monkeypatch):
+    """The wheel deploy builds (edgekit.deploy.edgekit_wheel: from a clean copy of the sources, so a
+    stale build/ folder cannot hide a package missing from pyproject.toml)."""
+    from edgekit.deploy import edgekit_wheel
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    wheel = edgekit_wheel()
+    assert wheel is not None and wheel.parent.parent == tmp_path / "cache" / "edgekit-wheels"
+    assert edgekit_wheel() == wheel  # built once per source state
     names = zipfile.ZipFile(wheel).namelist()
     assert "edgekit/converters/gguf.py" in names
     assert "edgekit/targets/host.py" in names
     assert "edgekit/data/corpus.txt" in names
+    # every package of the source tree is in the wheel (deploy installs edgekit on devices from it)
+    for folder, package in ((REPO / "edgekit", "edgekit"), (REPO / "converters", "edgekit/converters"),
+                            (REPO / "targets", "edgekit/targets")):
+        for init in folder.rglob("__init__.py"):
+            assert f"{package}/{init.relative_to(folder).as_posix()}" in names, init
     assert not any(n.startswith(("converters/", "targets/")) for n in names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

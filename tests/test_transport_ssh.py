@@ -7,61 +7,18 @@ import json
 import os
 import platform
 import shlex
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.transport import SSHTransport
+from devices import free_port, serve
 from helpers import assert_one_line_error, streaming_gate
-
-SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)),
-                                    None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(d, sftp: bool):
-    """An sshd on 127.0.0.1 for this user, with or without an SFTP subsystem; yields
-    (destination, options, port)."""
-    if SSHD is None or shutil.which("ssh") is None:
-        pytest.skip("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    port = free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        + ("Subsystem sftp internal-sftp\n" if sftp else ""))
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {server.stderr.read().decode()[-500:]}")
-            time.sleep(0.1)
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    options = [f"Port={port}", f"IdentityFile={d / 'client_key'}", "IdentitiesOnly=yes",
-               f"UserKnownHostsFile={d / 'known_hosts'}", "StrictHostKeyChecking=accept-new"]
-    yield f"{user}@127.0.0.1", options, port
-    server.terminate()
-    server.wait(timeout=10)
+    yield from serve(d, sftp=sftp)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "targets": "edgekit.cli.targets:targets",
     "probe": "edgekit.cli.targets:probe",
     "doctor": "edgekit.cli.doctor:doctor",
+    "deploy": "edgekit.cli.deploy:deploy",
+    "fetch": "edgekit.cli.remote:fetch",
 }
 COMMAND_REGISTRY = Registry(COMMANDS_GROUP, COMMANDS, what="command")
 

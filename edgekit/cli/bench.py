@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from edgekit import options
+from edgekit.cli.deploy import deploy_options
 
 
 @click.command()
@@ -37,13 +38,30 @@ from edgekit import options
                    "or any label.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--format", "fmt", type=click.Choice(options.RESULT_FORMATS), default="edgekit",
-              show_default=True, help="JSON layout of -o/--json: edgekit's schema or llama-bench's field names.")
+              show_default=True, help="JSON layout of -o/--json: edgekit's schema, or llama.cpp llama-bench's `-o json` "
+                   "(every field, in its order; llama.cpp's scripts/compare-llama-bench.py reads it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
+@click.option("--host", "hosts", multiple=True,
+              help="Bench on a device over SSH instead of here (repeatable: a fleet): user@host[:port], "
+                   "ssh://user@host:port or a Host alias. Deploys first unless --no-deploy.")
+@click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False),
+              help="Bench on the hosts of an Ansible inventory (YAML or INI; needs the fleet extra).")
+@click.option("--limit", help="With --inventory: an Ansible host pattern (a group, a host, a:b, !x).")
+@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1), help="Hosts at a time.")
+@click.option("--no-deploy", is_flag=True, help="With --host: use what is deployed; fail if it is not there.")
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
+              help="With --host: seconds a device's run may take before it is ended there.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True, help="With --host: results land in RESULTS/<host>/<artifact>/<UTC time>/.")
+@deploy_options
 def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, providers,
-          graph_opt, power, target, output, fmt, as_json):
+          graph_opt, power, target, output, fmt, as_json, hosts, inventory, limit, parallel, no_deploy, timeout_s,
+          results_dir, remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s, ssh_options,
+          ssh_config, accept_new_host_key):
     """Measure prompt processing, generation, TTFT, memory and power of ARTIFACT.
 
     ARTIFACT is a GGUF file (llama.cpp), an .onnx decoder (ONNX Runtime) or an edgekit export folder.
+    With --host or --inventory the run happens on each device (deployed first), with the same settings.
     """
     from edgekit import native
     from edgekit.bench import resolve_artifact
@@ -53,20 +71,34 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions
 
     path, artifact_fmt = resolve_artifact(artifact)
-    settings = BenchSettings(  # sent whole to the run, here a child process (later a device)
+    settings = BenchSettings(  # sent whole to the run: a child process here, or a device
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, ctx=ctx, power=power,
-        target=target,
+        target="auto" if (hosts or inventory) and target == "auto" else target,
         llama_cpp=LlamaCppOptions(gpu_layers=gpu_layers, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
         onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch))
     if output:  # before minutes of work: never over the model, never a folder
         from edgekit.atomic import check_output_file
 
         check_output_file(output, inputs=(Path(artifact), path))
-    runtime = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
+    if hosts or inventory:
+        from edgekit.bench import check_settings
+        from edgekit.cli.deploy import make_options
+
+        need = check_settings(n_prompt, n_gen, repetitions, ctx)  # refused here, before any device is touched
+        options = make_options(target, remote_dir, runtime, device_python, wheels, max(need, ctx), bwlimit_kib_s,
+                               build_timeout_s)
+        return _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel, no_deploy, timeout_s,
+                             results_dir, ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json)
+    runtime_name = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
     with progress_bars(not as_json) as report:
         # in a child: its peak RSS is the run's own, and a crash in the runtime is one error line
-        result = native.call("edgekit.bench:bench_artifact", path, settings, fmt=artifact_fmt, library=runtime,
+        result = native.call("edgekit.bench:bench_artifact", path, settings, fmt=artifact_fmt, library=runtime_name,
                              what=f"the benchmark of {path.name}", progress=report)
+    _emit(result, output, fmt, as_json)
+
+
+def _emit(result, output, fmt, as_json) -> None:
+    """The result as -o FILE, --json, or a table with its power line and warnings."""
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
         from edgekit.atomic import atomic_file
@@ -77,6 +109,7 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     if as_json:
         click.echo(text)
         return
+    path = Path(result.artifact.path)
     from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
@@ -97,3 +130,59 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
         console.print(f"warning: {printable(w)}", markup=False)
     if output:
         console.print(f"wrote {output}")
+
+
+def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel, no_deploy, timeout_s, results_dir,
+                  ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json) -> None:
+    """bench --host/--inventory: every host through edgekit.fleet; one line per failed host on
+    stderr, exit 1 when any failed; the merged table (grouped by device) and report file."""
+    import sys
+
+    from edgekit.errors import EdgekitError
+    from edgekit.fleet import FleetTable, Host, bench_fleet
+
+    fleet: list[Host] = [Host(h, h, tuple(ssh_options)) for h in hosts]
+    if inventory:
+        from edgekit.inventory import read_inventory
+
+        fleet += [Host(h.name, h.destination, (*ssh_options, *h.ssh_options), h.python)
+                  for h in read_inventory(inventory, limit)]
+    elif limit:
+        raise EdgekitError("--limit needs --inventory", "pass --inventory FILE, or drop --limit")
+    if output and len(fleet) > 1:
+        raise EdgekitError("-o names one result file, and this bench has several hosts",
+                           f"leave -o out: each host's result lands under {results_dir}/<host>/")
+    table = FleetTable(fleet, live=sys.stderr.isatty() and not as_json) if not as_json else None
+    try:
+        outcomes = bench_fleet(fleet, artifact, settings, options, parallel=parallel, no_deploy=no_deploy,
+                               timeout_s=timeout_s, results=results_dir, ssh_config=ssh_config,
+                               accept_new_host_key=accept_new_host_key, on_update=table)
+    finally:
+        if table is not None:
+            table.close()
+    done = [o for o in outcomes if o.ok]
+    if len(fleet) == 1 and done:
+        _emit(done[0].result, output, fmt, as_json)
+        click.echo(f"result and logs: {done[0].folder}", err=as_json)
+    elif done:
+        from edgekit.cli._progress import stdout_console
+        from edgekit.cli.report import results_table
+        from edgekit.report import write_report
+
+        if as_json:
+            click.echo(json.dumps([json.loads(o.result.to_json()) for o in done], indent=2))
+        else:
+            stdout_console().print(results_table([o.result for o in done], by_device=True))
+        stamp = done[0].folder.name
+        report = write_report([o.folder / "result.json" for o in done], results_dir / f"fleet-{stamp}.md")
+        click.echo(f"merged report: {report}", err=as_json)
+    from edgekit.terminal import printable
+
+    for o in outcomes:
+        for w in o.warnings:
+            click.echo(f"warning: {o.host.label}: {printable(w, 300)}", err=True)
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        click.echo(f"error: {printable(o.host.label, 80)}: {printable(o.error or 'failed', 600)}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._ssh import ssh_options
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the specs as JSON.")
@@ -35,12 +37,11 @@ def targets(as_json):
 @click.option("--force", is_flag=True, help="Replace an existing --record folder.")
 @click.option("--replay", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Read the facts from a recording (another device's --record folder) instead of this machine.")
-@click.option("--host", help="Probe a device over SSH: user@host, a Host alias from ~/.ssh/config, or "
+@click.option("--host", help="Probe a device over SSH: user@host[:port], a Host alias from ~/.ssh/config, or "
                              "ssh://user@host:port (key-based login; nothing is installed there).")
-@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
-              help="Extra ssh -o option, repeatable (e.g. Port=2222, IdentityFile=~/.ssh/pi).")
+@ssh_options
 @click.option("--json", "as_json", is_flag=True)
-def probe(record, force, replay, host, ssh_options, as_json):
+def probe(record, force, replay, host, ssh_options, ssh_config, accept_new_host_key, as_json):
     """Detect the target this machine is, print its facts and its clock/power-mode/thermal state
     (--record keeps the raw outputs, so a device's owner can contribute them as test fixtures)."""
     from edgekit.atomic import check_output_dir
@@ -49,12 +50,13 @@ def probe(record, force, replay, host, ssh_options, as_json):
     if record:
         check_output_dir(record, force)
     from edgekit.errors import EdgekitError
-    from edgekit.transport import RecordedTransport, SSHTransport
+    from edgekit.cli._ssh import open_transport
+    from edgekit.transport import RecordedTransport
 
     if host and replay:
         raise EdgekitError("--host and --replay both name where the facts come from", "pass one of them")
     if host is not None:  # --host '' is a mistake, not this machine
-        with SSHTransport(host, ssh_options) as transport:
+        with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
             result = run_probe(transport, record=record, force=force)
     else:
         result = run_probe(RecordedTransport(replay) if replay else None, record=record, force=force)

@@ -1,0 +1,145 @@
+"""One artifact benched on one or many devices: each host deployed (or not, with no_deploy),
+benched there, its result brought back; hosts run concurrently (`parallel` at a time), each with
+its own SSH connection, and one failing host is reported without stopping the others.
+
+`on_update(label, stage, detail)` is told every stage change (connecting, installing,
+uploading NN%, benching d/t, done, failed: reason), for a live table or plain lines."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class Host:
+    label: str                     # how results and the table name it
+    destination: str               # what --host or the inventory gave
+    ssh_options: tuple[str, ...] = ()
+    python: str | None = None      # the device Python (an inventory's ansible_python_interpreter)
+
+
+@dataclass
+class HostOutcome:
+    host: Host
+    ok: bool = False
+    stage: str = "waiting"
+    error: str | None = None
+    folder: Path | None = None
+    result: object = None          # BenchResult
+    deploy: object = None          # DeployResult
+    warnings: list[str] = field(default_factory=list)
+
+
+def bench_host(host: Host, artifact: Path, settings, deploy_options, *, no_deploy: bool, timeout_s: float,
+               results: Path, ssh_config=None, accept_new_host_key: bool = False,
+               on_update: Callable[[str, str, str], None] | None = None) -> HostOutcome:
+    """Deploy (unless no_deploy), bench and fetch on one host. Errors end in the outcome, never raised."""
+    from dataclasses import replace
+
+    from edgekit.cli._ssh import open_transport
+    from edgekit.deploy import Deployer
+    from edgekit.remote import remote_bench
+    from edgekit.results import BenchResult
+
+    outcome = HostOutcome(host)
+    update = on_update or (lambda *a: None)
+
+    def stage(name: str, detail: str) -> None:
+        outcome.stage = name
+        update(host.label, name, detail)
+
+    try:
+        options = replace(deploy_options, python=host.python or deploy_options.python)
+        with open_transport(host.destination, host.ssh_options, ssh_config, accept_new_host_key) as transport:
+            deployer = Deployer(transport, host.label, options, stage)
+            if no_deploy:
+                deployed = deployer.find_deployed(artifact)
+            else:
+                deployed = deployer.run(artifact)
+            outcome.deploy = deployed
+            outcome.warnings += deployed.warnings
+
+            def progress(label: str, done: float, total: float) -> None:
+                stage("benching", f"{done:g}/{total:g}")
+
+            stage("benching", "starting")
+            run = remote_bench(transport, deployed.remote_dir, deployed.model_path, deployed.format,
+                               deployed.artifact_key, settings, host=host.label, results=results,
+                               timeout_s=timeout_s, progress=progress)
+            outcome.folder = run.folder
+            outcome.result = BenchResult.load(run.folder / "result.json")
+            outcome.ok = True
+            stage("done", f"{outcome.result.metrics.tg_tok_s.mean:.1f} tg tok/s" if outcome.result.metrics.tg_tok_s
+                  else "done")
+    except EdgekitError as e:
+        outcome.error = str(e)
+        stage("failed", e.problem)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # one host's bug must not end the others: said, with its type
+        outcome.error = f"{type(e).__name__}: {e}; please report this"
+        stage("failed", outcome.error)
+    return outcome
+
+
+def bench_fleet(hosts: list[Host], artifact: Path, settings, deploy_options, *, parallel: int = 4, **kw) -> list[HostOutcome]:
+    """bench_host on every host, `parallel` at a time; outcomes in the hosts' order."""
+    if len({h.label for h in hosts}) != len(hosts):
+        raise EdgekitError("the same host is listed twice", "list each device once")
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
+        futures = [pool.submit(bench_host, h, artifact, settings, deploy_options, **kw) for h in hosts]
+        return [f.result() for f in futures]
+
+
+class FleetTable:
+    """Each host's stage: a live rich table on a terminal (stderr), else one line per stage change
+    on stdout."""
+
+    def __init__(self, hosts: list[Host], live: bool):
+        self.rows = {h.label: ("waiting", "") for h in hosts}
+        self.lock = threading.Lock()
+        self.live = None
+        self.last: dict[str, str] = {}
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4)
+            self.live.start()
+
+    def _table(self):
+        from rich.table import Table
+
+        from edgekit.terminal import printable
+
+        t = Table(title="edgekit bench")
+        t.add_column("host")
+        t.add_column("stage")
+        t.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=80)
+        for label, (stage, detail) in self.rows.items():
+            style = "red" if stage == "failed" else "green" if stage == "done" else None
+            t.add_row(printable(label, 60), stage, printable(detail, 200), style=style)
+        return t
+
+    def __call__(self, label: str, stage: str, detail: str) -> None:
+        import click
+
+        from edgekit.terminal import printable
+
+        with self.lock:
+            self.rows[label] = (stage, detail)
+            if self.live is not None:
+                self.live.update(self._table())
+            elif self.last.get(label) != stage:
+                self.last[label] = stage
+                click.echo(printable(f"{label}: {stage} {detail}", 300))
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()

@@ -1,0 +1,186 @@
+"""Detached bench runs on a device: `python -m edgekit.jobs VERB RUNDIR`, run by the workstation
+through the transport, in the device venv.
+
+A run folder holds job.json (written by the workstation: the model path, BenchSettings, the
+timeout), and, as the run goes: pid (the run's process group), progress.log (one line per
+progress event: `progress <done> <total> <label>`), log (the run's stdout/stderr), result.json
+(written whole: temp name, then rename), status.json (last, also whole: {"ok": bool, "error":
+str|None, "ended_utc": str}), and `pulled` once the workstation has the result.
+
+Verbs:
+- start: starts `run` in a new session (it survives the SSH connection's end) and prints its pid.
+- run: the bench through edgekit.native (a crash in the runtime is an error line, not a silent
+  end), bounded by the job's timeout (the child's process group is killed), then status.json.
+- follow: prints progress.log's lines as they come until status.json exists, then
+  `status <json>`; exit 0. The workstation streams this; losing the connection loses nothing.
+- kill: ends the run's process group (SIGTERM, then SIGKILL) and writes status.json if the run
+  could not.
+- list: one JSON line per run folder under RUNDIR (a runs folder): id, status, pulled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+POLL_S = 0.2
+
+
+def _write_whole(path: Path, text: str) -> None:
+    from edgekit.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _status(run: Path, ok: bool, error: str | None) -> None:
+    if not (run / "status.json").exists():
+        _write_whole(run / "status.json", json.dumps({"ok": ok, "error": error,
+                                                      "ended_utc": datetime.now(timezone.utc).isoformat(
+                                                          timespec="seconds")}) + "\n")
+
+
+def start(run: Path) -> int:
+    log = open(run / "log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.jobs", "run", str(run)], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(run))
+    (run / "pid").write_text(f"{proc.pid}\n")
+    print(proc.pid, flush=True)
+    return 0
+
+
+def run(run: Path) -> int:
+    from edgekit import native
+    from edgekit.errors import EdgekitError
+    from edgekit.settings import BenchSettings
+
+    job = json.loads((run / "job.json").read_text(encoding="utf-8"))
+    settings = BenchSettings.model_validate(job["settings"])
+    timeout_s = job.get("timeout_s")
+    progress_log = open(run / "progress.log", "a", encoding="utf-8", buffering=1)
+
+    def progress(label: str, done: float, total: float) -> None:
+        progress_log.write(f"progress {done:g} {total:g} {label}\n")
+
+    def on_term(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    t0 = time.monotonic()
+    try:
+        result = native.call("edgekit.bench:bench_artifact", Path(job["model"]), settings, fmt=job.get("format"),
+                             library=job.get("library", "the runtime"), what=f"the benchmark of {job['model']}",
+                             progress=progress, timeout_s=timeout_s)
+        if job.get("host"):
+            result.host.reached_as = job["host"]
+        _write_whole(run / "result.json", result.to_json() + "\n")
+        _status(run, True, None)
+        return 0
+    except EdgekitError as e:
+        if timeout_s and time.monotonic() - t0 >= timeout_s:  # native.call ended it at the deadline
+            _status(run, False, f"ran past --timeout {timeout_s:g} s and was ended there (its process group killed)")
+        else:
+            _status(run, False, f"failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _status(run, False, "was ended by a signal (edgekit's --timeout, or kill)")
+        return 1
+    except Exception as e:  # a bug: said in the status, the traceback in the log
+        import traceback
+
+        traceback.print_exc()
+        _status(run, False, f"failed: {type(e).__name__}: {e}")
+        return 1
+
+
+def follow(run: Path, skip: int = 0) -> int:
+    seen = 0
+    while True:
+        done = (run / "status.json").exists()  # read before the log: its last lines are then complete
+        try:
+            lines = (run / "progress.log").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines[max(seen, skip):]:
+            print(line, flush=True)
+        seen = max(seen, len(lines))
+        if done:
+            print("status " + (run / "status.json").read_text(encoding="utf-8").strip(), flush=True)
+            return 0
+        if not _alive(run):
+            time.sleep(1.0)  # it may have written status.json just now
+            if not (run / "status.json").exists():
+                _status(run, False, "ended without a result (killed, or the device restarted); "
+                                    f"see {run / 'log'}")
+            continue
+        time.sleep(POLL_S)
+
+
+def _pid(run: Path) -> int | None:
+    try:
+        return int((run / "pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(run: Path) -> bool:
+    from edgekit.atomic import pid_alive
+
+    pid = _pid(run)
+    return pid is not None and pid_alive(pid)
+
+
+def kill(run: Path, reason: str) -> int:
+    pid = _pid(run)
+    if pid is not None:
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _alive(run):
+                time.sleep(0.1)
+            if not _alive(run):
+                break
+    _status(run, False, reason)
+    print("killed", flush=True)
+    return 0
+
+
+def list_runs(runs: Path) -> int:
+    for d in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        status = None
+        try:
+            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        print(json.dumps({"id": d.name, "status": status, "pulled": (d / "pulled").exists(),
+                          "running": status is None and _alive(d)}), flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    verb, folder = argv[0], Path(argv[1])
+    if verb == "start":
+        return start(folder)
+    if verb == "run":
+        return run(folder)
+    if verb == "follow":
+        return follow(folder, int(argv[2]) if len(argv) > 2 else 0)
+    if verb == "kill":
+        return kill(folder, argv[2] if len(argv) > 2 else "killed")
+    if verb == "list":
+        return list_runs(folder)
+    print(f"unknown verb {verb}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

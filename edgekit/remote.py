@@ -1,0 +1,174 @@
+"""Bench on a device: the run starts detached there (edgekit.jobs), its progress streams back,
+and its files come home to `<results>/<host>/<artifact key>/<run id>/`.
+
+Contract:
+- `remote_bench()` sends the BenchSettings whole (job.json), so the device runs exactly what a
+  local `edgekit bench` would (edgekit.bench.bench_artifact, on the device, with its own target
+  detection, power sensor and clock/power-mode capture). The run survives a dropped connection;
+  losing it is an EdgekitError that says how to fetch the result later.
+- A run still going after `timeout_s` is ended there (its process group), with a clear line.
+- `fetch_runs()` brings back every finished run not yet pulled (result.json, status.json,
+  progress.log, log, job.json), into a temporary folder renamed whole, then marks it pulled on
+  the device. A failed run comes back too (status.json says why), without result.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+
+RUN_FILES = ("job.json", "status.json", "result.json", "progress.log", "log")
+
+
+def safe_name(text: str) -> str:
+    """A folder name for a host or artifact label: letters, digits, `._-@`, the rest `_`."""
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("._") or "host"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class RunOutcome:
+    host: str
+    run_id: str
+    folder: Path | None          # the local folder the run's files landed in
+    ok: bool
+    error: str | None = None
+
+
+def _venv_python(remote_dir: str) -> str:
+    return shlex.quote(f"{remote_dir}/venv/bin/python")
+
+
+def remote_bench(transport, remote_dir: str, model_path: str, fmt: str, artifact_key: str, settings, *,
+                 host: str, results: Path, timeout_s: float,
+                 progress: Callable[[str, float, float], None] | None = None) -> RunOutcome:
+    """Run one bench on the device behind `transport` (deployed under `remote_dir`) and bring its
+    files back; see the module docstring. A run that fails there (or runs past `timeout_s`) is an
+    EdgekitError saying why, after its files came back."""
+    q = shlex.quote
+    run_id = new_run_id()
+    run = f"{remote_dir}/runs/{run_id}"
+    job = {"model": model_path, "format": fmt, "artifact_key": artifact_key, "host": host,
+           "settings": settings.model_dump(), "timeout_s": timeout_s,
+           "library": "llama.cpp" if fmt == "gguf" else "ONNX Runtime"}
+    r = transport.run(f"mkdir -p -- {q(run)}", timeout_s=30)
+    if r.returncode != 0:
+        raise EdgekitError(f"cannot create {run} on {host} ({r.stderr.strip()[-200:]})",
+                           "check the remote folder (edgekit deploy --remote-dir)")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "job.json").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+        transport.put(Path(d) / "job.json", f"{run}/job.json")
+    py = _venv_python(remote_dir)
+    started = transport.run(f"{py} -m edgekit.jobs start {q(run)}", timeout_s=60)
+    if started.returncode != 0:
+        raise EdgekitError(f"the bench did not start on {host} ({(started.stderr.strip() or 'no output')[-200:]})",
+                           "deploy again (edgekit deploy), then retry")
+    status: dict = {}
+
+    def on_line(line: str) -> None:
+        if line.startswith("progress "):
+            parts = line.split(" ", 3)
+            if len(parts) == 4 and progress:
+                try:
+                    progress(parts[3], float(parts[1]), float(parts[2]))
+                except ValueError:
+                    pass
+        elif line.startswith("status "):
+            try:
+                status.update(json.loads(line[len("status "):]))
+            except json.JSONDecodeError:
+                pass
+
+    try:
+        followed = transport.run(f"{py} -m edgekit.jobs follow {q(run)}", timeout_s=timeout_s + 30, on_output=on_line)
+    except EdgekitError as e:
+        raise EdgekitError(f"lost the connection to {host} during the bench ({e.problem}); the run goes on there "
+                           f"as {run_id}", f"`edgekit fetch --host {host}` brings its result back when it ends") from None
+    if followed.returncode == 124:
+        transport.run(f"{py} -m edgekit.jobs kill {q(run)} {q(f'ran past --timeout {timeout_s:g} s')}", timeout_s=60)
+        fetch_run(transport, remote_dir, run_id, host=host, results=results)
+        raise EdgekitError(f"the bench on {host} ran past --timeout {timeout_s:g} s and was ended there (its process "
+                           "group killed)", "raise --timeout, or ask for fewer tokens or repetitions (-p, -n, -r)")
+    folder = fetch_run(transport, remote_dir, run_id, host=host, results=results)
+    if not status.get("ok"):
+        raise EdgekitError(f"the bench on {host} {status.get('error') or 'left no status'}",
+                           f"its log and status are in {folder}")
+    return RunOutcome(host, run_id, folder, True)
+
+
+def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Path) -> Path:
+    """Bring one run's files back into <results>/<host>/<artifact key>/<run id>/ (whole, or not at
+    all) and mark it pulled on the device. The folder's path is returned."""
+    import os
+    import shutil
+
+    q = shlex.quote
+    run = f"{remote_dir}/runs/{run_id}"
+    listed = transport.run(f"cd -- {q(run)} && ls -A", timeout_s=30)
+    names = set(listed.stdout.split()) if listed.returncode == 0 else set()
+    if "job.json" not in names:
+        raise EdgekitError(f"{host} has no run {run_id} under {remote_dir}/runs", "list them with `edgekit fetch`")
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=results, prefix=f".fetch-{run_id}-"))
+    try:
+        for name in RUN_FILES:
+            if name in names:
+                transport.get(f"{run}/{name}", tmp / name)
+        job = json.loads((tmp / "job.json").read_text(encoding="utf-8"))
+        final = results / safe_name(host) / safe_name(job.get("artifact_key") or "artifact") / run_id
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    transport.run(f"touch -- {q(run + '/pulled')}", timeout_s=30)
+    return final
+
+
+def list_runs(transport, remote_dir: str) -> list[dict]:
+    """The device's runs: {"id", "status", "pulled", "running"} each (edgekit.jobs list)."""
+    q = shlex.quote
+    r = transport.run(f"[ -d {q(remote_dir + '/runs')} ] || exit 0; "
+                      f"{_venv_python(remote_dir)} -m edgekit.jobs list {q(remote_dir + '/runs')}", timeout_s=60)
+    out = []
+    for line in r.stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def fetch_runs(transport, remote_dir: str, *, host: str, results: Path) -> tuple[list[Path], list[str]]:
+    """Every finished run not pulled yet -> (local folders, ids still running)."""
+    folders, running = [], []
+    for run in list_runs(transport, remote_dir):
+        if run.get("status") is None:
+            if run.get("running"):
+                running.append(run["id"])
+            continue
+        if not run.get("pulled"):
+            folders.append(fetch_run(transport, remote_dir, run["id"], host=host, results=results))
+    return folders, running
+
+
+def resolve_remote_dir(transport, remote_dir: str) -> str:
+    """The remote folder as an absolute path (`~/` resolved by the device's shell)."""
+    from edgekit.deploy import remote_dir_expr
+
+    r = transport.run(f"R={remote_dir_expr(remote_dir)}; echo \"$R\"", timeout_s=30)
+    return r.stdout.strip() or remote_dir

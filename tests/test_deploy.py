@@ -1,0 +1,395 @@
+"""Deploy and bench on a device over real OpenSSH: sshd instances on 127.0.0.1 stand in for
+devices, each with its own HOME and a PATH that starts with a folder of fakes (a `df` that
+reports a full disk, a `cat` whose /proc/meminfo is small, an old `python3`) which the fault
+tests fill and empty. Installs use local wheels (tests/devices.py repacks this venv's own
+distributions, plus the llama-cpp-python wheel this machine built): no network, no compile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from devices import DEVICE_ROOTS, ONNX_ROOTS, flags, free_port, serve, wheelhouse
+from edgekit.cli import cli
+from helpers import assert_one_line_error
+
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
+AWKWARD_DIR = "dev it's \"here\""
+
+
+class Device:
+    def __init__(self, root: Path, dest: str, options: list[str], port: int):
+        self.root, self.dest, self.options, self.port = root, dest, options, port
+        self.home, self.fakes = root / "home", root / "fakes"
+        self.remote = str(self.home / AWKWARD_DIR)
+
+    def fake(self, name: str, script: str) -> None:
+        p = self.fakes / name
+        p.write_text("#!/bin/sh\n" + script)
+        p.chmod(0o755)
+
+    def clear_fakes(self) -> None:
+        for p in self.fakes.iterdir():
+            p.unlink()
+
+    def args(self, *more: str) -> list[str]:
+        return ["--host", self.dest, *flags(self.options), "--remote-dir", self.remote, "--python", BASE_PYTHON,
+                *more]
+
+
+def _device(root: Path):
+    (root / "home").mkdir(parents=True)
+    (root / "fakes").mkdir()
+    extra = f"SetEnv HOME={root / 'home'} PATH={root / 'fakes'}:/usr/local/bin:/usr/bin:/bin\n"
+    for dest, options, port in serve(root, sftp=True, extra=extra):
+        yield Device(root, dest, options, port)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """edgekit's cache (logs, wheels) in a folder of the test's own, for the module."""
+    from edgekit.llamacpp_build import wheel_dir
+
+    wheels = tmp_path_factory.mktemp("wheels")
+    wheelhouse(wheels, DEVICE_ROOTS + ONNX_ROOTS)  # before EDGEKIT_CACHE moves: the llama wheel is found there
+    assert any(p.name.startswith("llama_cpp_python-") for p in wheels.iterdir()), wheel_dir()
+    old = os.environ.get("EDGEKIT_CACHE")
+    os.environ["EDGEKIT_CACHE"] = str(tmp_path_factory.mktemp("edgekit-cache"))
+    yield wheels
+    if old is None:
+        os.environ.pop("EDGEKIT_CACHE")
+    else:
+        os.environ["EDGEKIT_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory, cache):
+    yield from _device(tmp_path_factory.mktemp("device-a"))
+
+
+@pytest.fixture(scope="module")
+def gguf(exported, tiny_qwen2) -> Path:
+    folder, _manifest = exported(tiny_qwen2)
+    return folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"
+
+
+def invoke(args, **kw):
+    return CliRunner().invoke(cli, args, catch_exceptions=False, **kw)
+
+
+def test_deploy_through_a_host_alias_then_nothing_twice(device, cache, gguf, tmp_path):
+    """Deploy through an ssh_config Host alias into a folder with a space and quotes; a second
+    deploy sends nothing; the device venv holds only the device set (no torch, transformers...)."""
+    config = tmp_path / "ssh_config"
+    opts = dict(o.split("=", 1) for o in device.options)
+    config.write_text(f"Host edgedev\n  HostName 127.0.0.1\n  User {device.dest.split('@')[0]}\n"
+                      f"  Port {opts['Port']}\n  IdentityFile {opts['IdentityFile']}\n  IdentitiesOnly yes\n"
+                      f"  UserKnownHostsFile {opts['UserKnownHostsFile']}\n")
+    args = ["deploy", str(gguf), "--host", "edgedev", "--ssh-config", str(config), "--accept-new-host-key",
+            "--remote-dir", device.remote, "--python", BASE_PYTHON, "--wheels", str(cache)]
+    r = invoke([*args, "--json"])
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["sent_bytes"] == gguf.stat().st_size + (gguf.parent / "manifest.json").stat().st_size
+    model = Path(first["model_path"])
+    assert model.read_bytes() == gguf.read_bytes() and model.is_symlink()
+    assert str(model).startswith(device.remote + "/models/")
+    store = Path(device.remote) / "store" / "sha256"
+    from edgekit.manifest import sha256_of
+
+    assert (store / sha256_of(gguf)).is_file() and not list((Path(device.remote) / "store" / "incoming").iterdir())
+    manifest = json.loads((Path(device.remote) / "deploy.json").read_text())
+    assert manifest["runtimes"]["llama.cpp"]["version"] and manifest["runtimes"]["llama.cpp"]["backends"] == ["CPU"]
+    assert sha256_of(gguf) in manifest["models"]
+
+    r = invoke(args)
+    assert r.exit_code == 0, r.output
+    assert "already deployed: nothing transferred" in r.stdout
+    venv_python = Path(device.remote) / "venv" / "bin" / "python"
+    code = ("import importlib.util as u; print([m for m in ('torch', 'transformers', 'optimum', 'safetensors', "
+            "'matplotlib', 'tokenizers') if u.find_spec(m)])")
+    assert subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_the_device_set_runs_bench_and_doctor(device, gguf, cache):
+    """A venv with only the device dependency set runs `edgekit bench` and `edgekit doctor`."""
+    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
+    edgekit = [str(Path(device.remote) / "venv" / "bin" / "python"), "-m", "edgekit"]  # pip's script cannot hold a "
+    model = next((Path(device.remote) / "models").glob(f"{gguf.stem}-*")) / gguf.name
+    r = subprocess.run([*edgekit, "bench", str(model), "-p", "8", "-n", "4", "-r", "1", "--json"],
+                       capture_output=True, text=True, cwd=device.home)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["metrics"]["tg_tok_s"]["mean"] > 0 and result["artifact"]["quant"] == "Q4_K_M"
+    r = subprocess.run([*edgekit, "doctor", "--json"], capture_output=True, text=True, cwd=device.home)
+    report = json.loads(r.stdout)
+    assert {c["name"]: c["status"] for c in report["checks"]}["llama.cpp build"] == "ok"
+
+
+def test_remote_bench_brings_result_and_logs_back_and_report_reads_them(device, gguf, cache, tmp_path):
+    results = tmp_path / "results"
+    r = invoke(["bench", str(gguf), *device.args("--wheels", str(cache)), "-p", "8", "-n", "4", "-r", "2",
+                "--results", str(results)])
+    assert r.exit_code == 0, r.output
+    (folder,) = [p.parent for p in results.rglob("result.json")]
+    assert folder.parent.parent.name == device.dest and folder.parent.name.startswith(gguf.stem)
+    assert {p.name for p in folder.iterdir()} >= {"result.json", "job.json", "status.json", "progress.log", "log"}
+    from edgekit.results import BenchResult
+
+    result = BenchResult.load(folder / "result.json")
+    assert result.settings.repetitions == 2 and len(result.metrics.tg_tok_s.samples) == 2
+    assert result.artifact.path.startswith(device.remote)  # it ran there, on the deployed copy
+    assert len(folder.joinpath("progress.log").read_text().splitlines()) == 2 * 3  # pp, tg, ttft x 2
+    r = invoke(["report", str(results), "-o", str(tmp_path / "report.md")])
+    assert r.exit_code == 0, r.output
+    assert gguf.name in (tmp_path / "report.md").read_text()
+    # pulled: a fetch finds nothing new
+    r = invoke(["fetch", "--host", device.dest, *flags(device.options), "--remote-dir", device.remote,
+                "--results", str(results)])
+    assert r.exit_code == 0 and "nothing to fetch" in r.output
+
+
+def test_onnx_folder_deploys_with_onnxruntime_and_benches(device, cache, onnx_export, tiny_qwen2, tmp_path):
+    folder, _manifest = onnx_export(tiny_qwen2, "int4")
+    results = tmp_path / "results"
+    r = invoke(["bench", str(folder), *device.args("--wheels", str(cache)), "-p", "8", "-n", "4", "-r", "1",
+                "--results", str(results), "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["runtime"]["name"] == "onnxruntime" and result["metrics"]["tg_tok_s"]["mean"] > 0
+    deployed = json.loads((Path(device.remote) / "deploy.json").read_text())
+    assert set(deployed["runtimes"]) == {"llama.cpp", "onnxruntime"}
+    key = next(k for k, a in deployed["artifacts"].items() if a["format"] == "onnx")
+    there = {p.name for p in (Path(device.remote) / "models" / key).iterdir()}
+    assert {"model.onnx", "genai_config.json", "manifest.json"} <= there
+
+
+# ---------------------------------------------------------------- faults
+
+
+def _upload_cut_then_resumed(device, gguf_big: Path, extra_env: dict, method: str, tmp_path):
+    """Start a rate-limited deploy, kill it (and its ssh) once part of the file is on the device,
+    then deploy again: the second run sends only the rest, and the checksum matches."""
+    from edgekit.manifest import sha256_of
+
+    sha = sha256_of(gguf_big)
+    partial = Path(device.remote) / "store" / "incoming" / f"{sha}.partial"
+    env = {**os.environ, **extra_env}
+    argv = [sys.executable, "-m", "edgekit", "deploy", str(gguf_big), *device.args(), "--bwlimit", "64"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120  # a hang guard, not a measurement
+    while not (partial.exists() and partial.stat().st_size > 64 * 1024):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the workstation side dies: ssh and rsync/sftp with it
+    proc.wait()
+    kept = partial.stat().st_size
+    assert 0 < kept < gguf_big.stat().st_size
+    r = subprocess.run(argv[:-2] + ["--json"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["resumed_bytes"] >= kept * 0.5 and out["sent_bytes"] < gguf_big.stat().st_size
+    assert any(method in what and "sha256 verified" in what for _, what in out["steps"])
+    assert Path(out["model_path"]).read_bytes() == gguf_big.read_bytes() and not partial.exists()
+
+
+@pytest.fixture(scope="module")
+def big_gguf(exported, tiny_llama) -> Path:
+    folder, _ = exported(tiny_llama)
+    return folder / f"{tiny_llama.name}-F16.gguf"
+
+
+def test_cut_upload_resumes_by_rsync(device, big_gguf, cache, tmp_path):
+    assert shutil.which("rsync"), "rsync is needed for this test (apt-get install rsync; .ci/run does)"
+    invoke(["deploy", str(big_gguf.with_name(big_gguf.name.replace("F16", "Q4_0"))),
+            *device.args("--wheels", str(cache))])  # venv and runtime in place: the cut falls in the upload
+    _upload_cut_then_resumed(device, big_gguf, {}, "rsync", tmp_path)
+
+
+def test_cut_upload_resumes_by_sftp_without_rsync(device, big_gguf, exported, tiny_llama, cache, tmp_path):
+    """rsync hidden from this machine's PATH: the sftp reput path."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("ssh", "scp", "sftp"):
+        os.symlink(shutil.which(tool), tools / tool)
+    other = big_gguf.with_name(big_gguf.name.replace("F16", "Q4_K_M"))
+    copy = _fresh_copy(big_gguf, tmp_path)  # the rsync test's file is on the device already
+    invoke(["deploy", str(other), *device.args("--wheels", str(cache))])
+    _upload_cut_then_resumed(device, copy, {"PATH": f"{tools}:{Path(sys.executable).parent}"}, "sftp", tmp_path)
+
+
+def test_unknown_and_changed_host_keys_are_refused(device, gguf, tmp_path):
+    opts = [o for o in device.options if not o.startswith(("UserKnownHostsFile", "StrictHostKeyChecking"))]
+    known = tmp_path / "known_hosts"
+    base = ["deploy", str(gguf), "--host", device.dest, *flags([*opts, f"UserKnownHostsFile={known}"]),
+            "--remote-dir", device.remote, "--python", BASE_PYTHON]
+    assert_one_line_error(invoke(base), "host key is not known", "--accept-new-host-key")
+    assert not known.exists() or known.read_text() == ""
+    probe = ["probe", "--host", device.dest, *flags([*opts, f"UserKnownHostsFile={known}"])]
+    r = invoke([*probe, "--accept-new-host-key"])
+    assert r.exit_code == 0, r.output
+    assert subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{device.port}", "-f", str(known)],
+                          capture_output=True).returncode == 0  # remembered (hashed or not)
+    assert invoke(probe).exit_code == 0  # and known from now on, without the flag
+    # the device's key changes (reinstalled, or someone in between): refused even with the flag
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{device.port} {other[0]} {other[1]}\n")
+    assert_one_line_error(invoke([*base, "--accept-new-host-key"]), "host key has CHANGED", "ssh-keygen -R")
+
+
+def _fresh_copy(gguf: Path, folder: Path) -> Path:
+    """`gguf` with its last byte (tensor data) flipped: still a whole GGUF, but one no device holds."""
+    copy = folder / "fresh" / gguf.name
+    copy.parent.mkdir(exist_ok=True)
+    data = bytearray(gguf.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+def test_full_disk_is_refused_before_anything_is_uploaded(device, tmp_path, exported, tiny_llama):
+    device.fake("df", "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+                      "echo '/dev/fake 100000 99900 100 100% /'\n")
+    try:
+        gguf = _fresh_copy(exported(tiny_llama)[0] / f"{tiny_llama.name}-Q4_K_M.gguf", tmp_path)
+        before = sorted(p.name for p in (Path(device.remote) / "store" / "sha256").iterdir()) \
+            if Path(device.remote).exists() else []
+        line = assert_one_line_error(invoke(["deploy", str(gguf), *device.args()]), "not enough disk",
+                                     "0.1 MiB free", "--remote-dir")
+        assert "model" in line
+        after = sorted(p.name for p in (Path(device.remote) / "store" / "sha256").iterdir()) \
+            if Path(device.remote).exists() else []
+        assert before == after
+    finally:
+        device.clear_fakes()
+
+
+def test_a_model_too_big_for_the_ram_is_refused_before_upload(device, gguf, tmp_path):
+    # 280 MiB, 90 % usable (252 MiB): less than the runtime 256 MiB + weights 1.1 MiB + KV 4 MiB
+    device.fake("cat", 'if [ "$1" = /proc/meminfo ]; then echo "MemTotal:  286720 kB"; '
+                       'echo "MemAvailable: 131072 kB"; else exec /bin/cat "$@"; fi\n')
+    copy = _fresh_copy(gguf, tmp_path)
+    try:
+        assert_one_line_error(invoke(["deploy", str(copy), *device.args()]), "does not fit in", "RAM",
+                              "weights 1.1 MiB", "KV cache at ctx 4096 4.0 MiB", "= 261.1 MiB",
+                              "usable 252.0 MiB of 280.0 MiB", "smaller quantization")
+    finally:
+        device.clear_fakes()
+    from edgekit.manifest import sha256_of
+
+    assert not (Path(device.remote) / "store" / "sha256" / sha256_of(copy)).exists()
+
+
+def test_a_device_python_too_old_is_refused_with_what_to_install(device, gguf):
+    device.fake("python3", 'case "$*" in *version_info*) echo 3.8.10;; esac; exit 0\n')  # venv: "yes"
+    try:
+        line = assert_one_line_error(
+            invoke(["deploy", str(gguf), "--host", device.dest, *flags(device.options), "--remote-dir",
+                    device.remote + "-old", "--python", str(device.fakes / "python3")]),
+            "too old", "3.8.10", "needs 3.10")
+        assert "--python" in line
+    finally:
+        device.clear_fakes()
+    assert not Path(device.remote + "-old").exists()
+
+
+def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path):
+    """The model the run opens is a FIFO nobody writes: the run hangs in open(); --timeout ends
+    it there, process group and all, and says so."""
+    from edgekit.cli._ssh import open_transport
+    from edgekit.errors import EdgekitError
+    from edgekit.remote import remote_bench
+    from edgekit.settings import BenchSettings
+
+    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
+    fifo = tmp_path / "hangs.gguf"
+    os.mkfifo(fifo)
+    with open_transport(device.dest, device.options) as t:
+        with pytest.raises(EdgekitError) as e:
+            remote_bench(t, device.remote, str(fifo), "gguf", "hung", BenchSettings(n_prompt=8, n_gen=4),
+                         host=device.dest, results=tmp_path / "results", timeout_s=3)
+    assert "ran past --timeout 3 s" in str(e.value) and "\n" not in str(e.value)
+    (folder,) = (tmp_path / "results").rglob("status.json")
+    status = json.loads(folder.read_text())
+    assert status["ok"] is False
+    from edgekit.jobs import _alive
+
+    assert not _alive(Path(device.remote) / "runs" / folder.parent.name)  # ended there, not left hanging
+
+
+def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, tmp_path):
+    from edgekit.cli._ssh import open_transport
+    from edgekit.errors import EdgekitError
+    from edgekit.remote import remote_bench
+    from edgekit.settings import BenchSettings
+
+    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
+    model = next((Path(device.remote) / "models").glob(f"{gguf.stem}-*")) / gguf.name
+    t = open_transport(device.dest, device.options)
+
+    def drop(label, done, total):  # the first progress line: the run is going; cut the connection
+        subprocess.run([*t.base, "-O", "exit", t.destination], capture_output=True)
+
+    with pytest.raises(EdgekitError) as e:
+        remote_bench(t, device.remote, str(model), "gguf", "dropped", BenchSettings(n_prompt=64, n_gen=64,
+                     repetitions=40), host=device.dest, results=tmp_path / "results", timeout_s=120, progress=drop)
+    t.close()
+    assert "lost the connection" in str(e.value) and "edgekit fetch --host" in str(e.value)
+    deadline = time.monotonic() + 120  # hang guard
+    while True:
+        r = invoke(["fetch", "--host", device.dest, *flags(device.options), "--remote-dir", device.remote,
+                    "--results", str(tmp_path / "results")])
+        assert r.exit_code == 0, r.output
+        if "fetched" in r.output:
+            break
+        assert time.monotonic() < deadline and "still running" in r.output, r.output
+        time.sleep(0.5)
+    (result,) = (tmp_path / "results").rglob("result.json")
+    from edgekit.results import BenchResult
+
+    assert len(BenchResult.load(result).metrics.tg_tok_s.samples) == 40
+
+
+# ---------------------------------------------------------------- fleet
+
+
+@pytest.fixture(scope="module")
+def device_b(tmp_path_factory, cache):
+    yield from _device(tmp_path_factory.mktemp("device-b"))
+
+
+def test_fleet_two_devices_and_a_dead_port(device, device_b, gguf, cache, tmp_path):
+    """Two sshd 'devices' and one port nobody listens on: two results, one failure line, exit 1,
+    and one merged report with a row per device."""
+    common = [o for o in device.options if not o.startswith(("Port=", "IdentityFile="))]
+    keys = tmp_path / "key"
+    shutil.copy(device.root / "client_key", keys)
+    (device_b.root / "authorized_keys").write_text((device.root / "client_key.pub").read_text())
+    dead = free_port()
+    results = tmp_path / "results"
+    hosts = [f"{device.dest}:{device.port}", f"{device_b.dest}:{device_b.port}", f"{device.dest}:{dead}"]
+    args = ["bench", str(gguf), *[a for h in hosts for a in ("--host", h)], *flags([*common, f"IdentityFile={keys}"]),
+            "--remote-dir", "~/" + AWKWARD_DIR, "--python", BASE_PYTHON, "--wheels", str(cache),
+            "-p", "8", "-n", "4", "-r", "1", "--results", str(results), "--parallel", "3"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1, r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and f":{dead}" in errors[0] and "cannot reach" in errors[0], r.stderr
+    found = sorted(results.rglob("result.json"))
+    from edgekit.remote import safe_name
+
+    assert len(found) == 2 and {p.parents[2].name for p in found} == {safe_name(hosts[0]), safe_name(hosts[1])}
+    (report,) = results.glob("fleet-*.md")
+    text = report.read_text()
+    assert text.count(gguf.name) >= 2 and "What each number ran on" in text

@@ -1,0 +1,187 @@
+"""The pure parts of deploy, on recorded device output: what the device report says, which
+Python is chosen, the preflight's refusals at their edges, destinations, host keys, recipes and
+the device doctor's verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgekit.cli._ssh import parse_destination
+from edgekit.deploy import (RAM_OVERHEAD_BYTES, Device, Need, choose_python, parse_device_report, preflight,
+                            remote_dir_expr, rsync_can_resume, runtime_problems)
+from edgekit.errors import EdgekitError
+from edgekit.transport import host_key_problem
+
+FIXTURES = Path(__file__).parent / "fixtures" / "deploy"
+
+MACOS = """dir=/Users/ana/.edgekit
+system=Darwin
+machine=arm64
+python=3.9.6 yes /usr/bin/python3
+python=3.12.7 yes /opt/homebrew/bin/python3.12
+free_dir=/Users/ana
+df=/dev/disk3s5  971350180 402318820 541086496    43%    /System/Volumes/Data
+memsize=17179869184
+rsync=openrsync: protocol version 29
+sha256=shasum
+"""
+
+JETPACK5 = """dir=/home/nvidia/.edgekit
+system=Linux
+machine=aarch64
+python=3.8.10 yes /usr/bin/python3
+nopython=python3.13
+free_dir=/home/nvidia
+df=/dev/mmcblk0p1   59600812 21021432  36125640      37% /
+meminfo=MemTotal:       31989172 kB
+meminfo=MemAvailable:   29128328 kB
+rsync=rsync  version 3.1.3  protocol version 31
+sha256=sha256sum
+"""
+
+
+def test_the_linux_report_as_recorded():
+    d = parse_device_report((FIXTURES / "device-report-linux-x86_64.txt").read_text())
+    assert (d.remote_dir, d.system, d.machine, d.free_dir) == ("/root/.edgekit", "Linux", "x86_64", "/root")
+    assert d.free_bytes == 80060720 * 1024 and d.mem_total_bytes == 24683584 * 1024
+    assert d.mem_available_bytes == 23813192 * 1024 and d.sha256_tool == "sha256sum"
+    assert [p.version for p in d.pythons] == [(3, 11, 7), (3, 11, 7)] and d.missing_pythons[0] == "python3.13"
+    assert rsync_can_resume(d.rsync)
+    assert choose_python(d, None, "linux").path == "/root/.pyenv/shims/python3"
+
+
+def test_macos_reads_sysctl_and_has_no_resumable_rsync():
+    d = parse_device_report(MACOS)
+    assert d.mem_total_bytes == 16 * 2**30 and d.mem_available_bytes is None and d.sha256_tool == "shasum"
+    assert not rsync_can_resume(d.rsync) and not rsync_can_resume("rsync  version 2.6.9  protocol version 29")
+    assert rsync_can_resume("rsync  version 3.0.0  protocol version 30") and not rsync_can_resume(None)
+    # /usr/bin/python3 is 3.9: the next candidate that is new enough
+    assert choose_python(d, None, "apple-m").path == "/opt/homebrew/bin/python3.12"
+    with pytest.raises(EdgekitError) as e:
+        choose_python(d, "/usr/bin/python3", "apple-m")
+    assert "3.9.6" in str(e.value) and "brew install python@3.12" in str(e.value)
+
+
+def test_jetpack5_python_38_is_refused_with_what_to_install():
+    d = parse_device_report(JETPACK5)
+    with pytest.raises(EdgekitError) as e:
+        choose_python(d, None, "jetson")
+    assert "3.8.10 (/usr/bin/python3)" in e.value.problem and "python3.10" in e.value.fix
+    d.pythons[0].version, d.pythons[0].has_venv = (3, 10, 12), False
+    with pytest.raises(EdgekitError) as e:
+        choose_python(d, None, "jetson")
+    assert "no venv module" in e.value.problem and "python3.10-venv" in e.value.fix
+
+
+def _device(free: int | None, total: int | None, available: int | None = None) -> Device:
+    return Device("/r", free_bytes=free, free_dir="/r", mem_total_bytes=total, mem_available_bytes=available)
+
+
+def test_preflight_disk_at_the_edge():
+    need = Need(model_bytes=700 * 2**20, venv_bytes=300 * 2**20, runtime_bytes=0)
+    assert preflight(_device(need.disk_bytes, 64 * 2**30), need, "pi") == []  # exactly enough
+    with pytest.raises(EdgekitError) as e:
+        preflight(_device(need.disk_bytes - 1, 64 * 2**30), need, "pi")
+    assert "not enough disk on pi" in e.value.problem and "model 700.0 MiB, venv 300.0 MiB" in e.value.problem
+    assert "disk" in preflight(_device(None, 64 * 2**30), need, "pi")[0]
+
+
+def test_preflight_ram_at_the_edge_and_a_busy_device():
+    weights, kv = 4 * 2**30, 2**30
+    need = Need(weights_bytes=weights, kv_bytes=kv, ctx=8192)
+    usable_total = int((weights + kv + RAM_OVERHEAD_BYTES) / 0.9) + 16  # usable = 90 % of MemTotal
+    assert preflight(_device(2**40, usable_total, usable_total), need, "orin") == []
+    with pytest.raises(EdgekitError) as e:
+        preflight(_device(2**40, usable_total - 2**20), need, "orin")
+    assert "weights 4.00 GiB + KV cache at ctx 8192 1.00 GiB" in e.value.problem and "--ctx" in e.value.fix
+    warnings = preflight(_device(2**40, usable_total, 2**30), need, "orin")
+    assert len(warnings) == 1 and "available now" in warnings[0]
+
+
+def test_remote_dir_words():
+    assert remote_dir_expr("~/.edgekit") == '"$HOME"/.edgekit'
+    assert remote_dir_expr("~") == '"$HOME"'
+    assert remote_dir_expr("/srv/it's here") == "'/srv/it'\"'\"'s here'"
+    with pytest.raises(EdgekitError):
+        remote_dir_expr("~pi/x")
+
+
+@pytest.mark.parametrize("text,want", [
+    ("pi@10.0.0.5:2222", ("pi@10.0.0.5", ["Port=2222"])),
+    ("10.0.0.5:22", ("10.0.0.5", ["Port=22"])),
+    ("[fe80::1%eth0]:2200", ("fe80::1%eth0", ["Port=2200"])),
+    ("pi@[::1]:2200", ("pi@::1", ["Port=2200"])),
+    ("fe80::1", ("fe80::1", [])),
+    ("ssh://pi@host:2222", ("ssh://pi@host:2222", [])),
+    ("jetson", ("jetson", [])),
+    ("pi@host", ("pi@host", [])),
+])
+def test_destinations(text, want):
+    assert parse_destination(text) == want
+
+
+def test_host_key_refusals_from_recorded_ssh_output():
+    unknown = host_key_problem((FIXTURES / "ssh-unknown-host-key.txt").read_text())
+    changed = host_key_problem((FIXTURES / "ssh-changed-host-key.txt").read_text())
+    assert "not known" in unknown[0] and "--accept-new-host-key" in unknown[1]
+    assert "CHANGED" in changed[0] and "ssh-keygen -R" in changed[1]
+    assert host_key_problem("ssh: connect to host 10.0.0.5 port 22: Connection refused") is None
+
+
+def test_recipes_run_with_the_venv_pip():
+    from edgekit.targets.specs import SPECS, parse_pip_command, runtime_install
+
+    jet = runtime_install(SPECS["jetson-agx-orin-64gb"], "llama.cpp", "aarch64")
+    assert dict(jet.env) == {"CMAKE_ARGS": "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=87",
+                             "CUDACXX": "/usr/local/cuda/bin/nvcc"}
+    # a generic Linux device gets the portable flags of its own CPU, never -march=native
+    x86 = dict(runtime_install(SPECS["linux"], "llama.cpp", "x86_64").env)["CMAKE_ARGS"]
+    assert "-DGGML_NATIVE=OFF" in x86 and "-DGGML_AVX512=OFF" in x86
+    arm = dict(runtime_install(SPECS["linux-nvidia"], "llama.cpp", "aarch64").env)["CMAKE_ARGS"]
+    assert "-DGGML_NATIVE=OFF" in arm and arm.endswith("-DGGML_CUDA=on")
+    ort = runtime_install(SPECS["jetson-agx-orin-64gb"], "onnxruntime")
+    assert ort.requirements == ("onnxruntime-gpu",) and "--index-url" in ort.args
+    with pytest.raises(ValueError):
+        parse_pip_command("curl https://x | sh")
+
+
+DOCTOR_JETSON_CPU_BUILD = {
+    "ok": False,
+    "checks": [{"name": "llama.cpp build", "status": "ok", "detail": "CPU: NEON ARM_FMA", "data": {
+        "backends": ["CPU"], "system_info": "CPU : NEON = 1 | ARM_FMA = 1 |"}},
+        {"name": "llama.cpp GPU offload", "status": "warn", "detail": "no", "data": {"gpu_offload": False}}],
+    "warnings": [["llama.cpp is built without GPU offload on jetson-agx-orin-64gb (Ampere GPU): bench runs on the CPU",
+                  "reinstall it for jetson-agx-orin-64gb: `CMAKE_ARGS=...`"]],
+}
+
+
+def test_a_jetson_llama_cpp_without_cuda_is_a_failed_deploy():
+    problems = runtime_problems(DOCTOR_JETSON_CPU_BUILD, "llama.cpp")
+    assert len(problems) == 1 and "without GPU offload" in problems[0][0]
+    assert runtime_problems(DOCTOR_JETSON_CPU_BUILD, "onnxruntime")[0][0].startswith("onnxruntime is not installed")
+    fine = {**DOCTOR_JETSON_CPU_BUILD, "warnings": []}
+    assert runtime_problems(fine, "llama.cpp") == []
+
+
+def test_a_device_command_streams_to_its_log_and_stops_at_its_timeout(tmp_path, monkeypatch):
+    """What a runtime build on the device gets: its lines in a local log as they come, the last
+    one on the progress line, and a stop at the deadline naming the log."""
+    from edgekit.deploy import Deployer, DeployOptions
+    from edgekit.transport import LocalTransport
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    stages = []
+    d = Deployer(LocalTransport(), "pi", DeployOptions(), lambda s, detail: stages.append((s, detail)))
+    with pytest.raises(EdgekitError) as e:
+        d._logged("echo 'Building wheel'; echo '[3/9] ggml.c'; sleep 30", "building", "the llama.cpp build",
+                  "llama-build", 1.0, "raise --build-timeout", "read the log")
+    assert "ran past 1 s" in e.value.problem and e.value.fix == "raise --build-timeout"
+    (log,) = (tmp_path / "logs").glob("pi-*-llama-build.log")
+    assert log.read_text().splitlines()[1:] == ["Building wheel", "[3/9] ggml.c"] and str(log) in e.value.problem
+    assert stages[-1] == ("building", "the llama.cpp build: [3/9] ggml.c")
+    with pytest.raises(EdgekitError) as e:
+        d._logged("echo 'error: no compiler'; exit 1", "building", "the llama.cpp build", "llama-build", 10.0,
+                  "raise --build-timeout", "read the log")
+    assert "failed on pi: error: no compiler" in e.value.problem
