@@ -332,7 +332,7 @@ def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], 
         sizes[n] = p.stat().st_size
         if hash_progress:
             hash_progress(f"sha256 {n}", 0, 1)
-        sha[n] = sha256_of(p)
+        sha[n] = cached_sha256(p)
         if n in expected and expected[n] != sha[n]:
             raise EdgekitError(f"{p} does not match its export manifest (sha256 {sha[n][:12]}..., the manifest says "
                                f"{expected[n][:12]}...): it changed after the export",
@@ -341,6 +341,37 @@ def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], 
     stem = artifact.name if artifact.is_dir() else model.stem
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
     return ArtifactFiles(f"{key}-{digest}", fmt.name, model.name, files, sha, sizes, facts)
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of `path`, remembered in edgekit's cache (sha256.json) under its real path, size and
+    modification time, so that deploying a multi-GB model again does not read it again."""
+    import os
+
+    from edgekit.llamacpp_build import cache_root
+    from edgekit.manifest import sha256_of
+
+    st = Path(path).stat()
+    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    store = cache_root() / "sha256.json"
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    digest = sha256_of(Path(path))
+    known = known if isinstance(known, dict) else {}
+    known[key] = digest
+    try:
+        from edgekit.atomic import atomic_file
+
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(store) as tmp:
+            tmp.write_text(json.dumps(dict(list(known.items())[-2000:])), encoding="utf-8")
+    except OSError:  # a read-only cache costs a re-read next time, nothing else
+        pass
+    return digest
 
 
 # ---------------------------------------------------------------- the remote manifest
@@ -583,6 +614,10 @@ class Deployer:
         self.stage("reading", "the artifact")
         files = artifact_files(artifact)
         runtime = o.runtime or RUNTIME_OF_FORMAT[files.format]
+        if runtime != RUNTIME_OF_FORMAT[files.format]:
+            raise EdgekitError(f"--runtime {runtime} does not run {files.format.upper()} files "
+                               f"({files.main} runs on {RUNTIME_OF_FORMAT[files.format]})",
+                               f"leave --runtime out, or pass --runtime {RUNTIME_OF_FORMAT[files.format]}")
         device = parse_device_report(self.sh(device_script(o.remote_dir, (o.python,) if o.python else
                                                            PYTHON_CANDIDATES), "reading the device").stdout)
         R = device.remote_dir
@@ -619,6 +654,7 @@ class Deployer:
         saying to deploy it."""
         from edgekit.remote import resolve_remote_dir
 
+        self.stage("connecting", self.host)
         files = artifact_files(artifact)
         R = resolve_remote_dir(self.t, self.o.remote_dir)
         manifest = self.read_manifest(R)

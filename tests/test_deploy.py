@@ -296,7 +296,7 @@ def test_a_device_python_too_old_is_refused_with_what_to_install(device, gguf):
     try:
         line = assert_one_line_error(
             invoke(["deploy", str(gguf), "--host", device.dest, *flags(device.options), "--remote-dir",
-                    device.remote + "-old", "--python", str(device.fakes / "python3")]),
+                    device.remote + "-old", "--python", "python3"]),  # the name: the fake is first on PATH
             "too old", "3.8.10", "needs 3.10")
         assert "--python" in line
     finally:
@@ -393,3 +393,45 @@ def test_fleet_two_devices_and_a_dead_port(device, device_b, gguf, cache, tmp_pa
     (report,) = results.glob("fleet-*.md")
     text = report.read_text()
     assert text.count(gguf.name) >= 2 and "What each number ran on" in text
+
+
+def test_fleet_from_an_ansible_inventory_with_a_limit(device, device_b, gguf, cache, tmp_path):
+    """The hosts come from an INI inventory read by ansible-core (ansible_host/port/user/key and
+    the interpreter); --limit keeps one group; --no-deploy uses what is there."""
+    pytest.importorskip("packaging")
+    import importlib.util
+
+    if importlib.util.find_spec("ansible") is None:
+        pytest.skip("ansible-core is not installed (the fleet extra)")
+    user = device.dest.split("@")[0]
+    known = dict(o.split("=", 1) for o in device.options)["UserKnownHostsFile"]
+    (device_b.root / "authorized_keys").write_text((device.root / "client_key.pub").read_text())
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[boards]\n"
+        f"alpha ansible_host=127.0.0.1 ansible_port={device.port}\n"
+        f"beta ansible_host=127.0.0.1 ansible_port={device_b.port}\n"
+        "[spare]\n"
+        "gamma ansible_host=192.0.2.1\n"
+        "[all:vars]\n"
+        f"ansible_user={user}\nansible_ssh_private_key_file={device.root / 'client_key'}\n"
+        f"ansible_python_interpreter={BASE_PYTHON}\n")
+    results = tmp_path / "results"
+    base = ["bench", str(gguf), "--inventory", str(inventory), "--limit", "boards",
+            "--ssh-option", f"UserKnownHostsFile={known}", "--accept-new-host-key", "--remote-dir", "~/" + AWKWARD_DIR,
+            "-p", "8", "-n", "4", "-r", "1", "--results", str(results)]
+    r = CliRunner().invoke(cli, [*base, "--wheels", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.parents[2].name for p in results.rglob("result.json")) == ["alpha", "beta"]
+    r = CliRunner().invoke(cli, [*base, "--no-deploy"])
+    assert r.exit_code == 0, r.output
+    assert len(list(results.rglob("result.json"))) == 4 and "connecting" in r.output and "installing" not in r.output
+    other = _fresh_copy(gguf, tmp_path)  # never deployed: --no-deploy refuses it on each host
+    r = CliRunner().invoke(cli, [*base[:1], str(other), *base[2:], "--no-deploy"])
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.exit_code == 1 and len(errors) == 2 and all("is not deployed on" in e for e in errors), r.output
+
+
+def test_a_runtime_that_cannot_run_the_artifact_is_refused(device, gguf):
+    assert_one_line_error(invoke(["deploy", str(gguf), *device.args("--runtime", "onnxruntime")]),
+                          "--runtime onnxruntime does not run GGUF files", "--runtime llama.cpp")

@@ -185,3 +185,24 @@ def test_a_device_command_streams_to_its_log_and_stops_at_its_timeout(tmp_path, 
         d._logged("echo 'error: no compiler'; exit 1", "building", "the llama.cpp build", "llama-build", 10.0,
                   "raise --build-timeout", "read the log")
     assert "failed on pi: error: no compiler" in e.value.problem
+
+
+def test_sha256_is_read_once_per_file_state(tmp_path, monkeypatch):
+    """A second deploy of a multi-GB model does not read it again: its sha256 is kept under its
+    path, size and mtime, and a changed file (new mtime) is read again."""
+    import hashlib
+    import json
+    import os
+
+    from edgekit.deploy import cached_sha256
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"weights")
+    assert cached_sha256(f) == hashlib.sha256(b"weights").hexdigest()
+    store = tmp_path / "cache" / "sha256.json"
+    (key,) = json.loads(store.read_text())
+    store.write_text(json.dumps({key: "remembered"}))
+    assert cached_sha256(f) == "remembered"  # not read again
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1))
+    assert cached_sha256(f) == hashlib.sha256(b"weights").hexdigest()
