@@ -95,6 +95,12 @@ def reproducibility_rows(results: list[BenchResult]) -> list[list[str]]:
         if detected.get("l4t"):
             os_text += f", L4T {detected['l4t']}"
         build = r.runtime.build_flags or "-"
+        if r.runtime.name == "llama.cpp" and "=" in build:  # llama_print_system_info: the features it has
+            from edgekit.doctor import describe_system_info
+
+            build = describe_system_info(build) or build
+        if r.runtime.build_commit:
+            build = f"{build} @{r.runtime.build_commit}"
         out.append([device_name(r), os_text, power_mode(r), clocks_locked(r), throttled(r),
                     f"{r.runtime.name} {r.runtime.version} {r.runtime.backend}", build[:120], r.tool.version])
     return out

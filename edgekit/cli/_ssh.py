@@ -40,8 +40,9 @@ def parse_destination(text: str) -> tuple[str, list[str]]:
 
 
 def open_transport(host: str, ssh_options=(), ssh_config: Path | None = None, accept_new_host_key: bool = False):
-    """An SSHTransport to `host`: the user's options first (ssh keeps the first value of each), then
-    the host-key policy: unknown keys refused unless `accept_new_host_key`, changed keys always."""
+    """An SSHTransport to `host`: the port of a `host:port` destination first, then the user's
+    options (ssh keeps the first value of each), then the host-key policy: unknown keys refused
+    unless `accept_new_host_key`, changed keys always."""
     from edgekit.errors import EdgekitError
     from edgekit.transport import SSHTransport
 
@@ -49,5 +50,6 @@ def open_transport(host: str, ssh_options=(), ssh_config: Path | None = None, ac
         raise EdgekitError(f"--ssh-config {ssh_config} does not exist", "pass an ssh_config file")
     destination, implied = parse_destination(host)
     policy = "accept-new" if accept_new_host_key else "yes"
-    return SSHTransport(destination, [*ssh_options, *implied, f"StrictHostKeyChecking={policy}"],
+    # the port written into the destination is this host's own: it goes before --ssh-option's
+    return SSHTransport(destination, [*implied, *ssh_options, f"StrictHostKeyChecking={policy}"],
                         config=str(ssh_config) if ssh_config else None)

@@ -8,21 +8,31 @@ from edgekit import options
 
 
 def results_table(results, by_device: bool = False):
-    """The comparison table; `by_device`: grouped by device, with what makes each number
-    reproducible (power mode, clocks, throttling, runtime build, edgekit version) beside it."""
+    """The comparison table; `by_device`: grouped by device, with a device column, and a second
+    table of what makes each number reproducible (power mode, clocks, throttling, runtime build,
+    edgekit version): rich renders a list of tables in order."""
     from rich.table import Table
 
-    from edgekit.report import COLUMNS, REPRO_COLUMNS, by_device as grouped, reproducibility_rows, rows
+    from edgekit.report import COLUMNS, REPRO_COLUMNS, by_device as grouped, device_name, label, reproducibility_rows
+    from edgekit.report import rows
 
-    table = Table()
     if by_device:
         results = grouped(results)
-    for c in COLUMNS + (REPRO_COLUMNS if by_device else []):
-        table.add_column(c, justify="left" if c in ("artifact", "runtime", "target", *REPRO_COLUMNS) else "right")
-    extra = reproducibility_rows(results) if by_device else [[] for _ in results]
-    for row, more in zip(rows(results), extra):
-        table.add_row(*row, *more)
-    return table
+    table = Table()
+    for c in (["device"] if by_device else []) + COLUMNS:
+        table.add_column(c, justify="left" if c in ("device", "artifact", "runtime", "target") else "right")
+    for r, row in zip(results, rows(results)):
+        table.add_row(*([device_name(r)] if by_device else []), *row)
+    if not by_device:
+        return table
+    from rich.console import Group
+
+    repro = Table(title="What each number ran on")
+    for c in ["artifact", *REPRO_COLUMNS]:
+        repro.add_column(c, overflow="fold", max_width=40 if c == "build" else None)
+    for r, row in zip(results, reproducibility_rows(results)):
+        repro.add_row(label(r), *row)
+    return Group(table, repro)
 
 
 @click.command()
