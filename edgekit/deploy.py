@@ -947,7 +947,7 @@ class Deployer:
             why = printable((r.stderr.strip().splitlines() or ["no output"])[-1], 300)
             raise EdgekitError(f"edgekit doctor did not run on {self.host} ({why})",
                                f"run {R}/venv/bin/python -m edgekit doctor on the device") from None
-        problems = runtime_problems(report, runtime)
+        problems = runtime_problems(report, runtime, spec)
         if problems:
             problem, fix = problems[0]
             raise EdgekitError(f"deploy to {self.host} failed its check: {problem}", fix)
@@ -967,9 +967,10 @@ def _local_rsync_version(rsync: str) -> str | None:
     return (out.splitlines() or [None])[0]
 
 
-def runtime_problems(report: dict, runtime: str) -> list[tuple[str, str]]:
+def runtime_problems(report: dict, runtime: str, spec=None) -> list[tuple[str, str]]:
     """The warnings of a device's `edgekit doctor --json` that make `runtime` unusable there:
-    (problem, fix) pairs. Pure, tested on recorded doctor output."""
+    (problem, fix) pairs; with `spec`, an onnxruntime without any of the GPU execution providers
+    the target lists (a Jetson's CUDA/TensorRT) is one too. Pure, tested on recorded doctor output."""
     prefix = "llama" if runtime == "llama.cpp" else "onnxruntime"
     out = []
     for problem, fix in report.get("warnings") or []:
@@ -980,6 +981,15 @@ def runtime_problems(report: dict, runtime: str) -> list[tuple[str, str]]:
     check = names.get(key) or next((c for n, c in names.items() if n and n.startswith(prefix)), None)
     if check is None or check.get("status") == "missing":
         out.append((f"{runtime} is not installed in the device venv", "deploy again; see the install log"))
+    elif runtime == "onnxruntime" and spec is not None:
+        wanted = [p for p in spec.onnxruntime_providers if p != "CPUExecutionProvider"]
+        have = (names.get("onnxruntime providers") or {}).get("data", {}).get("providers") or []
+        if wanted and not set(wanted) & set(have):
+            from edgekit.targets.specs import runtime_install
+
+            out.append((f"onnxruntime on {spec.name} has {', '.join(have) or 'no provider'}, none of "
+                        f"{', '.join(wanted)}: bench would run on the CPU",
+                        f"install the target's build: {runtime_install(spec, 'onnxruntime').command()}"))
     return out
 
 

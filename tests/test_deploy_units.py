@@ -206,3 +206,20 @@ def test_sha256_is_read_once_per_file_state(tmp_path, monkeypatch):
     assert cached_sha256(f) == "remembered"  # not read again
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1))
     assert cached_sha256(f) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_a_jetson_onnxruntime_without_its_gpu_providers_is_a_failed_deploy():
+    from edgekit.targets.specs import SPECS
+
+    def doctor(providers):
+        return {"warnings": [], "checks": [
+            {"name": "onnxruntime", "status": "ok", "detail": "1.32.0 (onnxruntime)", "data": {}},
+            {"name": "onnxruntime providers", "status": "ok", "detail": ", ".join(providers),
+             "data": {"providers": providers}}]}
+
+    jetson, pi = SPECS["jetson-agx-orin-64gb"], SPECS["rpi5-8gb"]
+    (problem, fix), = runtime_problems(doctor(["AzureExecutionProvider", "CPUExecutionProvider"]), "onnxruntime",
+                                       jetson)
+    assert "none of TensorrtExecutionProvider, CUDAExecutionProvider" in problem and "onnxruntime-gpu" in fix
+    assert runtime_problems(doctor(["CUDAExecutionProvider", "CPUExecutionProvider"]), "onnxruntime", jetson) == []
+    assert runtime_problems(doctor(["CPUExecutionProvider"]), "onnxruntime", pi) == []  # a Pi has no GPU EP to want
