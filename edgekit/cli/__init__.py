@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "edgekit.cli.doctor:doctor",
     "deploy": "edgekit.cli.deploy:deploy",
     "fetch": "edgekit.cli.remote:fetch",
+    "plan": "edgekit.cli.plan:plan",
 }
 COMMAND_REGISTRY = Registry(COMMANDS_GROUP, COMMANDS, what="command")
 

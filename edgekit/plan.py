@@ -1,0 +1,509 @@
+"""`edgekit plan`: what fits where and how fast, from first principles, then checked against
+measurements.
+
+Contract:
+- Weights per quantization. GGUF: llama.cpp's own quantizer decides each tensor's type, in its
+  dry-run mode (`llama_model_quantize` with dry_run: types and sizes, no data read) on a GGUF
+  header with the model's real tensor shapes over a sparse data region, so Q4_K_M's mixed types
+  (Q6_K output and some attn_v/ffn_down) are llama.cpp's, never re-derived here; bytes per
+  tensor are rows x gguf-py's row size of that type. ONNX INT4 (MatMulNBits): 4 bits per weight of
+  every linear layer, one scale per block of `block_size` (the activations' float type), the
+  embedding and norms at FP32 (edgekit export onnx's defaults). FP16: 2 bytes per weight. The
+  DeepSeek-V3/R1 mixture of experts (671B) is counted from its config, each matrix at the quant's
+  main type (llama.cpp's dry run needs the deepseek2 header: not built here): said so in the row.
+- KV cache at ctx: 2 x layers x kv_heads x head_dim x ctx x 2 bytes (F16); MLA (671B): the
+  compressed latent, (kv_lora_rank + qk_rope_head_dim) x layers x ctx x 2 bytes.
+- Memory needed = weights + KV + runtime overhead (compute buffers: a default, stated); usable
+  = the target's RAM less an OS reserve, on Apple the GPU working-set cap (2/3 of RAM up to
+  36 GB, 3/4 above), on Jetson the shared RAM less the reserve.
+- tg = efficiency x bandwidth / bytes read per token (weights read, KV at half the context); pp
+  = tg x a pp/tg ratio; TTFT(prompt) = prompt / pp + 1 / tg. Efficiency and ratio come from
+  measured results (`results`: median per target x runtime) or a stated default; J/token from
+  measured watts. Every figure carries where its inputs came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")
+OVERHEAD_BYTES = 300 * 2**20          # compute buffers + process, default (llama.cpp CPU, n_ubatch 512)
+OS_RESERVE_BYTES = 2**30              # at least this much, or 10 % of RAM, kept for the OS
+DEFAULT_EFFICIENCY = {"llama.cpp": 0.6, "onnxruntime": 0.4}
+DEFAULT_PP_TG_RATIO = {"llama.cpp": 10.0, "onnxruntime": 5.0}
+
+
+# ---------------------------------------------------------------- models
+
+
+def r1_family() -> dict[str, dict]:
+    return {k: v for k, v in json.loads(resources.files("edgekit").joinpath("data/r1_family.json").read_text(
+        encoding="utf-8")).items() if not k.startswith("_")}
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    config: dict
+    source: str                      # where the config came from
+    published_params: float | None = None
+
+
+def resolve_models(spec: str) -> list[ModelSpec]:
+    """MODEL as plan takes it: `r1` (the whole family), a family member or synth preset name, a
+    checkpoint folder (its config.json), an artifact (its measured facts: see artifact_rows), or
+    a hub id (config.json only, downloaded when online)."""
+    family = r1_family()
+    if spec == "r1":
+        return [ModelSpec(k, v["config"], f"published config.json of {v['hub_id']}", v.get("published_params"))
+                for k, v in family.items()]
+    if spec in family:
+        v = family[spec]
+        return [ModelSpec(spec, v["config"], f"published config.json of {v['hub_id']}", v.get("published_params"))]
+    from edgekit.synth import PRESETS
+
+    if spec in PRESETS:
+        config = dict(PRESETS[spec].config)
+        if config.get("vocab_size") is None:
+            raise EdgekitError(f"the preset {spec} takes its vocabulary size from the tokenizer synth trains",
+                               f"synth it (edgekit synth {spec} DIR) and plan the folder")
+        return [ModelSpec(spec, config, f"edgekit synth preset {spec}")]
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        return [ModelSpec(path.name, json.loads((path / "config.json").read_text(encoding="utf-8")),
+                          f"{path / 'config.json'}")]
+    if path.exists():
+        raise EdgekitError(f"{spec} is not a checkpoint folder (no config.json)",
+                           "pass r1, a preset, a checkpoint folder or a hub id (artifacts: edgekit inspect)")
+    if "/" in spec and not spec.startswith((".", "/")):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cfg = Path(hf_hub_download(spec, "config.json"))
+        except Exception as e:
+            raise EdgekitError(f"cannot read config.json of {spec} from the hub ({type(e).__name__})",
+                               "check the id and the network, or pass a local checkpoint folder") from None
+        return [ModelSpec(spec.rsplit("/", 1)[-1], json.loads(cfg.read_text(encoding="utf-8")), f"hub {spec}")]
+    known = ", ".join(["r1", *family])
+    raise EdgekitError(f"unknown model '{spec}'", f"pass one of {known}, a synth preset, a checkpoint folder or a hub id")
+
+
+def is_moe(config: dict) -> bool:
+    return bool(config.get("n_routed_experts"))
+
+
+def moe_counts(c: dict) -> dict[str, int]:
+    """DeepSeek-V3 parameters by kind: MLA attention, dense and MoE FFNs, router, embeddings."""
+    h, layers = c["hidden_size"], c["num_hidden_layers"]
+    heads, nope, rope, v = c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+    q_rank, kv_rank = c["q_lora_rank"], c["kv_lora_rank"]
+    attn = (h * q_rank + q_rank + q_rank * heads * (nope + rope) + h * (kv_rank + rope) + kv_rank
+            + kv_rank * heads * (nope + v) + heads * v * h + 2 * h)
+    dense_ffn = 3 * h * c["intermediate_size"]
+    expert = 3 * h * c["moe_intermediate_size"]
+    n_dense = c["first_k_dense_replace"]
+    n_moe = layers - n_dense
+    routed = n_moe * c["n_routed_experts"] * expert
+    shared = n_moe * c["n_shared_experts"] * expert
+    router = n_moe * (c["n_routed_experts"] * h + c["n_routed_experts"])
+    embed = 2 * c["vocab_size"] * h + h
+    total = layers * attn + n_dense * dense_ffn + routed + shared + router + embed
+    active = layers * attn + n_dense * dense_ffn + n_moe * c["num_experts_per_tok"] * expert + shared + router + embed
+    return {"total": total, "active": active, "routed": routed, "embed_row_only": c["vocab_size"] * h}
+
+
+def n_params(config: dict) -> int:
+    if is_moe(config):
+        return moe_counts(config)["total"]
+    from edgekit.architectures import tensor_shapes
+
+    return sum(math.prod(s) for s in tensor_shapes(config).values())
+
+
+def kv_bytes_per_position(config: dict) -> int:
+    """F16 KV cache per position of context (llama.cpp's default cache type)."""
+    if is_moe(config) and config.get("kv_lora_rank"):  # MLA caches the compressed latent and the rope key
+        return int(config["num_hidden_layers"] * (config["kv_lora_rank"] + config["qk_rope_head_dim"]) * 2)
+    from edgekit.architectures import head_dim, n_kv_heads
+
+    return int(2 * config["num_hidden_layers"] * n_kv_heads(config) * head_dim(config) * 2)
+
+
+# ---------------------------------------------------------------- weights per quantization
+
+
+@dataclass
+class Weights:
+    quant: str
+    runtime: str
+    total_bytes: int                 # on disk and in RAM
+    per_token_bytes: int             # read to generate one token
+    types: dict[str, int] = field(default_factory=dict)   # tensor type -> count
+    source: str = ""
+
+
+def _row_bytes(type_name: str, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor of `shape` (GGUF order: ne0 first) in ggml type `type_name`."""
+    import gguf
+
+    t = gguf.GGMLQuantizationType[type_name.upper()]
+    block, size = gguf.GGML_QUANT_SIZES[t]
+    ne0 = shape[0]
+    rows = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return rows * (ne0 // block) * size
+
+
+def gguf_tensors(config: dict) -> list[tuple]:
+    """(GGUF name, GGUF shape ne0-first, its converters.gguf.TensorPlan) of every tensor an F16 export of `config` holds, as
+    edgekit export gguf names them (converters.gguf.plan_tensors on the config's shapes)."""
+    from edgekit.architectures import architecture_of, tensor_shapes
+    from edgekit.checkpoint import Checkpoint
+    from edgekit.converters.gguf import plan_tensors
+
+    ckpt = Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=architecture_of(config),
+                      tensor_files={}, tensor_info={n: (s, "BF16") for n, s in tensor_shapes(config).items()})
+    return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plan_tensors(ckpt, "F16")]
+
+
+def dry_run_types(config: dict, quant: str) -> dict[str, str]:
+    """tensor name -> the ggml type llama.cpp's quantizer gives it for `quant` (a dry run on a
+    header-only GGUF of `config`'s shapes; cached in edgekit's cache by shapes, quant and
+    llama-cpp-python version)."""
+    import hashlib
+    from importlib import metadata
+
+    from edgekit.llamacpp_build import cache_root
+
+    tensors = gguf_tensors(config)
+    try:
+        version = metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        raise EdgekitError("plan needs llama-cpp-python for GGUF sizes (llama.cpp's quantizer decides the types)",
+                           "install the workstation extra: pip install 'edgekit[workstation]'") from None
+    key = hashlib.sha256(json.dumps([quant, version, [(n, s) for n, s, _ in tensors],
+                                     {k: config.get(k) for k in ("architectures", "num_attention_heads",
+                                                                 "num_key_value_heads")}]).encode()).hexdigest()[:16]
+    cache = cache_root() / "plan" / f"{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    from edgekit import native
+
+    types = native.call("edgekit.plan:dry_run_here", config, quant, library="llama.cpp",
+                        what=f"llama.cpp's dry-run quantization to {quant}", timeout_s=600)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(types), encoding="utf-8")
+    return types
+
+
+def dry_run_here(config: dict, quant: str) -> dict[str, str]:
+    """dry_run_types in this process: the header-only GGUF (sparse data) and the dry run."""
+    import ctypes
+    import os
+    import re
+    import tempfile
+
+    import gguf
+    import llama_cpp
+    import numpy as np
+
+    from edgekit.architectures import architecture_of
+    from edgekit.checkpoint import Checkpoint
+    from edgekit.converters.gguf import QUANT_TYPES, add_hparams
+
+    arch = architecture_of(config)
+    plans = [p for _, _, p in gguf_tensors(config)]
+    ckpt = Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=arch, tensor_files={},
+                      tensor_info={})
+    lines: list[str] = []
+
+    def on_log(level, text, _user):
+        try:
+            lines.append((text or b"").decode("utf-8", "replace"))
+        except Exception:
+            pass
+
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "shapes.gguf"
+        w = gguf.GGUFWriter(path=None, arch=arch.gguf_arch)
+        add_hparams(w, ckpt, "plan", "F16")
+        for p in plans:
+            w.add_tensor_info(p.gguf_name, p.shape, np.dtype(p.np_dtype()), p.nbytes, raw_dtype=p.raw_dtype())
+        w.write_header_to_file(src)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        align = 32
+        data = sum((p.nbytes + align - 1) // align * align for p in plans)
+        size = os.path.getsize(src)
+        os.truncate(src, (size + align - 1) // align * align + data)  # sparse: nothing is written or read
+        callback = llama_cpp.llama_log_callback(on_log)
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = int(QUANT_TYPES[quant]) if quant in QUANT_TYPES else int(gguf.LlamaFileType.MOSTLY_F16)
+        params.dry_run = True
+        if llama_cpp.llama_model_quantize(str(src).encode(), str(Path(d) / "out.gguf").encode(),
+                                          ctypes.byref(params)) != 0:
+            raise EdgekitError(f"llama.cpp's dry run for {quant} failed ({''.join(lines)[-200:].strip()})",
+                               "please report this with the model's config.json")
+    return parse_dry_run("".join(lines))
+
+
+_DRY_LINE = __import__("re").compile(
+    r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+type =\s+(\w+),\s+size =\s+[\d.]+ MiB(?: ->\s+[\d.]+ MiB \((\w+)\))?")
+
+
+def parse_dry_run(log: str) -> dict[str, str]:
+    """llama.cpp's dry-run lines (`[  12/ 339] blk.0.attn_v.weight - [ 1536,   256,     1,     1], type =
+    f16, size =    0.750 MiB ->    0.211 MiB (q6_K)`) -> tensor name -> the type it ends in. Pure."""
+    out = {}
+    for m in _DRY_LINE.finditer(log):
+        out[m.group(1)] = (m.group(3) or m.group(2)).upper()
+    return out
+
+
+def gguf_weights(config: dict, quant: str) -> Weights:
+    from collections import Counter
+
+    if is_moe(config):
+        return _moe_weights(config, quant)
+    tensors = gguf_tensors(config)
+    types = dry_run_types(config, quant)
+    tied = not any(n == "output.weight" for n, _, _ in tensors)
+    total = per_token = 0
+    for name, shape, plan in tensors:
+        kind = types.get(name) or ("F32" if len(shape) == 1 else "F16")
+        b = _row_bytes(kind, shape)
+        total += b
+        if not (name == "token_embd.weight" and not tied) and not name.startswith("rope_freqs"):
+            per_token += b
+    return Weights(quant, "llama.cpp", total, per_token, dict(Counter(types.values()).most_common()),
+                   "llama.cpp's quantizer (dry run) on the model's tensor shapes")
+
+
+MAIN_TYPE = {"Q4_K_M": "Q4_K", "Q8_0": "Q8_0", "F16": "F16"}
+
+
+def _moe_weights(config: dict, quant: str) -> Weights:
+    counts = moe_counts(config)
+    bpw = _row_bytes(MAIN_TYPE.get(quant, "Q4_K"), (256, 1)) * 8 / 256
+    total = int(counts["total"] * bpw / 8)
+    per_token = int((counts["active"] - counts["embed_row_only"]) * bpw / 8)
+    return Weights(quant, "llama.cpp", total, per_token, {MAIN_TYPE.get(quant, "Q4_K"): 1},
+                   f"approximate: every matrix at {MAIN_TYPE.get(quant, 'Q4_K')} ({bpw:g} bits/weight; "
+                   "llama.cpp's dry run not made for deepseek2); per token the 8 routed + 1 shared experts")
+
+
+def onnx_int4_weights(config: dict, block_size: int = 32, scale_bytes: int = 4) -> Weights:
+    """MatMulNBits INT4 (edgekit export onnx --precision int4 defaults: symmetric, block 32, FP32
+    scales and activations, the embedding and norms kept FP32; a separate lm_head packed too)."""
+    from edgekit.architectures import tensor_shapes
+
+    if is_moe(config):
+        raise EdgekitError("ONNX INT4 sizes for a mixture of experts are not planned", "plan GGUF quants for it")
+    total = per_token = 0
+    for name, shape in tensor_shapes(config).items():
+        if len(shape) == 2 and name != "model.embed_tokens.weight":
+            n, k = shape
+            b = n * k // 2 + n * math.ceil(k / block_size) * scale_bytes
+        else:
+            b = math.prod(shape) * 4
+        total += b
+        if name != "model.embed_tokens.weight" or config.get("tie_word_embeddings"):
+            per_token += b
+    return Weights("ONNX-INT4", "onnxruntime", total, per_token, {"int4": 1},
+                   f"MatMulNBits: 4 bits + one FP32 scale per {block_size} weights; embedding and norms FP32")
+
+
+def weights_for(config: dict, quant: str) -> Weights:
+    if quant == "ONNX-INT4":
+        return onnx_int4_weights(config)
+    return gguf_weights(config, quant)
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    name: str
+    ram_bytes: int | None
+    usable_bytes: int | None
+    usable_source: str
+    bandwidth_gb_s: float | None
+    bandwidth_source: str
+    family: str
+
+
+def usable_memory(spec_family: str, ram_bytes: int) -> tuple[int, str]:
+    """What a model may use of `ram_bytes`: Apple's GPU working set cap (about 2/3 of RAM up to 36 GB,
+    3/4 above: Metal's recommendedMaxWorkingSetSize), else RAM less max(1 GiB, 10 %) for the OS."""
+    if spec_family == "apple-m":
+        share = 0.67 if ram_bytes <= 36 * 10**9 else 0.75
+        return int(ram_bytes * share), f"Metal working-set cap, {share:.0%} of RAM"
+    reserve = max(OS_RESERVE_BYTES, int(0.1 * ram_bytes))
+    shared = " (RAM shared by CPU and GPU)" if spec_family == "jetson" else ""
+    return ram_bytes - reserve, f"RAM less {reserve / 2**30:.1f} GiB for the OS{shared}"
+
+
+def resolve_targets(name: str) -> list[Target]:
+    from edgekit.targets.specs import SPECS
+
+    def of(spec) -> Target:
+        ram = int(spec.ram_gb * 10**9) if spec.ram_gb else None
+        usable, why = usable_memory(spec.family, ram) if ram else (None, "RAM not in the spec")
+        return Target(spec.name, ram, usable, why, spec.bandwidth_gb_s,
+                      f"spec sheet: {spec.sources[0]}" if spec.bandwidth_gb_s else "not in the spec", spec.family)
+
+    if name == "all":
+        return [of(s) for s in SPECS.values() if s.ram_gb and s.bandwidth_gb_s]
+    if name == "local":
+        from edgekit.roofline import host_bandwidth_gb_s
+        from edgekit.targets.host import host_facts
+
+        ram = host_facts()["ram_bytes"]
+        usable, why = usable_memory("linux", ram)
+        bw, source = host_bandwidth_gb_s()
+        return [Target("local host", ram, usable, why, bw, source, "linux")]
+    if name in SPECS:
+        return [of(SPECS[name])]
+    raise EdgekitError(f"unknown target '{name}'", "pass all, local, or a name from `edgekit targets`")
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@dataclass
+class Calibration:
+    efficiency: dict[tuple[str, str], float] = field(default_factory=dict)   # (target, runtime) -> tg/bound
+    pp_tg: dict[tuple[str, str], float] = field(default_factory=dict)
+    watts: dict[tuple[str, str], float] = field(default_factory=dict)         # tg average W
+    n: dict[tuple[str, str], int] = field(default_factory=dict)
+    results: list = field(default_factory=list)
+
+
+def calibrate(results_dir: Path | None) -> Calibration:
+    """Median efficiency (achieved tg / its roofline bound), pp/tg ratio and tg watts per target x
+    runtime from edgekit bench results (files or folders)."""
+    cal = Calibration()
+    if results_dir is None:
+        return cal
+    from edgekit.report import result_files
+    from edgekit.results import BenchResult
+
+    groups: dict[tuple[str, str], list] = {}
+    for p in result_files([results_dir]):
+        try:
+            r = BenchResult.load(p)
+        except EdgekitError:
+            continue  # an eval result or another JSON beside them
+        cal.results.append(r)
+        groups.setdefault((r.target, r.runtime.name), []).append(r)
+    for key, rs in groups.items():
+        eff = [r.roofline.efficiency for r in rs if r.roofline and r.roofline.efficiency]
+        if eff:
+            cal.efficiency[key] = statistics.median(eff)
+        ratios = [r.metrics.pp_tok_s.mean / r.metrics.tg_tok_s.mean for r in rs if r.metrics.pp_tok_s and
+                  r.metrics.tg_tok_s]
+        if ratios:
+            cal.pp_tg[key] = statistics.median(ratios)
+        w = [r.power.tg_avg_w for r in rs if r.power.tg_avg_w]
+        if w:
+            cal.watts[key] = statistics.median(w)
+        cal.n[key] = len(rs)
+    return cal
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Row:
+    model: str
+    quant: str
+    runtime: str
+    target: str
+    n_params: int
+    weights_bytes: int
+    kv_bytes: int
+    overhead_bytes: int
+    need_bytes: int
+    usable_bytes: int | None
+    fits: bool | None
+    why: str
+    tg_tok_s: float | None
+    pp_tok_s: float | None
+    ttft_s: float | None
+    j_per_tok: float | None
+    measured_tg_tok_s: float | None
+    error: float | None               # predicted / measured - 1
+    sources: dict[str, str]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("tg_tok_s", "pp_tok_s", "ttft_s", "j_per_tok", "measured_tg_tok_s", "error"):
+            if d[k] is not None:
+                d[k] = float(f"{d[k]:.6g}")  # six significant digits: stable, and exact enough for J/token
+        return d
+
+
+def fits(need: int, usable: int | None) -> tuple[bool | None, str]:
+    if usable is None:
+        return None, "the target's RAM is not known"
+    if need <= usable:
+        return True, f"fits: {need / 2**30:.2f} of {usable / 2**30:.2f} GiB usable"
+    return False, f"does not fit: needs {need / 2**30:.2f} GiB, {usable / 2**30:.2f} GiB usable"
+
+
+def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx: int = 4096, prompt: int = 512,
+         cal: Calibration | None = None) -> list[Row]:
+    cal = cal or Calibration()
+    rows = []
+    for m in models:
+        for q in quants:
+            if q == "ONNX-INT4" and is_moe(m.config):
+                continue
+            w = weights_for(m.config, q)
+            kv_pos = kv_bytes_per_position(m.config)
+            kv = kv_pos * ctx
+            overhead = OVERHEAD_BYTES + int(m.config["vocab_size"]) * 4 * 512  # + a ubatch of logits
+            need = w.total_bytes + kv + overhead
+            per_token = w.per_token_bytes + kv_pos * ctx // 2
+            for t in targets:
+                ok, why = fits(need, t.usable_bytes)
+                key = (t.name, w.runtime)
+                eff = cal.efficiency.get(key, DEFAULT_EFFICIENCY[w.runtime])
+                eff_src = (f"measured: median of {cal.n[key]} result(s)" if key in cal.efficiency
+                           else f"default {DEFAULT_EFFICIENCY[w.runtime]} for {w.runtime} (no results)")
+                ratio = cal.pp_tg.get(key, DEFAULT_PP_TG_RATIO[w.runtime])
+                tg = eff * t.bandwidth_gb_s * 1e9 / per_token if t.bandwidth_gb_s and ok is not False else None
+                pp = tg * ratio if tg else None
+                ttft = prompt / pp + 1 / tg if tg else None
+                watts = cal.watts.get(key)
+                measured = _measured(cal, m, q, w, t)
+                rows.append(Row(
+                    m.name, q, w.runtime, t.name, n_params(m.config), w.total_bytes, kv, overhead, need,
+                    t.usable_bytes, ok, why, tg, pp, ttft, watts / tg if watts and tg else None,
+                    measured, tg / measured - 1 if tg and measured else None,
+                    {"config": m.source, "weights": w.source, "usable": t.usable_source,
+                     "bandwidth": t.bandwidth_source, "efficiency": eff_src,
+                     "pp/tg": "measured" if key in cal.pp_tg else f"default {ratio:g}",
+                     "power": "measured" if watts else "none measured",
+                     "overhead": f"default {OVERHEAD_BYTES / 2**20:.0f} MiB + a ubatch of logits"}))
+    return rows
+
+
+def _measured(cal: Calibration, m: ModelSpec, quant: str, w: Weights, t: Target) -> float | None:
+    """Median measured tg of results of this model (same parameter count, 0.5 %) and quant on this target."""
+    want = n_params(m.config)
+    got = [r.metrics.tg_tok_s.mean for r in cal.results
+           if r.target == t.name and r.metrics.tg_tok_s and r.artifact.n_params
+           and abs(r.artifact.n_params - want) <= 0.005 * want
+           and (r.artifact.quant == quant or (quant == "ONNX-INT4" and r.artifact.format == "onnx"))]
+    return statistics.median(got) if got else None

@@ -1,0 +1,144 @@
+"""edgekit plan: the arithmetic against hand-computed values and published figures, llama.cpp's
+own tensor types against a real exported file, fit decisions at their edges, calibration from a
+results folder, and --json output that scripts can rely on."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+from edgekit.plan import (Calibration, fits, kv_bytes_per_position, moe_counts, n_params, plan, r1_family,
+                          resolve_models, resolve_targets, usable_memory, weights_for)
+from helpers import assert_one_line_error
+
+
+def test_parameter_counts_match_the_published_ones():
+    family = r1_family()
+    for name, entry in family.items():
+        got = n_params(entry["config"])
+        assert abs(got / entry["published_params"] - 1) < 0.005, (name, got)
+    counts = moe_counts(family["r1-671b"]["config"])
+    assert abs(counts["active"] / 37e9 - 1) < 0.02  # 37B activated per token (the model card)
+
+
+def test_kv_cache_by_hand():
+    family = r1_family()
+    # 2 (K and V) x layers x kv heads x head dim x 2 bytes (F16)
+    assert kv_bytes_per_position(family["r1-distill-qwen-1.5b"]["config"]) == 2 * 28 * 2 * 128 * 2 == 28672
+    assert kv_bytes_per_position(family["r1-distill-qwen-1.5b"]["config"]) * 4096 == 117_440_512  # 112 MiB
+    assert kv_bytes_per_position(family["r1-distill-llama-8b"]["config"]) == 2 * 32 * 8 * 128 * 2
+    assert kv_bytes_per_position(family["r1-distill-llama-70b"]["config"]) == 2 * 80 * 8 * 128 * 2
+    # MLA caches the compressed latent (512) and the rope key (64) per layer
+    assert kv_bytes_per_position(family["r1-671b"]["config"]) == 61 * (512 + 64) * 2
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q4_0", "F16"])
+def test_llama_cpp_types_and_bytes_equal_a_real_export(exported, tiny_qwen2, quant):
+    """The dry run on the config's shapes gives the very tensor types and bytes the real
+    quantization wrote (Q4_K_M's Q6_K output and last-layer attn_v/ffn_down included)."""
+    import gguf
+
+    folder, _ = exported(tiny_qwen2)
+    reader = gguf.GGUFReader(folder / f"{tiny_qwen2.name}-{quant}.gguf")
+    config = json.loads((tiny_qwen2 / "config.json").read_text())
+    w = weights_for(config, quant)
+    assert w.total_bytes == sum(int(t.n_bytes) for t in reader.tensors)
+    assert w.types == dict(Counter(t.tensor_type.name for t in reader.tensors))
+    if quant == "Q4_K_M":
+        assert w.types.get("Q6_K") and w.types.get("Q4_K")  # mixed, as llama.cpp assigns it
+
+
+def test_onnx_int4_bytes_against_a_real_export(onnx_export, tiny_qwen2):
+    """The weights of a real INT4 export (its initializers) as predicted; the file adds only the
+    graph itself (a fixed ~70 KB here, nothing at 1.5B scale)."""
+    import numpy as np
+    import onnx
+
+    folder, _ = onnx_export(tiny_qwen2, "int4")
+    model = onnx.load(str(folder / "model.onnx"))
+    weights = sum(int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+                  for t in model.graph.initializer)
+    predicted = weights_for(json.loads((tiny_qwen2 / "config.json").read_text()), "ONNX-INT4").total_bytes
+    assert abs(predicted / weights - 1) < 0.001, (predicted, weights)
+    on_disk = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
+    assert 0 < on_disk - weights < 200_000
+
+
+def test_fit_decisions_at_the_edges():
+    assert fits(100, 100)[0] is True and fits(101, 100)[0] is False and fits(1, None)[0] is None
+    assert "needs" in fits(101, 100)[1]
+    assert usable_memory("apple-m", 16 * 10**9) == (int(16e9 * 0.67), "Metal working-set cap, 67% of RAM")
+    assert usable_memory("apple-m", 64 * 10**9)[0] == int(64e9 * 0.75)
+    assert usable_memory("rpi5", 8 * 10**9)[0] == 8 * 10**9 - 2**30  # 10 % is less than the 1 GiB floor
+    assert usable_memory("jetson", 64 * 10**9)[0] == int(64e9 * 0.9)
+    # a model that fits a target's usable memory by a byte, and one a byte over it
+    model = resolve_models("r1-distill-qwen-1.5b")
+    (target,) = resolve_targets("rpi5-4gb")
+    (row,) = plan(model, [target], ["Q4_K_M"], ctx=4096)
+    target.usable_bytes = row.need_bytes
+    assert plan(model, [target], ["Q4_K_M"])[0].fits is True
+    target.usable_bytes = row.need_bytes - 1
+    over = plan(model, [target], ["Q4_K_M"])[0]
+    assert over.fits is False and over.tg_tok_s is None
+
+
+def _result(src: Path, dst: Path, target: str, efficiency: float, tg: float, pp: float, watts: float | None):
+    data = json.loads(src.read_text())
+    data["target"] = target
+    data["roofline"]["efficiency"] = efficiency
+    data["metrics"]["tg_tok_s"].update(mean=tg, samples=[tg])
+    data["metrics"]["pp_tok_s"].update(mean=pp, samples=[pp])
+    data["power"]["tg_avg_w"] = watts
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(data))
+
+
+def test_calibration_from_a_results_folder(exported, tiny_qwen2, tmp_path):
+    """Efficiency, pp/tg and watts are fitted per target x runtime from results; the row then shows
+    predicted beside measured and the error, with the sources saying so."""
+    folder, _ = exported(tiny_qwen2)
+    out = tmp_path / "one.json"
+    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
+                                 "-r", "1", "--power", "none", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    results = tmp_path / "results"
+    for i, (eff, tg, pp, w) in enumerate([(0.5, 10.0, 50.0, 20.0), (0.7, 12.0, 60.0, 30.0), (0.9, 20.0, 100.0, 40.0)]):
+        _result(out, results / f"jetson/{i}/result.json", "jetson-agx-orin-64gb", eff, tg, pp, w)
+    rows = json.loads(CliRunner().invoke(cli, ["plan", str(tiny_qwen2), "--target", "jetson-agx-orin-64gb",
+                                               "--quant", "Q4_K_M", "--results", str(results), "--json"]).output)
+    (row,) = rows
+    w = weights_for(json.loads((tiny_qwen2 / "config.json").read_text()), "Q4_K_M")
+    per_token = w.per_token_bytes + kv_bytes_per_position(json.loads((tiny_qwen2 / "config.json").read_text())) * 2048
+    assert row["tg_tok_s"] == pytest.approx(0.7 * 204.8e9 / per_token, rel=1e-3)  # the median efficiency
+    assert row["pp_tok_s"] == pytest.approx(row["tg_tok_s"] * 5.0, rel=1e-3)       # the median pp/tg
+    assert row["j_per_tok"] == pytest.approx(30.0 / row["tg_tok_s"], rel=1e-3)
+    assert row["measured_tg_tok_s"] == 12.0 and row["error"] == pytest.approx(row["tg_tok_s"] / 12.0 - 1, rel=1e-3)
+    assert row["sources"]["efficiency"] == "measured: median of 3 result(s)" and row["sources"]["power"] == "measured"
+    # without results: the default, and it says so
+    (plain,) = plan(resolve_models(str(tiny_qwen2)), resolve_targets("jetson-agx-orin-64gb"), ["Q4_K_M"],
+                    cal=Calibration())
+    assert plain.sources["efficiency"].startswith("default 0.6") and plain.measured_tg_tok_s is None
+
+
+def test_json_is_stable_and_complete():
+    args = ["plan", "r1-distill-qwen-7b", "--target", "rpi5-8gb", "--quant", "Q4_K_M,Q8_0", "--json"]
+    a, b = (CliRunner().invoke(cli, args) for _ in range(2))
+    assert a.exit_code == 0, a.output
+    assert a.output == b.output
+    rows = json.loads(a.output)
+    assert [(r["quant"], r["fits"]) for r in rows] == [("Q4_K_M", True), ("Q8_0", False)]  # 8.1 GB of 8
+    assert list(rows[0]) == sorted(rows[0]) and rows[0]["n_params"] == n_params(r1_family()["r1-distill-qwen-7b"]
+                                                                                ["config"])
+
+
+def test_bad_input_is_one_line():
+    assert_one_line_error(CliRunner().invoke(cli, ["plan", "no-such-model"]), "unknown model", "r1")
+    assert_one_line_error(CliRunner().invoke(cli, ["plan", "r1", "--quant", "Q5_X"]), "unknown quantization")
+    assert_one_line_error(CliRunner().invoke(cli, ["plan", "r1", "--target", "pi9"]), "unknown target")
+    assert_one_line_error(CliRunner().invoke(cli, ["plan", "tiny-qwen2"]), "takes its vocabulary size",
+                          "edgekit synth")
