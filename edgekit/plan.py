@@ -51,9 +51,10 @@ def r1_family() -> dict[str, dict]:
 @dataclass
 class ModelSpec:
     name: str
-    config: dict
+    config: dict | None
     source: str                      # where the config came from
     published_params: float | None = None
+    facts: object = None             # an artifact's ModelFacts: its own quant, measured from the file
 
 
 def resolve_models(spec: str) -> list[ModelSpec]:
@@ -76,6 +77,11 @@ def resolve_models(spec: str) -> list[ModelSpec]:
                                f"synth it (edgekit synth {spec} DIR) and plan the folder")
         return [ModelSpec(spec, config, f"edgekit synth preset {spec}")]
     path = Path(spec)
+    if path.is_file() or (path.is_dir() and (path / "manifest.json").is_file()):
+        from edgekit.formats import resolve_artifact
+
+        model, fmt = resolve_artifact(path)
+        return [ModelSpec(model.name, None, f"the artifact {model} itself ({fmt.name})", facts=fmt.facts(model))]
     if path.is_dir() and (path / "config.json").is_file():
         return [ModelSpec(path.name, json.loads((path / "config.json").read_text(encoding="utf-8")),
                           f"{path / 'config.json'}")]
@@ -466,13 +472,20 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
     cal = cal or Calibration()
     rows = []
     for m in models:
-        for q in quants:
-            if q == "ONNX-INT4" and is_moe(m.config):
+        for q in ([m.facts.quant or m.facts.format] if m.facts else quants):
+            if m.facts is None and q == "ONNX-INT4" and is_moe(m.config):
                 continue
-            w = weights_for(m.config, q)
-            kv_pos = kv_bytes_per_position(m.config)
+            if m.facts is not None:  # an artifact: what its file holds, not a prediction
+                f = m.facts
+                runtime = "llama.cpp" if f.format == "gguf" else "onnxruntime"
+                w = Weights(q, runtime, f.size_bytes, f.weight_bytes_per_token, source="the file's tensors")
+                kv_pos, vocab, params = f.kv_bytes_per_position, (f.details.get("tokenizer") or {}).get(
+                    "n_tokens") or 32000, f.n_params
+            else:
+                w = weights_for(m.config, q)
+                kv_pos, vocab, params = kv_bytes_per_position(m.config), int(m.config["vocab_size"]), n_params(m.config)
             kv = kv_pos * ctx
-            overhead = OVERHEAD_BYTES + int(m.config["vocab_size"]) * 4 * 512  # + a ubatch of logits
+            overhead = OVERHEAD_BYTES + int(vocab) * 4 * 512  # + a ubatch of logits
             need = w.total_bytes + kv + overhead
             per_token = w.per_token_bytes + kv_pos * ctx // 2
             for t in targets:
@@ -488,7 +501,7 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
                 watts = cal.watts.get(key)
                 measured = _measured(cal, m, q, w, t)
                 rows.append(Row(
-                    m.name, q, w.runtime, t.name, n_params(m.config), w.total_bytes, kv, overhead, need,
+                    m.name, q, w.runtime, t.name, params, w.total_bytes, kv, overhead, need,
                     t.usable_bytes, ok, why, tg, pp, ttft, watts / tg if watts and tg else None,
                     measured, tg / measured - 1 if tg and measured else None,
                     {"config": m.source, "weights": w.source, "usable": t.usable_source,
@@ -501,7 +514,7 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
 
 def _measured(cal: Calibration, m: ModelSpec, quant: str, w: Weights, t: Target) -> float | None:
     """Median measured tg of results of this model (same parameter count, 0.5 %) and quant on this target."""
-    want = n_params(m.config)
+    want = m.facts.n_params if m.facts else n_params(m.config)
     got = [r.metrics.tg_tok_s.mean for r in cal.results
            if r.target == t.name and r.metrics.tg_tok_s and r.artifact.n_params
            and abs(r.artifact.n_params - want) <= 0.005 * want

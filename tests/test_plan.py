@@ -142,3 +142,15 @@ def test_bad_input_is_one_line():
     assert_one_line_error(CliRunner().invoke(cli, ["plan", "r1", "--target", "pi9"]), "unknown target")
     assert_one_line_error(CliRunner().invoke(cli, ["plan", "tiny-qwen2"]), "takes its vocabulary size",
                           "edgekit synth")
+
+
+def test_an_artifact_is_planned_from_its_own_file(exported, tiny_qwen2):
+    import gguf
+
+    folder, _ = exported(tiny_qwen2)
+    path = folder / f"{tiny_qwen2.name}-Q4_0.gguf"
+    r = CliRunner().invoke(cli, ["plan", str(path), "--target", "rpi5-8gb", "--json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)
+    assert row["quant"] == "Q4_0" and row["weights_bytes"] == path.stat().st_size and row["fits"] is True
+    assert row["n_params"] == sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
