@@ -973,7 +973,9 @@ def runtime_problems(report: dict, runtime: str, spec=None) -> list[tuple[str, s
     the target lists (a Jetson's CUDA/TensorRT) is one too. Pure, tested on recorded doctor output."""
     prefix = "llama" if runtime == "llama.cpp" else "onnxruntime"
     out = []
-    for problem, fix in report.get("warnings") or []:
+    for warning in report.get("warnings") or []:
+        # doctor --json writes {"problem", "fix"}; a (problem, fix) pair is read too
+        problem, fix = (warning.get("problem", ""), warning.get("fix", "")) if isinstance(warning, dict) else warning
         if problem.lower().startswith(prefix) or (prefix == "llama" and "llama.cpp" in problem.lower()):
             out.append((problem, fix))
     names = {c.get("name"): c for c in report.get("checks") or []}
@@ -999,6 +1001,6 @@ def runtime_backends(report: dict, runtime: str) -> tuple[list[str], str | None]
         data = c.get("data") or {}
         if runtime == "llama.cpp" and c.get("name") == "llama.cpp build":
             return list(data.get("backends") or ["CPU"]), data.get("system_info")
-        if runtime == "onnxruntime" and c.get("name") == "onnxruntime":
-            return list(data.get("providers") or []), c.get("detail")
+        if runtime == "onnxruntime" and c.get("name") == "onnxruntime providers":
+            return list(data.get("providers") or []), data.get("version") or c.get("detail")
     return [], None

@@ -607,6 +607,10 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
 
         if c["path"]:
             add(name, "ok", c["version"] or clean(c["path"]), data={"path": clean(c["path"]), "version": c["version"]})
+        elif name == "rsync":  # deploy resumes uploads with it where both ends have it, else over sftp
+            add(name, "info", "not on PATH: uploads to and from this machine go over sftp (rsync resumes with "
+                              "a checksum over the whole file)",
+                f"install it for rsync uploads (Debian/Ubuntu: `sudo apt install {CLIENT_PACKAGES[name]}`)")
         else:
             add(name, "missing", "not on PATH: devices over SSH (--host) need it",
                 f"install it (Debian/Ubuntu: `sudo apt install {CLIENT_PACKAGES.get(name, name)}`)")

@@ -79,6 +79,8 @@ def run(run: Path) -> int:
                              progress=progress, timeout_s=timeout_s)
         if job.get("host"):
             result.host.reached_as = job["host"]
+            if result.target == "local host":  # bench's name for "this machine": here a device reached over SSH
+                result.target = result.target_state.get("family") or "linux"
         _write_whole(run / "result.json", result.to_json() + "\n")
         _status(run, True, None)
         return 0

@@ -171,6 +171,9 @@ def test_onnx_folder_deploys_with_onnxruntime_and_benches(device, cache, onnx_ex
     key = next(k for k, a in deployed["artifacts"].items() if a["format"] == "onnx")
     there = {p.name for p in (Path(device.remote) / "models" / key).iterdir()}
     assert {"model.onnx", "genai_config.json", "manifest.json"} <= there
+    assert "CPUExecutionProvider" in deployed["runtimes"]["onnxruntime"]["backends"]  # as the device's doctor read them
+    r = invoke(["deploy", str(folder), *device.args("--wheels", str(cache))])
+    assert r.exit_code == 0 and "already deployed: nothing transferred" in r.output, r.output
 
 
 # ---------------------------------------------------------------- faults

@@ -147,13 +147,32 @@ def test_recipes_run_with_the_venv_pip():
         parse_pip_command("curl https://x | sh")
 
 
+def test_recorded_doctor_output_of_an_arm64_device():
+    """Real `edgekit doctor --json` of an arm64 device (Debian under qemu-user; README in the
+    fixtures): onnxruntime 1.20.1 loads (its providers are the record's backends), 1.32.0 crashes on
+    import there, which fails the deploy with the doctor's own line."""
+    import json
+
+    from edgekit.deploy import runtime_backends
+    from edgekit.targets.specs import SPECS
+
+    ok = json.loads((FIXTURES / "doctor-arm64-onnxruntime-1.20.1.json").read_text())
+    crash = json.loads((FIXTURES / "doctor-arm64-onnxruntime-1.32.0-crash.json").read_text())
+    assert runtime_problems(ok, "onnxruntime", SPECS["linux"]) == []
+    assert runtime_backends(ok, "onnxruntime") == (["AzureExecutionProvider", "CPUExecutionProvider"], "1.20.1")
+    (problem, fix), = runtime_problems(crash, "onnxruntime", SPECS["linux"])
+    assert problem.startswith("onnxruntime crashed (SIGSEGV)") and fix
+    # the same device has no llama.cpp: a llama.cpp deploy there fails on it
+    assert runtime_problems(ok, "llama.cpp")[0][0] == "llama-cpp-python is not installed"
+
+
 DOCTOR_JETSON_CPU_BUILD = {
     "ok": False,
     "checks": [{"name": "llama.cpp build", "status": "ok", "detail": "CPU: NEON ARM_FMA", "data": {
         "backends": ["CPU"], "system_info": "CPU : NEON = 1 | ARM_FMA = 1 |"}},
         {"name": "llama.cpp GPU offload", "status": "warn", "detail": "no", "data": {"gpu_offload": False}}],
-    "warnings": [["llama.cpp is built without GPU offload on jetson-agx-orin-64gb (Ampere GPU): bench runs on the CPU",
-                  "reinstall it for jetson-agx-orin-64gb: `CMAKE_ARGS=...`"]],
+    "warnings": [{"problem": "llama.cpp is built without GPU offload on jetson-agx-orin-64gb (Ampere GPU): bench "
+                             "runs on the CPU", "fix": "reinstall it for jetson-agx-orin-64gb: `CMAKE_ARGS=...`"}],
 }
 
 
