@@ -305,3 +305,94 @@ def _llama_bench_stdev_ns(samples: list[int]) -> int:
     mean = sum(samples) // n
     var = sum(x * x for x in samples) // (n - 1) - mean * mean * n // (n - 1)
     return int(math.sqrt(max(var, 0)))
+
+
+# ---------------------------------------------------------------- edgekit eval: quality, one JSON document per run
+
+EVAL_SCHEMA_VERSION = 1
+
+
+class EvalText(BaseModel):
+    """The text scored: edgekit's shipped one (its file name) or the --text file (its path)."""
+
+    name: str
+    sha256: str                     # of the scored text's UTF-8 bytes (the shipped file's header excluded)
+    chars: int
+    tokens: int                     # the whole text in the artifact's tokenizer (BOS included where it adds one)
+
+
+class EvalSettings(BaseModel):
+    threads: int
+    add_bos: bool                   # each chunk's first token is BOS (replacing a text token, as llama-perplexity)
+    scored_per_chunk: int           # ctx - 1 - ctx // 2: positions of the second half, each predicting the next token
+    onnx_logits: str | None = None  # ONNX: "all" (one pass per chunk) or "last" (the chunk stepped token by token)
+    method: str = ("llama-perplexity: the text cut into ctx-token chunks, each from an empty cache; the first half "
+                   "of a chunk is context only, the second half is scored")
+
+
+class Distribution(BaseModel):
+    """Of one per-position quantity over all scored positions."""
+
+    mean: float
+    median: float
+    p99: float
+    max: float
+
+
+class KLInfo(BaseModel):
+    """The artifact against a reference on the same tokens (llama-perplexity --kl-divergence's figures)."""
+
+    reference: ArtifactInfo         # format "hf" for a Hugging Face checkpoint run through transformers
+    reference_runtime: RuntimeInfo
+    kl_divergence: Distribution     # KL(reference || artifact) of the next-token distributions, nats
+    same_top_rate: float            # positions where both give the same most likely token
+    delta_p_mean: float             # mean of p_artifact - p_reference of the correct next token (fraction, not %)
+    delta_p_stdev: float
+    reference_perplexity: float
+    ln_ppl_ratio: float             # mean of nll_artifact - nll_reference = ln(PPL / reference PPL)
+
+
+class EvalResult(BaseModel):
+    schema_version: int = EVAL_SCHEMA_VERSION
+    kind: str = "eval"              # tells an eval file from a bench result (which has no `kind`)
+    tool: ToolInfo
+    created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    host: HostInfo
+    artifact: ArtifactInfo
+    runtime: RuntimeInfo
+    text: EvalText
+    ctx: int                        # tokens per chunk
+    chunks: int                     # chunks evaluated
+    n_tokens: int                   # positions scored (chunks x settings.scored_per_chunk)
+    perplexity: float               # exp(mean negative log-likelihood of the scored tokens)
+    perplexity_stderr: float        # llama-perplexity's "+/-": PPL x the standard error of the mean nll
+    nll_mean: float
+    settings: EvalSettings
+    kl: KLInfo | None = None        # with --reference
+    seconds: float
+    warnings: list[str] = []
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @staticmethod
+    def is_eval(data: Any) -> bool:
+        return isinstance(data, dict) and data.get("kind") == "eval"
+
+    @classmethod
+    def load(cls, path: Path) -> "EvalResult":
+        fix = "pass result files written by edgekit eval -o"
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgekitError(f"{path} does not exist", fix) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EdgekitError(f"{path} is not JSON ({' '.join(str(e).split())})", fix) from None
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > EVAL_SCHEMA_VERSION:
+            raise EdgekitError(f"{path} has eval schema_version {version}, newer than this edgekit's "
+                               f"{EVAL_SCHEMA_VERSION}", "upgrade edgekit")
+        try:
+            return cls.model_validate(data)
+        except Exception as e:
+            raise EdgekitError(f"{path} is not an edgekit eval result ({' '.join(str(e).split())[:160]})", fix) from None

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "edgekit.cli.deploy:deploy",
     "fetch": "edgekit.cli.remote:fetch",
     "plan": "edgekit.cli.plan:plan",
+    "eval": "edgekit.cli.eval:eval_cmd",
 }
 COMMAND_REGISTRY = Registry(COMMANDS_GROUP, COMMANDS, what="command")
 
