@@ -175,3 +175,11 @@ def is_disk_full(exc: BaseException) -> bool:
     if not isinstance(exc, OSError):
         return False
     return exc.errno in (errno.ENOSPC, errno.EDQUOT) or (exc.errno is None and bool(_SHORT_WRITE.search(str(exc))))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` as the file `path` (UTF-8), whole or not at all; its folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

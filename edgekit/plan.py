@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -212,7 +213,6 @@ def dry_run_here(config: dict, quant: str) -> dict[str, str]:
     """dry_run_types in this process: the header-only GGUF (sparse data) and the dry run."""
     import ctypes
     import os
-    import re
     import tempfile
 
     import gguf
@@ -261,7 +261,7 @@ def dry_run_here(config: dict, quant: str) -> dict[str, str]:
     return parse_dry_run("".join(lines))
 
 
-_DRY_LINE = __import__("re").compile(
+_DRY_LINE = re.compile(
     r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+type =\s+(\w+),\s+size =\s+[\d.]+ MiB(?: ->\s+[\d.]+ MiB \((\w+)\))?")
 
 

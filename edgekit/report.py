@@ -1,4 +1,10 @@
-"""Comparison tables and plots from BenchResult files: a static HTML page or Markdown."""
+"""Comparison tables and plots from BenchResult files: a static HTML page or Markdown.
+
+EvalResult files (edgekit eval -o) may be passed alongside: a file is told by its content (an eval
+result has "kind": "eval"), and folders are searched for both result.json and eval.json. Then the
+table gains a quality column pair, "PPL" and "KL mean", filled for each bench row from the eval
+result of the same artifact sha256 (one with a KL block first, then the newest), and a "Quality"
+table lists every eval result (also those with no bench result of their file)."""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ import io
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from edgekit.results import BenchResult
+from edgekit.results import BenchResult, EvalResult
 
 COLUMNS = ["artifact", "runtime", "target", "pp tok/s", "tg tok/s", "TTFT s", "peak mem", "W (tg)",
            "J/token (tg)", "roofline %"]
+QUALITY_COLUMNS = ["PPL", "KL mean"]   # added to COLUMNS when eval results are given
+EVAL_COLUMNS = ["artifact", "runtime", "text", "chunks x ctx", "PPL", "reference", "KL mean", "KL p99", "same top",
+                "mean Δp"]
 
 
 def _fmt(x, spec: str) -> str:
@@ -28,7 +37,24 @@ def label(r: BenchResult) -> str:
     return name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})"
 
 
-def rows(results: list[BenchResult]) -> list[list[str]]:
+def columns(evals: list[EvalResult] | None = None) -> list[str]:
+    return COLUMNS + (QUALITY_COLUMNS if evals else [])
+
+
+def quality_of(r: BenchResult, evals: list[EvalResult]) -> EvalResult | None:
+    """The eval result of the same file as bench result `r` (by sha256): one against a reference first,
+    then the newest."""
+    same = [e for e in evals if r.artifact.sha256 and e.artifact.sha256 == r.artifact.sha256]
+    return max(same, key=lambda e: (e.kl is not None, e.created_utc), default=None)
+
+
+def _quality_cells(e: EvalResult | None) -> list[str]:
+    if e is None:
+        return ["-", "-"]
+    return [f"{e.perplexity:.3f}", _fmt(e.kl.kl_divergence.mean if e.kl else None, ".5f")]
+
+
+def rows(results: list[BenchResult], evals: list[EvalResult] | None = None) -> list[list[str]]:
     out = []
     for r in results:
         m, p = r.metrics, r.power
@@ -38,6 +64,28 @@ def rows(results: list[BenchResult]) -> list[list[str]]:
             _pm(m.pp_tok_s), _pm(m.tg_tok_s), _fmt(m.ttft_s.mean if m.ttft_s else None, ".3f"),
             f"{mem / 2**20:.0f} MiB", _fmt(p.tg_avg_w, ".1f"), _fmt(p.tg_j_per_tok, ".3f"),
             _fmt(r.roofline.efficiency * 100 if r.roofline and r.roofline.efficiency else None, ".0f"),
+            *(_quality_cells(quality_of(r, evals)) if evals else []),
+        ])
+    return out
+
+
+def eval_label(e: EvalResult) -> str:
+    path = Path(e.artifact.path)
+    name = f"{path.parent.name}/{path.name}" if e.artifact.format == "onnx" else path.name
+    return name if e.artifact.quant is None or e.artifact.quant in name else f"{name} ({e.artifact.quant})"
+
+
+def eval_rows(evals: list[EvalResult]) -> list[list[str]]:
+    out = []
+    for e in evals:
+        kl = e.kl
+        out.append([
+            eval_label(e), f"{e.runtime.name} {e.runtime.backend}", Path(e.text.name).name, f"{e.chunks} x {e.ctx}",
+            f"{e.perplexity:.3f} ± {e.perplexity_stderr:.3f}",
+            f"{Path(kl.reference.path).name} ({kl.reference.quant or kl.reference.format})" if kl else "-",
+            _fmt(kl.kl_divergence.mean if kl else None, ".5f"), _fmt(kl.kl_divergence.p99 if kl else None, ".5f"),
+            _fmt(kl.same_top_rate * 100 if kl else None, ".1f") + ("%" if kl else ""),
+            _fmt(kl.delta_p_mean * 100 if kl else None, "+.3f") + ("%" if kl else ""),
         ])
     return out
 
@@ -115,19 +163,37 @@ def by_device(results: list[BenchResult]) -> list[BenchResult]:
 
 
 def result_files(paths: list[Path]) -> list[Path]:
-    """Result files named, and every result.json under folders named (edgekit bench --host
-    writes results/<host>/<artifact>/<time>/result.json), in a stable order."""
+    """Result files named, and every result.json and eval.json under folders named (edgekit bench --host
+    writes results/<host>/<artifact>/<time>/result.json; name an edgekit eval -o file eval.json there), in
+    a stable order."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.rglob("result.json"))
+            found = sorted([*p.rglob("result.json"), *p.rglob("eval.json")])
             if not found:
-                raise EdgekitError(f"{p} holds no result.json", "pass result files, or a folder edgekit bench --host "
-                                   "wrote (results/)")
+                raise EdgekitError(f"{p} holds no result.json or eval.json", "pass result files, or a folder edgekit "
+                                   "bench --host wrote (results/)")
             out += found
         else:
             out.append(p)
     return out
+
+
+def load_results(paths: list[Path]) -> tuple[list[BenchResult], list[EvalResult]]:
+    """Each file as a BenchResult, or as an EvalResult when its content says "kind": "eval"."""
+    import json
+
+    bench, evals = [], []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None  # BenchResult.load says what is wrong with it
+        if EvalResult.is_eval(data):
+            evals.append(EvalResult.load(p))
+        else:
+            bench.append(BenchResult.load(p))
+    return bench, evals
 
 
 def plots(results: list[BenchResult]) -> dict[str, bytes]:
@@ -194,11 +260,19 @@ def _devices_differ(results: list[BenchResult]) -> bool:
     return len({device_name(r) for r in results}) > 1
 
 
-def to_markdown(results: list[BenchResult]) -> str:
+def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = None) -> str:
     results = by_device(results)
-    lines = ["# edgekit benchmark report", "", f"Settings: {settings_line(results)}.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    lines = ["# edgekit benchmark report"]
+    if results:
+        cols = columns(evals)
+        lines += ["", f"Settings: {settings_line(results)}.", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows(results, evals)]
+    if evals:
+        lines += ["", "## Quality", "", "Perplexity as llama-perplexity computes it (the second half of each chunk "
+                  "scored); KL(reference || artifact) in nats.", "",
+                  "| " + " | ".join(EVAL_COLUMNS) + " |", "|" + "---|" * len(EVAL_COLUMNS)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in eval_rows(evals)]
     if _devices_differ(results):
         lines += ["", "## What each number ran on", "", "| artifact | " + " | ".join(REPRO_COLUMNS) + " |",
                   "|" + "---|" * (len(REPRO_COLUMNS) + 1)]
@@ -222,11 +296,15 @@ def _notes(results: list[BenchResult]) -> list[str]:
             for text, names in by_text.items()]
 
 
-def to_html(results: list[BenchResult]) -> str:
+def to_html(results: list[BenchResult], evals: list[EvalResult] | None = None) -> str:
     results = by_device(results)
-    imgs = plots(results)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows(results))
+    imgs = plots(results) if results else {}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns(evals))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in rows(results, evals))
+    table = (f"<p>Settings: {html.escape(settings_line(results))}. Mean ± sample standard deviation over "
+             "repetitions;\nrandom prompt tokens (speed does not depend on token values).</p>\n"
+             f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>') if results else ""
     figures = "".join(
         f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}"></figure>'
         for k, v in imgs.items())
@@ -241,14 +319,23 @@ td:first-child, td:nth-child(2), td:nth-child(3), th:first-child, th:nth-child(2
 figure {{ display: inline-block; margin: 1em 1em 0 0; }}
 </style></head><body>
 <h1>edgekit benchmark report</h1>
-<p>Settings: {html.escape(settings_line(results))}. Mean ± sample standard deviation over repetitions;
-random prompt tokens (speed does not depend on token values).</p>
-<table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{table}
+{_quality_html(evals or [])}
 {_repro_html(results)}
 {figures}
 <ul>{notes}</ul>
 </body></html>
 """
+
+
+def _quality_html(evals: list[EvalResult]) -> str:
+    if not evals:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in EVAL_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in eval_rows(evals))
+    return ('<h2>Quality</h2><p>Perplexity as llama-perplexity computes it (the second half of each chunk scored); '
+            f'KL(reference || artifact) in nats.</p><table id="quality"><thead><tr>{head}</tr></thead><tbody>{body}'
+            '</tbody></table>')
 
 
 def _repro_html(results: list[BenchResult]) -> str:
@@ -265,12 +352,12 @@ def write_report(result_paths: list[Path], out: Path) -> Path:
 
     if not result_paths:
         raise EdgekitError("no result files given", "pass one or more JSON files written by edgekit bench -o")
-    results = [BenchResult.load(p) for p in result_files(result_paths)]
+    results, evals = load_results(result_files(result_paths))
     out = Path(out)
     if out.suffix.lower() in (".html", ".htm"):
-        text = to_html(results)
+        text = to_html(results, evals)
     elif out.suffix.lower() == ".md":
-        text = to_markdown(results)
+        text = to_markdown(results, evals)
     else:
         raise EdgekitError(f"unknown report type '{out.suffix or out.name}'", "name the output report.html or report.md")
     out.parent.mkdir(parents=True, exist_ok=True)

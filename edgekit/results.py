@@ -395,4 +395,5 @@ class EvalResult(BaseModel):
         try:
             return cls.model_validate(data)
         except Exception as e:
-            raise EdgekitError(f"{path} is not an edgekit eval result ({' '.join(str(e).split())[:160]})", fix) from None
+            detail = " ".join(str(e).split())[:160]
+            raise EdgekitError(f"{path} is not an edgekit eval result ({detail})", fix) from None

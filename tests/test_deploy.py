@@ -438,3 +438,55 @@ def test_fleet_from_an_ansible_inventory_with_a_limit(device, device_b, gguf, ca
 def test_a_runtime_that_cannot_run_the_artifact_is_refused(device, gguf):
     assert_one_line_error(invoke(["deploy", str(gguf), *device.args("--runtime", "onnxruntime")]),
                           "--runtime onnxruntime does not run GGUF files", "--runtime llama.cpp")
+
+
+def _fake_llama_sdist(folder: Path) -> Path:
+    """A stand-in llama-cpp-python sdist of the pinned version that builds in a second (pure
+    Python, no llama.cpp inside): it exercises the build-on-device path, not llama.cpp."""
+    import tarfile
+
+    from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION as V
+
+    src = folder / f"llama_cpp_python-{V}"
+    (src / "llama_cpp").mkdir(parents=True)
+    (src / "llama_cpp" / "__init__.py").write_text("# a stand-in: no llama.cpp here\n")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "llama_cpp_python"\nversion = "{V}"\n[tool.setuptools]\npackages = ["llama_cpp"]\n')
+    out = folder / f"llama_cpp_python-{V}.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    return out
+
+
+def test_a_runtime_built_on_the_device_comes_back_to_the_cache(device, device_b, gguf, cache, tmp_path):
+    """No wheel for the device: pip builds one there (a stand-in sdist here), its log streams to the
+    local log folder, the wheel comes back to the device-wheels cache, and the next device of the
+    same kind installs that wheel instead of building. The stand-in has no llama.cpp, so the
+    device's doctor fails both deploys: what a broken build on a device looks like."""
+    from edgekit.llamacpp_build import cache_root
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for w in cache.iterdir():
+        if not w.name.startswith("llama_cpp_python-"):
+            shutil.copy(w, wheels / w.name)
+    wheelhouse(wheels, ["setuptools"])  # the isolated build environment installs it from --wheels
+    _fake_llama_sdist(tmp_path / "sdist").rename(wheels / _fake_llama_sdist(tmp_path / "sdist2").name)
+    built = list((cache_root() / "device-wheels").glob("linux-llama-cpp-python-*/llama_cpp_python-*.whl"))
+    assert built == []
+    line = assert_one_line_error(invoke(["deploy", str(gguf), *device.args("--wheels", str(wheels)),
+                                         "--remote-dir", device.remote + "-build"]), "failed its check")
+    (wheel,) = (cache_root() / "device-wheels").glob("linux-llama-cpp-python-*/llama_cpp_python-*.whl")
+    (log,) = (cache_root() / "logs").glob("*-llama-build.log")
+    text = log.read_text()  # the command (the portable flags of this CPU, never -march=native) and pip's lines
+    assert "CMAKE_ARGS='-DGGML_NATIVE=OFF" in text.splitlines()[0] and "Successfully built llama-cpp-python" in text
+    assert "llama" in line
+    opts = [o for o in device.options if not o.startswith("Port=")]
+    (device_b.root / "authorized_keys").write_text((device.root / "client_key.pub").read_text())
+    r = invoke(["deploy", str(gguf), "--host", f"{device_b.dest}:{device_b.port}", *flags(opts), "--remote-dir",
+                str(device_b.home / "build"), "--python", BASE_PYTHON, "--wheels", str(wheels), "--json"])
+    assert r.exit_code == 1 and "failed its check" in r.stderr
+    assert not (device_b.home / "build" / "wheels" / "built").exists() or \
+        not list((device_b.home / "build" / "wheels" / "built").iterdir())  # not built again: the cached wheel
+    assert (device_b.home / "build" / "wheels" / wheel.name).is_file()

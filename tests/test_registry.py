@@ -313,8 +313,8 @@ def test_report_suffixes_are_what_write_report_accepts(tmp_path, monkeypatch):
     import edgekit.report as report
 
     monkeypatch.setattr(report.BenchResult, "load", staticmethod(lambda path: object()))
-    monkeypatch.setattr(report, "to_html", lambda results: "html")
-    monkeypatch.setattr(report, "to_markdown", lambda results: "md")
+    monkeypatch.setattr(report, "to_html", lambda *results: "html")
+    monkeypatch.setattr(report, "to_markdown", lambda *results: "md")
     for suffix in options.REPORT_SUFFIXES:
         assert report.write_report([tmp_path / "r.json"], tmp_path / f"report{suffix}").is_file()
     with pytest.raises(EdgekitError, match="unknown report type '.txt'"):

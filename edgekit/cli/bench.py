@@ -101,11 +101,9 @@ def _emit(result, output, fmt, as_json) -> None:
     """The result as -o FILE, --json, or a table with its power line and warnings."""
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
-        from edgekit.atomic import atomic_file
+        from edgekit.atomic import write_text_atomic
 
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(output) as tmp:
-            tmp.write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(output, text + "\n")
     if as_json:
         click.echo(text)
         return

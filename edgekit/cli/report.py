@@ -41,12 +41,12 @@ def results_table(results, by_device: bool = False):
               help="report.html (table + plots) or report.md (table): the suffix picks the format "
                    f"({options.listed(options.REPORT_SUFFIXES)}).")
 def report(results, output):
-    """Compare RESULTS (JSON files from edgekit bench -o, or folders such as results/ from
-    edgekit bench --host) in a table and plots, grouped by device."""
+    """Compare RESULTS (JSON files from edgekit bench -o or edgekit eval -o, or folders such as
+    results/ from edgekit bench --host) in a table and plots, grouped by device, with quality
+    (perplexity, KL) beside speed where an eval of the same artifact is given."""
     from edgekit.cli._progress import stdout_console
 
     from edgekit.report import write_report
-    from edgekit.results import BenchResult
 
     from edgekit.atomic import check_output_file
 
@@ -55,6 +55,9 @@ def report(results, output):
     files = result_files(list(results))
     check_output_file(output, inputs=tuple(files))
     path = write_report(files, output)
-    loaded = [BenchResult.load(p) for p in files]
-    stdout_console().print(results_table(loaded, by_device=len({r.host.hostname for r in loaded}) > 1))
+    from edgekit.report import load_results
+
+    loaded, _evals = load_results(files)  # eval results fill the report's quality columns
+    if loaded:
+        stdout_console().print(results_table(loaded, by_device=len({r.host.hostname for r in loaded}) > 1))
     click.echo(f"wrote {path}")

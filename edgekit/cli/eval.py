@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--reference", default=None,
+              help="Compare with this model of the same vocabulary: an F16/BF16 GGUF, an FP32 ONNX export, or the "
+                   "Hugging Face checkpoint (folder or cached hub id, run through transformers in float32). Adds "
+                   "KL divergence (mean, median, p99, max), the same-top-token rate and the mean change in the "
+                   "correct token's probability. Both models are loaded at once.")
+@click.option("--text", "text", type=click.Path(path_type=Path), default=None,
+              help="A UTF-8 text file to score. Default: the public-domain English text shipped with edgekit "
+                   "(Pride and Prejudice, chapters 1-4).")
+@click.option("--chunks", type=int, default=None, help="Evaluate at most N chunks (default: all the text holds).")
+@click.option("--ctx", type=int, default=None,
+              help="Tokens per chunk (default: the model's context, at most 512); the second half of each is scored.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
+def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json):
+    """Perplexity of ARTIFACT on real English text, and with --reference its divergence from it.
+
+    ARTIFACT is a GGUF file (llama.cpp, its own tokenizer) or an ONNX export (ONNX Runtime, with the
+    tokenizer.json beside it). Scored as llama.cpp's llama-perplexity scores: chunks of --ctx tokens, each
+    from an empty cache, the first half context only. An ONNX export written with `--logits last` (the
+    default) is stepped token by token through the scored half: the same numbers, slower than one written
+    with `edgekit export onnx --logits all`.
+    """
+    from edgekit.cli._progress import progress_bars
+    from edgekit.eval import check_options, run_eval
+
+    check_options(ctx, chunks, threads)  # before anything is read
+    if output:
+        from edgekit.atomic import check_output_file
+        from edgekit.formats import resolve_artifact
+
+        model, _fmt = resolve_artifact(artifact)
+        inputs = tuple(p for p in (Path(artifact), model, text, Path(reference) if reference else None) if p)
+        check_output_file(output, inputs=inputs)
+    with progress_bars(not as_json) as report:
+        result = run_eval(artifact, reference=reference, text=text, chunks=chunks, ctx=ctx, threads=threads,
+                          progress=report)
+    _emit(result, output, as_json)
+
+
+def _emit(result, output: Path | None, as_json: bool) -> None:
+    text = result.to_json()
+    if output:
+        from edgekit.atomic import write_text_atomic
+
+        write_text_atomic(output, text + "\n")
+    if as_json:
+        click.echo(text)
+        return
+    from rich.table import Table
+
+    from edgekit.cli._progress import stdout_console
+    from edgekit.terminal import printable
+
+    console = stdout_console()
+    table = Table(show_header=False, title=f"{Path(result.artifact.path).name} ({result.runtime.name} "
+                                           f"{result.runtime.backend}, {result.settings.threads} threads)")
+    table.add_row("text", f"{Path(result.text.name).name}: {result.text.tokens} tokens")
+    table.add_row("scored", f"{result.n_tokens} tokens: {result.chunks} chunks of {result.ctx}, second halves")
+    table.add_row("perplexity", f"{result.perplexity:.4f} ± {result.perplexity_stderr:.4f}")
+    kl = result.kl
+    if kl is not None:
+        d = kl.kl_divergence
+        table.add_row("reference", f"{Path(kl.reference.path).name} ({kl.reference_runtime.name})")
+        table.add_row("reference perplexity", f"{kl.reference_perplexity:.4f}")
+        table.add_row("ln(PPL / reference PPL)", f"{kl.ln_ppl_ratio:.5f}")
+        table.add_row("KL mean / median", f"{d.mean:.6f} / {d.median:.6f}")
+        table.add_row("KL p99 / max", f"{d.p99:.6f} / {d.max:.6f}")
+        table.add_row("same top token", f"{kl.same_top_rate:.2%}")
+        table.add_row("mean Δp", f"{kl.delta_p_mean:+.3%} ± {kl.delta_p_stdev:.3%}")
+    table.add_row("seconds", f"{result.seconds:.1f}")
+    console.print(table)
+    for w in result.warnings:
+        console.print(f"warning: {printable(w)}", markup=False)
+    if output:
+        console.print(f"wrote {output}")
