@@ -2,9 +2,9 @@
 through the transport, in the device venv.
 
 A run folder holds job.json (written by the workstation: the model path, BenchSettings, the
-timeout), and, as the run goes: pid (the run's process group), progress.log (one line per
+timeout; or, with "kind": "eval", edgekit eval's arguments), and, as the run goes: pid (the run's process group), progress.log (one line per
 progress event: `progress <done> <total> <label>`), log (the run's stdout/stderr), result.json
-(written whole: temp name, then rename), status.json (last, also whole: {"ok": bool, "error":
+(eval.json for an eval; written whole: temp name, then rename), status.json (last, also whole: {"ok": bool, "error":
 str|None, "ended_utc": str}), and `pulled` once the workstation has the result.
 
 Verbs:
@@ -61,7 +61,6 @@ def run(run: Path) -> int:
     from edgekit.settings import BenchSettings
 
     job = json.loads((run / "job.json").read_text(encoding="utf-8"))
-    settings = BenchSettings.model_validate(job["settings"])
     timeout_s = job.get("timeout_s")
     progress_log = open(run / "progress.log", "a", encoding="utf-8", buffering=1)
 
@@ -74,14 +73,27 @@ def run(run: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.monotonic()
     try:
-        result = native.call("edgekit.bench:bench_artifact", Path(job["model"]), settings, fmt=job.get("format"),
-                             library=job.get("library", "the runtime"), what=f"the benchmark of {job['model']}",
-                             progress=progress, timeout_s=timeout_s)
+        if job.get("kind") == "eval":  # edgekit eval --host: relative paths are files put in the run folder
+            from edgekit.eval import run_eval
+
+            def here(p):
+                return None if p is None else str(run / p) if not Path(p).is_absolute() else p
+
+            result = run_eval(Path(job["model"]), reference=here(job.get("reference")),
+                              text=Path(here(job["text"])) if job.get("text") else None, chunks=job.get("chunks"),
+                              ctx=job.get("ctx"), threads=job.get("threads"), progress=progress)
+            name = "eval.json"
+        else:
+            settings = BenchSettings.model_validate(job["settings"])
+            result = native.call("edgekit.bench:bench_artifact", Path(job["model"]), settings, fmt=job.get("format"),
+                                 library=job.get("library", "the runtime"), what=f"the benchmark of {job['model']}",
+                                 progress=progress, timeout_s=timeout_s)
+            name = "result.json"
+            if job.get("host") and result.target == "local host":  # "this machine": here a device over SSH
+                result.target = result.target_state.get("family") or "linux"
         if job.get("host"):
             result.host.reached_as = job["host"]
-            if result.target == "local host":  # bench's name for "this machine": here a device reached over SSH
-                result.target = result.target_state.get("family") or "linux"
-        _write_whole(run / "result.json", result.to_json() + "\n")
+        _write_whole(run / name, result.to_json() + "\n")
         _status(run, True, None)
         return 0
     except EdgekitError as e:

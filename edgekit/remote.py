@@ -26,7 +26,7 @@ from typing import Callable
 
 from edgekit.errors import EdgekitError
 
-RUN_FILES = ("job.json", "status.json", "result.json", "progress.log", "log")
+RUN_FILES = ("job.json", "status.json", "result.json", "eval.json", "progress.log", "log")
 
 
 def safe_name(text: str) -> str:
@@ -57,23 +57,34 @@ def remote_bench(transport, remote_dir: str, model_path: str, fmt: str, artifact
     """Run one bench on the device behind `transport` (deployed under `remote_dir`) and bring its
     files back; see the module docstring. A run that fails there (or runs past `timeout_s`) is an
     EdgekitError saying why, after its files came back."""
-    q = shlex.quote
-    run_id = new_run_id()
-    run = f"{remote_dir}/runs/{run_id}"
     job = {"model": model_path, "format": fmt, "artifact_key": artifact_key, "host": host,
            "settings": settings.model_dump(), "timeout_s": timeout_s,
            "library": "llama.cpp" if fmt == "gguf" else "ONNX Runtime"}
+    return remote_job(transport, remote_dir, job, host=host, results=results, timeout_s=timeout_s, progress=progress,
+                      what="bench")
+
+
+def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Path, timeout_s: float,
+               progress: Callable[[str, float, float], None] | None = None, files: dict[str, Path] | None = None,
+               what: str = "bench") -> RunOutcome:
+    """One edgekit.jobs run on the device: job.json (and `files`, by name, into the run folder),
+    started detached, followed, ended after `timeout_s`, its files fetched."""
+    q = shlex.quote
+    run_id = new_run_id()
+    run = f"{remote_dir}/runs/{run_id}"
     r = transport.run(f"mkdir -p -- {q(run)}", timeout_s=30)
     if r.returncode != 0:
         raise EdgekitError(f"cannot create {run} on {host} ({r.stderr.strip()[-200:]})",
                            "check the remote folder (edgekit deploy --remote-dir)")
+    for name, local in (files or {}).items():
+        transport.put(Path(local), f"{run}/{name}")
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "job.json").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
         transport.put(Path(d) / "job.json", f"{run}/job.json")
     py = _venv_python(remote_dir)
     started = transport.run(f"{py} -m edgekit.jobs start {q(run)}", timeout_s=60)
     if started.returncode != 0:
-        raise EdgekitError(f"the bench did not start on {host} ({(started.stderr.strip() or 'no output')[-200:]})",
+        raise EdgekitError(f"the {what} did not start on {host} ({(started.stderr.strip() or 'no output')[-200:]})",
                            "deploy again (edgekit deploy), then retry")
     status: dict = {}
 
@@ -94,16 +105,16 @@ def remote_bench(transport, remote_dir: str, model_path: str, fmt: str, artifact
     try:
         followed = transport.run(f"{py} -m edgekit.jobs follow {q(run)}", timeout_s=timeout_s + 30, on_output=on_line)
     except EdgekitError as e:
-        raise EdgekitError(f"lost the connection to {host} during the bench ({e.problem}); the run goes on there "
+        raise EdgekitError(f"lost the connection to {host} during the {what} ({e.problem}); the run goes on there "
                            f"as {run_id}", f"`edgekit fetch --host {host}` brings its result back when it ends") from None
     if followed.returncode == 124:
         transport.run(f"{py} -m edgekit.jobs kill {q(run)} {q(f'ran past --timeout {timeout_s:g} s')}", timeout_s=60)
         fetch_run(transport, remote_dir, run_id, host=host, results=results)
-        raise EdgekitError(f"the bench on {host} ran past --timeout {timeout_s:g} s and was ended there (its process "
-                           "group killed)", "raise --timeout, or ask for fewer tokens or repetitions (-p, -n, -r)")
+        raise EdgekitError(f"the {what} on {host} ran past --timeout {timeout_s:g} s and was ended there (its process "
+                           "group killed)", "raise --timeout, or ask for less work (-p, -n, -r; --chunks)")
     folder = fetch_run(transport, remote_dir, run_id, host=host, results=results)
     if not status.get("ok"):
-        raise EdgekitError(f"the bench on {host} {status.get('error') or 'left no status'}",
+        raise EdgekitError(f"the {what} on {host} {status.get('error') or 'left no status'}",
                            f"its log and status are in {folder}")
     return RunOutcome(host, run_id, folder, True)
 

@@ -490,3 +490,24 @@ def test_a_runtime_built_on_the_device_comes_back_to_the_cache(device, device_b,
     assert not (device_b.home / "build" / "wheels" / "built").exists() or \
         not list((device_b.home / "build" / "wheels" / "built").iterdir())  # not built again: the cached wheel
     assert (device_b.home / "build" / "wheels" / wheel.name).is_file()
+
+
+def test_eval_on_the_device_gives_what_eval_gives_here(device, cache, exported, tiny_qwen2, tmp_path):
+    """edgekit eval --host deploys the artifact and its GGUF reference, evaluates there (a detached
+    run, like bench) and brings eval.json back; on this same machine and build the numbers are the
+    ones a local eval gives."""
+    folder, _ = exported(tiny_qwen2)
+    q4, f16 = folder / f"{tiny_qwen2.name}-Q4_0.gguf", folder / f"{tiny_qwen2.name}-F16.gguf"
+    common = [str(q4), "--reference", str(f16), "--chunks", "2", "--ctx", "64", "--threads", "2", "--json"]
+    here = json.loads(invoke(["eval", *common]).stdout)
+    results = tmp_path / "results"
+    r = invoke(["eval", *common, *device.args("--wheels", str(cache)), "--results", str(results)])
+    assert r.exit_code == 0, r.output
+    there = json.loads(r.stdout)
+    assert there["perplexity"] == here["perplexity"] and there["n_tokens"] == here["n_tokens"] > 0
+    assert there["kl"]["kl_divergence"] == here["kl"]["kl_divergence"]
+    assert there["artifact"]["path"].startswith(device.remote) and there["host"]["reached_as"] == device.dest
+    (fetched,) = results.rglob("eval.json")
+    assert json.loads(fetched.read_text())["perplexity"] == there["perplexity"]
+    assert_one_line_error(invoke(["eval", str(q4), "--reference", str(tiny_qwen2), *device.args()]),
+                          "the reference must be a GGUF")

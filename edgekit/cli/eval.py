@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli.deploy import deploy_options, make_options
+
 
 @click.command("eval")
 @click.argument("artifact", type=click.Path(path_type=Path))
@@ -21,7 +23,16 @@ import click
 @click.option("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
-def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json):
+@click.option("--host", help="Evaluate on a device over SSH (its runtime's numerics are the ones that ship): "
+                             "ARTIFACT and a GGUF --reference are deployed first. GGUF only.")
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
+              help="With --host: seconds the device's run may take before it is ended there.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
+              show_default=True, help="With --host: the run's files land in RESULTS/<host>/<artifact>/<UTC time>/.")
+@deploy_options
+def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, host, timeout_s, results_dir,
+             remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s, ssh_options, ssh_config,
+             accept_new_host_key):
     """Perplexity of ARTIFACT on real English text, and with --reference its divergence from it.
 
     ARTIFACT is a GGUF file (llama.cpp, its own tokenizer) or an ONNX export (ONNX Runtime, with the
@@ -41,10 +52,62 @@ def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json):
         model, _fmt = resolve_artifact(artifact)
         inputs = tuple(p for p in (Path(artifact), model, text, Path(reference) if reference else None) if p)
         check_output_file(output, inputs=inputs)
-    with progress_bars(not as_json) as report:
-        result = run_eval(artifact, reference=reference, text=text, chunks=chunks, ctx=ctx, threads=threads,
-                          progress=report)
+    if host is not None:
+        result = _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeout_s, results_dir,
+                                 make_options("auto", remote_dir, runtime, device_python, wheels, ctx or 512,
+                                              bwlimit_kib_s, build_timeout_s),
+                                 ssh_options, ssh_config, accept_new_host_key, as_json)
+    else:
+        with progress_bars(not as_json) as report:
+            result = run_eval(artifact, reference=reference, text=text, chunks=chunks, ctx=ctx, threads=threads,
+                              progress=report)
     _emit(result, output, as_json)
+
+
+def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeout_s, results_dir, options,
+                    ssh_options, ssh_config, accept_new_host_key, as_json):
+    """Deploy ARTIFACT (and a GGUF reference), run edgekit eval there detached (edgekit.jobs), bring
+    the run back; the EvalResult as the device computed it."""
+    from edgekit.cli._ssh import open_transport
+    from edgekit.cli.deploy import StageLines
+    from edgekit.deploy import Deployer
+    from edgekit.errors import EdgekitError
+    from edgekit.formats import resolve_artifact
+    from edgekit.remote import remote_job
+    from edgekit.results import EvalResult
+
+    _model, fmt = resolve_artifact(artifact)
+    if fmt.name != "gguf":
+        raise EdgekitError("eval --host runs GGUF files: an ONNX export needs the tokenizers library, which the "
+                           "device set leaves out", "eval the ONNX export here, or a GGUF on the device")
+    if reference is not None:
+        ref_path = Path(reference)
+        try:
+            kind = resolve_artifact(ref_path)[1].name if ref_path.exists() else None
+        except EdgekitError:  # a checkpoint folder, an ONNX export with several files...
+            kind = None
+        if kind != "gguf":
+            raise EdgekitError(f"--reference {reference}: on a device the reference must be a GGUF (transformers and "
+                               "ONNX tokenizers are not installed there)", "pass the F16/BF16 GGUF of the same model")
+    if text is not None and not Path(text).is_file():
+        raise EdgekitError(f"--text {text} does not exist", "pass a UTF-8 text file")
+    lines = StageLines(host, quiet=as_json)
+    try:
+        with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as t:
+            deployed = Deployer(t, host, options, lines).run(artifact)
+            ref = Deployer(t, host, options, lines).run(Path(reference)).model_path if reference else None
+            job = {"kind": "eval", "model": deployed.model_path, "reference": ref, "artifact_key": deployed.artifact_key,
+                   "text": "text.txt" if text else None, "chunks": chunks, "ctx": ctx, "threads": threads,
+                   "host": host, "timeout_s": timeout_s}
+            lines("evaluating", "on the device")
+            run = remote_job(t, deployed.remote_dir, job, host=host, results=results_dir, timeout_s=timeout_s,
+                             files={"text.txt": Path(text)} if text else None, what="eval",
+                             progress=lambda label, done, total: lines("evaluating", f"{done:g}/{total:g}"))
+    finally:
+        lines.close()
+    if not as_json:
+        click.echo(f"result and logs: {run.folder}")
+    return EvalResult.load(run.folder / "eval.json")
 
 
 def _emit(result, output: Path | None, as_json: bool) -> None:
