@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from edgekit import options
-from edgekit.cli.deploy import deploy_options
+from edgekit.cli.deploy import deploy_options, remote_run_options
 
 
 @click.command()
@@ -49,10 +49,7 @@ from edgekit.cli.deploy import deploy_options
 @click.option("--limit", help="With --inventory: an Ansible host pattern (a group, a host, a:b, !x).")
 @click.option("--parallel", default=4, show_default=True, type=click.IntRange(1), help="Hosts at a time.")
 @click.option("--no-deploy", is_flag=True, help="With --host: use what is deployed; fail if it is not there.")
-@click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
-              help="With --host: seconds a device's run may take before it is ended there.")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
-              show_default=True, help="With --host: results land in RESULTS/<host>/<artifact>/<UTC time>/.")
+@remote_run_options
 @deploy_options
 def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, providers,
           graph_opt, power, target, output, fmt, as_json, hosts, inventory, limit, parallel, no_deploy, timeout_s,

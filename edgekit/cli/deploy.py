@@ -30,6 +30,15 @@ def deploy_options(f):
     return ssh_options(f)
 
 
+def remote_run_options(f):
+    """--timeout and --results of a run on a device (bench --host, eval --host)."""
+    f = click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
+                     default=Path("results"), show_default=True,
+                     help="With --host: each run's files land in RESULTS/<host>/<artifact>/<UTC time>/.")(f)
+    return click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
+                        help="With --host: seconds a device's run may take before it is ended there.")(f)
+
+
 def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s):
     from edgekit.deploy import DeployOptions
 

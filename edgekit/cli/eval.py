@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.deploy import deploy_options, make_options
+from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
 
 
 @click.command("eval")
@@ -25,10 +25,7 @@ from edgekit.cli.deploy import deploy_options, make_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
 @click.option("--host", help="Evaluate on a device over SSH (its runtime's numerics are the ones that ship): "
                              "ARTIFACT and a GGUF --reference are deployed first. GGUF only.")
-@click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
-              help="With --host: seconds the device's run may take before it is ended there.")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("results"),
-              show_default=True, help="With --host: the run's files land in RESULTS/<host>/<artifact>/<UTC time>/.")
+@remote_run_options
 @deploy_options
 def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, host, timeout_s, results_dir,
              remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s, ssh_options, ssh_config,
