@@ -34,11 +34,12 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")
+QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
+TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
 OVERHEAD_BYTES = 300 * 2**20          # compute buffers + process, default (llama.cpp CPU, n_ubatch 512)
 OS_RESERVE_BYTES = 2**30              # at least this much, or 10 % of RAM, kept for the OS
-DEFAULT_EFFICIENCY = {"llama.cpp": 0.6, "onnxruntime": 0.4}
-DEFAULT_PP_TG_RATIO = {"llama.cpp": 10.0, "onnxruntime": 5.0}
+DEFAULT_EFFICIENCY = {"llama.cpp": 0.6, "onnxruntime": 0.4, "tensorrt": 0.7}
+DEFAULT_PP_TG_RATIO = {"llama.cpp": 10.0, "onnxruntime": 5.0, "tensorrt": 20.0}
 
 
 # ---------------------------------------------------------------- models
@@ -327,9 +328,38 @@ def onnx_int4_weights(config: dict, block_size: int = 32, scale_bytes: int = 4) 
                    f"MatMulNBits: 4 bits + one FP32 scale per {block_size} weights; embedding and norms FP32")
 
 
+def tensorrt_weights(config: dict, quant: str, group: int = 128) -> Weights:
+    """A TensorRT engine's weights: FP16 throughout (TRT-FP16), or weight-only INT4 of every linear
+    layer with one FP16 scale per `group` weights (TRT-INT4: AWQ/GPTQ-style, as TensorRT-LLM and
+    TensorRT Edge-LLM build them), the embedding, the output layer and the norms kept FP16."""
+    from edgekit.architectures import tensor_shapes
+
+    if is_moe(config):
+        raise EdgekitError("TensorRT sizes for a mixture of experts are not planned", "plan GGUF quants for it")
+    total = per_token = 0
+    for name, shape in tensor_shapes(config).items():
+        n = math.prod(shape)
+        linear = len(shape) == 2 and name not in ("model.embed_tokens.weight", "lm_head.weight")
+        b = n // 2 + math.ceil(n / group) * 2 if quant == "TRT-INT4" and linear else n * 2
+        total += b
+        if name != "model.embed_tokens.weight" or config.get("tie_word_embeddings"):
+            per_token += b
+    what = ("FP16 weights" if quant == "TRT-FP16" else
+            f"INT4 weight-only linear layers, one FP16 scale per {group}; embedding, output and norms FP16")
+    return Weights(quant, "tensorrt", total, per_token, {quant: 1}, f"TensorRT engine: {what}")
+
+
+def tensorrt_build_peak(config: dict, engine_bytes: int) -> int:
+    """Memory a TensorRT build on the device needs at its peak: the FP16 weights it reads and the
+    engine it writes, both resident (the builder's own workspace comes on top: not counted)."""
+    return tensorrt_weights(config, "TRT-FP16").total_bytes + engine_bytes
+
+
 def weights_for(config: dict, quant: str) -> Weights:
     if quant == "ONNX-INT4":
         return onnx_int4_weights(config)
+    if quant in TENSORRT_QUANTS:
+        return tensorrt_weights(config, quant)
     return gguf_weights(config, quant)
 
 
@@ -345,6 +375,7 @@ class Target:
     bandwidth_gb_s: float | None
     bandwidth_source: str
     family: str
+    nvidia: bool = False             # an NVIDIA GPU (TensorRT runs there)
 
 
 def usable_memory(spec_family: str, ram_bytes: int) -> tuple[int, str]:
@@ -365,7 +396,8 @@ def resolve_targets(name: str) -> list[Target]:
         ram = int(spec.ram_gb * 10**9) if spec.ram_gb else None
         usable, why = usable_memory(spec.family, ram) if ram else (None, "RAM not in the spec")
         return Target(spec.name, ram, usable, why, spec.bandwidth_gb_s,
-                      f"spec sheet: {spec.sources[0]}" if spec.bandwidth_gb_s else "not in the spec", spec.family)
+                      f"spec sheet: {spec.sources[0]}" if spec.bandwidth_gb_s else "not in the spec", spec.family,
+                      "NVIDIA" in spec.accelerator or spec.family == "jetson")
 
     if name == "all":
         return [of(s) for s in SPECS.values() if s.ram_gb and s.bandwidth_gb_s]
@@ -473,7 +505,7 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
     rows = []
     for m in models:
         for q in ([m.facts.quant or m.facts.format] if m.facts else quants):
-            if m.facts is None and q == "ONNX-INT4" and is_moe(m.config):
+            if m.facts is None and q in ("ONNX-INT4", *TENSORRT_QUANTS) and is_moe(m.config):
                 continue
             if m.facts is not None:  # an artifact: what its file holds, not a prediction
                 f = m.facts
@@ -487,15 +519,21 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
             kv = kv_pos * ctx
             overhead = OVERHEAD_BYTES + int(vocab) * 4 * 512  # + a ubatch of logits
             need = w.total_bytes + kv + overhead
+            build = tensorrt_build_peak(m.config, w.total_bytes) if w.runtime == "tensorrt" else None
             per_token = w.per_token_bytes + kv_pos * ctx // 2
             for t in targets:
-                ok, why = fits(need, t.usable_bytes)
+                if w.runtime == "tensorrt" and not t.nvidia:
+                    ok, why = None, "TensorRT needs an NVIDIA GPU"
+                else:
+                    ok, why = fits(max(need, build or 0), t.usable_bytes)
+                    if build and build > need:
+                        why += f" (the engine build's peak: FP16 weights + engine, {build / 2**30:.2f} GiB)"
                 key = (t.name, w.runtime)
                 eff = cal.efficiency.get(key, DEFAULT_EFFICIENCY[w.runtime])
                 eff_src = (f"measured: median of {cal.n[key]} result(s)" if key in cal.efficiency
                            else f"default {DEFAULT_EFFICIENCY[w.runtime]} for {w.runtime} (no results)")
                 ratio = cal.pp_tg.get(key, DEFAULT_PP_TG_RATIO[w.runtime])
-                tg = eff * t.bandwidth_gb_s * 1e9 / per_token if t.bandwidth_gb_s and ok is not False else None
+                tg = eff * t.bandwidth_gb_s * 1e9 / per_token if t.bandwidth_gb_s and ok else None
                 pp = tg * ratio if tg else None
                 ttft = prompt / pp + 1 / tg if tg else None
                 watts = cal.watts.get(key)

@@ -154,3 +154,28 @@ def test_an_artifact_is_planned_from_its_own_file(exported, tiny_qwen2):
     (row,) = json.loads(r.output)
     assert row["quant"] == "Q4_0" and row["weights_bytes"] == path.stat().st_size and row["fits"] is True
     assert row["n_params"] == sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
+
+
+def test_tensorrt_rows_by_hand_and_only_on_nvidia_targets():
+    """TRT-FP16: 2 bytes a weight; TRT-INT4: 4 bits + an FP16 scale per 128 weights of every linear
+    layer, embedding/output/norms FP16; a build on the device holds the FP16 weights and the engine."""
+    from edgekit.architectures import tensor_shapes
+    from edgekit.plan import tensorrt_build_peak, tensorrt_weights
+
+    config = r1_family()["r1-distill-qwen-1.5b"]["config"]
+    shapes = tensor_shapes(config)
+    fp16 = tensorrt_weights(config, "TRT-FP16")
+    assert fp16.total_bytes == 2 * n_params(config)
+    linear = sum(h * w for n, (h, w) in ((n, s) for n, s in shapes.items() if len(s) == 2)
+                 if n not in ("model.embed_tokens.weight", "lm_head.weight"))
+    other = n_params(config) - linear
+    assert tensorrt_weights(config, "TRT-INT4").total_bytes == linear // 2 + -(-linear // 128) * 2 + 2 * other
+    assert tensorrt_build_peak(config, 10) == fp16.total_bytes + 10
+    model = resolve_models("r1-distill-qwen-1.5b")
+    rows = {r.target: r for r in plan(model, resolve_targets("all"), ["TRT-INT4"])}
+    assert rows["jetson-orin-nano-8gb"].fits is True and rows["jetson-orin-nano-8gb"].tg_tok_s > 0
+    assert rows["rpi5-8gb"].fits is None and rows["rpi5-8gb"].why == "TensorRT needs an NVIDIA GPU"
+    assert rows["rpi5-8gb"].tg_tok_s is None
+    # the 7B's engine builds on an 8 GB Orin Nano only if FP16 weights + engine fit: they do not
+    (nano,) = plan(resolve_models("r1-distill-qwen-7b"), resolve_targets("jetson-orin-nano-8gb"), ["TRT-INT4"])
+    assert nano.fits is False and "engine build's peak" in nano.why

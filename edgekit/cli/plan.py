@@ -11,7 +11,8 @@ import click
 @click.option("--target", default="all", show_default=True,
               help="A name from `edgekit targets`, all (every target with RAM and bandwidth), or local (this machine).")
 @click.option("--quant", default="all", show_default=True,
-              help="Q4_K_M, Q8_0, ONNX-INT4, F16 (comma-separated), any llama.cpp quant, or all (those four).")
+              help="Q4_K_M, Q8_0, ONNX-INT4, F16 (comma-separated), any llama.cpp quant, TRT-FP16 or TRT-INT4 "
+                   "(TensorRT engines: NVIDIA targets), or all (the first four).")
 @click.option("--ctx", default=4096, show_default=True, help="Context the KV cache is sized for.")
 @click.option("--prompt", default=512, show_default=True, help="Prompt tokens of the TTFT figure.")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path, exists=True),
@@ -26,7 +27,7 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
     their published configs), one of them (r1-distill-qwen-7b, ...), a checkpoint folder, or a hub id.
     """
     from edgekit.errors import EdgekitError
-    from edgekit.plan import QUANTS, calibrate, plan as make_plan, resolve_models, resolve_targets
+    from edgekit.plan import QUANTS, TENSORRT_QUANTS, calibrate, plan as make_plan, resolve_models, resolve_targets
 
     if ctx < 1 or prompt < 1:
         raise EdgekitError("--ctx and --prompt must be at least 1", "pass a positive number of tokens")
@@ -34,9 +35,10 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
 
     quants = list(QUANTS) if quant == "all" else [q.strip() for q in quant.split(",") if q.strip()]
     for q in quants:
-        if q not in QUANTS and q not in QUANT_TYPES:
+        if q not in QUANTS and q not in TENSORRT_QUANTS and q not in QUANT_TYPES:
             raise EdgekitError(f"unknown quantization '{q}'",
-                               f"pass all, or some of {', '.join(QUANTS)} or a llama.cpp type ({', '.join(QUANT_TYPES)})")
+                               f"pass all, or some of {', '.join(QUANTS + TENSORRT_QUANTS)} or a llama.cpp type "
+                               f"({', '.join(QUANT_TYPES)})")
     rows = make_plan(resolve_models(model), resolve_targets(target), quants, ctx=ctx, prompt=prompt,
                      cal=calibrate(results_dir))
     if as_json:
@@ -60,7 +62,7 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
         table.add_column(c, justify="left" if c in ("model", "quant", "target", "fits") else "right")
     for r in rows:
         table.add_row(r.model, r.quant, r.target, gib(r.weights_bytes), gib(r.kv_bytes), gib(r.need_bytes),
-                      gib(r.usable_bytes), {True: "yes", False: "NO", None: "?"}[r.fits], num(r.tg_tok_s, ".1f"),
+                      gib(r.usable_bytes), {True: "yes", False: "NO", None: "-"}[r.fits], num(r.tg_tok_s, ".1f"),
                       num(r.pp_tok_s, ".0f"), num(r.ttft_s, ".2f"), num(r.j_per_tok, ".3f"),
                       *([num(r.measured_tg_tok_s, ".1f"), num(r.error * 100 if r.error is not None else None, "+.0f")
                          + ("%" if r.error is not None else "")] if measured else []))
