@@ -110,6 +110,7 @@ class Device:
     mem_available_bytes: int | None = None
     rsync: str | None = None              # `rsync --version`'s first line
     sha256_tool: str | None = None        # sha256sum or shasum
+    tools: set[str] = field(default_factory=set)  # build tools on PATH: cc, c++, cmake
 
 
 def device_script(remote_dir: str, pythons: tuple[str, ...] = PYTHON_CANDIDATES) -> str:
@@ -133,6 +134,7 @@ if [ -r /proc/meminfo ]; then cat /proc/meminfo | grep -E '^(MemTotal|MemAvailab
 sysctl -n hw.memsize 2>/dev/null | sed 's/^/memsize=/'
 command -v rsync >/dev/null 2>&1 && rsync --version 2>&1 | head -n 1 | sed 's/^/rsync=/'
 if command -v sha256sum >/dev/null 2>&1; then echo sha256=sha256sum; elif command -v shasum >/dev/null 2>&1; then echo sha256=shasum; fi
+for t in cc c++ cmake; do command -v "$t" >/dev/null 2>&1 && echo "tool=$t"; done
 true"""
 
 
@@ -175,6 +177,8 @@ def parse_device_report(text: str) -> Device:
             device.rsync = value.strip()
         elif key == "sha256":
             device.sha256_tool = value.strip()
+        elif key == "tool":
+            device.tools.add(value.strip())
     return device
 
 
@@ -276,6 +280,26 @@ def preflight(device: Device, need: Need, host: str) -> list[str]:
     else:
         warnings.append(f"RAM of {host} not readable: not checked")
     return warnings
+
+
+BUILD_TOOLS_FIX = {
+    "jetson": "sudo apt install build-essential (JetPack has CUDA's nvcc in /usr/local/cuda/bin already)",
+    "apple-m": "xcode-select --install (the Command Line Tools: clang, clang++)",
+    "rpi5": "sudo apt install build-essential",
+    "linux": "install a C/C++ compiler (Debian/Ubuntu: sudo apt install build-essential)",
+}
+
+
+def build_tools_problem(device: Device, family: str, host: str) -> EdgekitError | None:
+    """llama-cpp-python compiles llama.cpp on the device: without a C and a C++ compiler there, the
+    build fails minutes in; say so before anything is written (cmake comes from PyPI as a build
+    dependency when the device has none). Pure."""
+    missing = [t for t in ("cc", "c++") if t not in device.tools]
+    if not missing:
+        return None
+    return EdgekitError(f"{host} has no {' or '.join(missing)} to build llama.cpp (no wheel for it is cached here or "
+                        "given with --wheels)", f"{BUILD_TOOLS_FIX.get(family, BUILD_TOOLS_FIX['linux'])}; or pass "
+                        "--wheels with a llama-cpp-python wheel built for the device")
 
 
 # ---------------------------------------------------------------- the artifact
@@ -634,6 +658,10 @@ class Deployer:
         result = DeployResult(self.host, R, spec.name, spec.family, files.key, f"{R}/models/{files.key}/{files.main}",
                               files.format, python.version_text)
         result.warnings += preflight(device, need, self.host)
+        if runtime == "llama.cpp" and runtime not in manifest.runtimes and not self._llama_wheel_at_hand(spec, device):
+            problem = build_tools_problem(device, spec.family, self.host)
+            if problem:
+                raise problem
 
         self.sh(f"mkdir -p -- {self.q(R)}/store/sha256 {self.q(R)}/store/incoming {self.q(R)}/models "
                 f"{self.q(R)}/wheels {self.q(R)}/runs", "creating the remote folder")
@@ -800,6 +828,17 @@ class Deployer:
         manifest.runtimes[runtime] = RuntimeRecord(name=runtime, distribution=installed[0], version=installed[1],
                                                    recipe=recipe_text, wheel=installed_wheel)
         result.steps.append((runtime, f"installed {installed[0]} {installed[1]}"))
+
+    def _llama_wheel_at_hand(self, spec, device: Device) -> bool:
+        """Is a llama-cpp-python wheel for this device in the local cache or in --wheels (no build there)?"""
+        from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION as V
+        from edgekit.targets.specs import runtime_install
+
+        recipe = runtime_install(spec, "llama.cpp", device.machine).command()
+        if any(device_wheel_dir(spec.family, "llama-cpp-python", V, device.machine, recipe).glob(
+                "llama_cpp_python-*.whl")):
+            return True
+        return bool(self.o.wheels and any(Path(self.o.wheels).glob(f"llama_cpp_python-{V}-*.whl")))
 
     def _llama_wheel(self, R: str, spec, device: Device, recipe, recipe_text: str, result: DeployResult) -> str:
         """The remote path of a llama-cpp-python wheel for this device: from the local cache of

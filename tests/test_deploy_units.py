@@ -45,8 +45,8 @@ sha256=sha256sum
 def test_the_linux_report_as_recorded():
     d = parse_device_report((FIXTURES / "device-report-linux-x86_64.txt").read_text())
     assert (d.remote_dir, d.system, d.machine, d.free_dir) == ("/root/.edgekit", "Linux", "x86_64", "/root")
-    assert d.free_bytes == 80060720 * 1024 and d.mem_total_bytes == 24683584 * 1024
-    assert d.mem_available_bytes == 23813192 * 1024 and d.sha256_tool == "sha256sum"
+    assert d.free_bytes == 69858372 * 1024 and d.mem_total_bytes == 24683584 * 1024
+    assert d.mem_available_bytes == 24138080 * 1024 and d.sha256_tool == "sha256sum"
     assert [p.version for p in d.pythons] == [(3, 11, 7), (3, 11, 7)] and d.missing_pythons[0] == "python3.13"
     assert rsync_can_resume(d.rsync)
     assert choose_python(d, None, "linux").path == "/root/.pyenv/shims/python3"
@@ -242,3 +242,15 @@ def test_a_jetson_onnxruntime_without_its_gpu_providers_is_a_failed_deploy():
     assert "none of TensorrtExecutionProvider, CUDAExecutionProvider" in problem and "onnxruntime-gpu" in fix
     assert runtime_problems(doctor(["CUDAExecutionProvider", "CPUExecutionProvider"]), "onnxruntime", jetson) == []
     assert runtime_problems(doctor(["CPUExecutionProvider"]), "onnxruntime", pi) == []  # a Pi has no GPU EP to want
+
+
+def test_a_device_without_compilers_is_refused_before_a_llama_cpp_build():
+    from edgekit.deploy import build_tools_problem
+
+    d = parse_device_report((FIXTURES / "device-report-linux-x86_64.txt").read_text())
+    assert d.tools == {"cc", "c++", "cmake"} and build_tools_problem(d, "linux", "pi") is None
+    bare = parse_device_report(JETPACK5)  # no tool= lines: no compiler on PATH
+    e = build_tools_problem(bare, "jetson", "orin")
+    assert "orin has no cc or c++" in e.problem and "build-essential" in e.fix and "--wheels" in e.fix
+    mac = parse_device_report(MACOS + "tool=cc\n")
+    assert "xcode-select --install" in build_tools_problem(mac, "apple-m", "mac").fix
