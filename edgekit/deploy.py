@@ -575,8 +575,9 @@ class DeployOptions:
 RUNTIME_OF_FORMAT = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
 RUNTIME_DISTS = {"llama.cpp": ("llama-cpp-python", "llama_cpp_python"),
                  "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon")}
-# what a runtime needs beside itself on the device: the ONNX format reads its graph with onnx
-RUNTIME_EXTRAS = {"onnxruntime": ("onnx",)}
+# what a runtime needs beside itself on the device: the ONNX format reads its graph with onnx, and
+# edgekit eval tokenizes an ONNX export's text with tokenizers (its tokenizer.json)
+RUNTIME_EXTRAS = {"onnxruntime": ("onnx", "tokenizers")}  # onnx: the format's facts; tokenizers: eval --host
 
 
 class Deployer:
@@ -805,7 +806,8 @@ class Deployer:
         from edgekit.targets.specs import runtime_install
 
         recipe = runtime_install(spec, runtime, device.machine)
-        recipe_text = recipe.command()
+        # what is installed beside the runtime is part of what a deploy checks (a newer edgekit may need more)
+        recipe_text = recipe.command() + "".join(f" + {e}" for e in RUNTIME_EXTRAS.get(runtime, ()))
         installed = self._installed_version(R, RUNTIME_DISTS[runtime])
         record = manifest.runtimes.get(runtime)
         if installed and record and record.recipe == recipe_text and record.version == installed[1]:

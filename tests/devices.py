@@ -114,7 +114,7 @@ def repack(dist, out: Path) -> Path:
 
 
 DEVICE_ROOTS = ["click", "numpy", "rich", "pydantic", "gguf", "llama-cpp-python"]
-ONNX_ROOTS = ["onnxruntime", "onnx"]
+ONNX_ROOTS = ["onnxruntime", "onnx", "tokenizers"]
 
 
 def wheelhouse(out: Path, roots: list[str]) -> Path:

@@ -510,4 +510,18 @@ def test_eval_on_the_device_gives_what_eval_gives_here(device, cache, exported, 
     (fetched,) = results.rglob("eval.json")
     assert json.loads(fetched.read_text())["perplexity"] == there["perplexity"]
     assert_one_line_error(invoke(["eval", str(q4), "--reference", str(tiny_qwen2), *device.args()]),
-                          "the reference must be a GGUF")
+                          "the reference must be an artifact")
+
+
+def test_eval_of_an_onnx_export_on_the_device(device, cache, onnx_export, tiny_qwen2, tmp_path):
+    """An ONNX INT4 export against its FP32 export, both deployed (onnxruntime, onnx and tokenizers
+    in the device venv): the device's numbers are the local ones."""
+    int4, _ = onnx_export(tiny_qwen2, "int4")
+    fp32, _ = onnx_export(tiny_qwen2, "fp32")
+    common = [str(int4), "--reference", str(fp32), "--chunks", "1", "--ctx", "32", "--threads", "2", "--json"]
+    here = json.loads(invoke(["eval", *common]).stdout)
+    r = invoke(["eval", *common, *device.args("--wheels", str(cache)), "--results", str(tmp_path / "results")])
+    assert r.exit_code == 0, r.output
+    there = json.loads(r.stdout)
+    assert there["perplexity"] == here["perplexity"] and there["kl"]["kl_divergence"] == here["kl"]["kl_divergence"]
+    assert there["runtime"]["name"] == "onnxruntime" and there["artifact"]["path"].startswith(device.remote)

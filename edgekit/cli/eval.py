@@ -24,7 +24,7 @@ from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
 @click.option("--host", help="Evaluate on a device over SSH (its runtime's numerics are the ones that ship): "
-                             "ARTIFACT and a GGUF --reference are deployed first. GGUF only.")
+                             "ARTIFACT and an artifact --reference are deployed first.")
 @remote_run_options
 @deploy_options
 def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, host, timeout_s, results_dir,
@@ -73,19 +73,17 @@ def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeo
     from edgekit.remote import remote_job
     from edgekit.results import EvalResult
 
-    _model, fmt = resolve_artifact(artifact)
-    if fmt.name != "gguf":
-        raise EdgekitError("eval --host runs GGUF files: an ONNX export needs the tokenizers library, which the "
-                           "device set leaves out", "eval the ONNX export here, or a GGUF on the device")
+    resolve_artifact(artifact)  # a GGUF or an ONNX export (deploy installs tokenizers with onnxruntime)
     if reference is not None:
         ref_path = Path(reference)
         try:
             kind = resolve_artifact(ref_path)[1].name if ref_path.exists() else None
-        except EdgekitError:  # a checkpoint folder, an ONNX export with several files...
+        except EdgekitError:  # a checkpoint folder, an export folder with several models...
             kind = None
-        if kind != "gguf":
-            raise EdgekitError(f"--reference {reference}: on a device the reference must be a GGUF (transformers and "
-                               "ONNX tokenizers are not installed there)", "pass the F16/BF16 GGUF of the same model")
+        if kind is None:
+            raise EdgekitError(f"--reference {reference}: on a device the reference must be an artifact (a GGUF or an "
+                               "ONNX export): transformers does not run there",
+                               "pass the F16/BF16 GGUF or the FP32 ONNX export of the same model")
     if text is not None and not Path(text).is_file():
         raise EdgekitError(f"--text {text} does not exist", "pass a UTF-8 text file")
     lines = StageLines(host, quiet=as_json)
