@@ -333,7 +333,7 @@ def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], 
     export folder. sha256 of each, checked against the export manifest's where it has one (a
     mismatch means the file changed since its export: refused)."""
     from edgekit.formats import resolve_artifact
-    from edgekit.manifest import MANIFEST_NAME, ExportManifest, sha256_of
+    from edgekit.manifest import MANIFEST_NAME, ExportManifest
 
     artifact = Path(artifact)
     model, fmt = resolve_artifact(artifact)

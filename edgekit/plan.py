@@ -558,3 +558,31 @@ def _measured(cal: Calibration, m: ModelSpec, quant: str, w: Weights, t: Target)
            and abs(r.artifact.n_params - want) <= 0.005 * want
            and (r.artifact.quant == quant or (quant == "ONNX-INT4" and r.artifact.format == "onnx"))]
     return statistics.median(got) if got else None
+
+
+# ---------------------------------------------------------------- plan beside measured results
+
+
+PLAN_COLUMNS = ["artifact", "target", "runtime", "tg measured", "tg predicted", "error", "efficiency from"]
+
+
+def predicted_vs_measured(results: list) -> list[list[str]]:
+    """Per bench result with a roofline: the tg plan predicts for it (its own bytes per token and
+    bandwidth, the efficiency of the *other* results of the same target x runtime, median; the
+    default when there are none) beside what it measured. Rows for `edgekit report --plan`."""
+    from edgekit.report import label
+
+    out = []
+    for r in results:
+        if not (r.roofline and r.metrics.tg_tok_s and r.roofline.bandwidth_gb_s):
+            continue
+        others = [o.roofline.efficiency for o in results if o is not r and o.target == r.target
+                  and o.runtime.name == r.runtime.name and o.roofline and o.roofline.efficiency]
+        runtime = r.runtime.name if r.runtime.name in DEFAULT_EFFICIENCY else "llama.cpp"
+        eff = statistics.median(others) if others else DEFAULT_EFFICIENCY[runtime]
+        source = f"median of {len(others)} other result(s)" if others else f"default {eff:g}"
+        predicted = eff * r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token
+        measured = r.metrics.tg_tok_s.mean
+        out.append([label(r), r.target, r.runtime.name, f"{measured:.1f}", f"{predicted:.1f}",
+                    f"{(predicted / measured - 1) * 100:+.0f}%", source])
+    return out

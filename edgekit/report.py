@@ -260,7 +260,7 @@ def _devices_differ(results: list[BenchResult]) -> bool:
     return len({device_name(r) for r in results}) > 1
 
 
-def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = None) -> str:
+def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = None, with_plan: bool = False) -> str:
     results = by_device(results)
     lines = ["# edgekit benchmark report"]
     if results:
@@ -278,6 +278,13 @@ def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = Non
                   "|" + "---|" * (len(REPRO_COLUMNS) + 1)]
         lines += ["| " + " | ".join([label(r), *(c.replace("|", "/") for c in row)]) + " |"
                   for r, row in zip(results, reproducibility_rows(results))]
+    if with_plan:
+        from edgekit.plan import PLAN_COLUMNS, predicted_vs_measured
+
+        lines += ["", "## Plan vs measured", "", "tg predicted = efficiency x the run's bandwidth / its bytes read per "
+                  "token (edgekit plan's model), the efficiency fitted on the other results.", "",
+                  "| " + " | ".join(PLAN_COLUMNS) + " |", "|" + "---|" * len(PLAN_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in predicted_vs_measured(results)]
     notes = _notes(results)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
@@ -296,7 +303,7 @@ def _notes(results: list[BenchResult]) -> list[str]:
             for text, names in by_text.items()]
 
 
-def to_html(results: list[BenchResult], evals: list[EvalResult] | None = None) -> str:
+def to_html(results: list[BenchResult], evals: list[EvalResult] | None = None, with_plan: bool = False) -> str:
     results = by_device(results)
     imgs = plots(results) if results else {}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns(evals))
@@ -322,6 +329,7 @@ figure {{ display: inline-block; margin: 1em 1em 0 0; }}
 {table}
 {_quality_html(evals or [])}
 {_repro_html(results)}
+{_plan_html(results) if with_plan else ""}
 {figures}
 <ul>{notes}</ul>
 </body></html>
@@ -347,7 +355,16 @@ def _repro_html(results: list[BenchResult]) -> str:
     return f'<h2>What each number ran on</h2><table id="devices"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def write_report(result_paths: list[Path], out: Path) -> Path:
+def _plan_html(results: list[BenchResult]) -> str:
+    from edgekit.plan import PLAN_COLUMNS, predicted_vs_measured
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in PLAN_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in predicted_vs_measured(results))
+    return f'<h2>Plan vs measured</h2><table id="plan"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def write_report(result_paths: list[Path], out: Path, with_plan: bool = False) -> Path:
     from edgekit.atomic import atomic_file
 
     if not result_paths:
@@ -355,9 +372,9 @@ def write_report(result_paths: list[Path], out: Path) -> Path:
     results, evals = load_results(result_files(result_paths))
     out = Path(out)
     if out.suffix.lower() in (".html", ".htm"):
-        text = to_html(results, evals)
+        text = to_html(results, evals, with_plan)
     elif out.suffix.lower() == ".md":
-        text = to_markdown(results, evals)
+        text = to_markdown(results, evals, with_plan)
     else:
         raise EdgekitError(f"unknown report type '{out.suffix or out.name}'", "name the output report.html or report.md")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,31 @@ def test_tensorrt_rows_by_hand_and_only_on_nvidia_targets():
     # the 7B's engine builds on an 8 GB Orin Nano only if FP16 weights + engine fit: they do not
     (nano,) = plan(resolve_models("r1-distill-qwen-7b"), resolve_targets("jetson-orin-nano-8gb"), ["TRT-INT4"])
     assert nano.fits is False and "engine build's peak" in nano.why
+
+
+def test_report_shows_the_plan_beside_the_measurements(exported, tiny_qwen2, tmp_path):
+    """edgekit report --plan: each result's tg as plan predicts it from the other results' efficiency."""
+    folder, _ = exported(tiny_qwen2)
+    out = tmp_path / "one.json"
+    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
+                                 "-r", "1", "--power", "none", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    bw, bpt = data["roofline"]["bandwidth_gb_s"], data["roofline"]["bytes_per_token"]
+    for name, eff in (("a", 0.5), ("b", 0.8)):
+        tg = eff * bw * 1e9 / bpt
+        _result(out, tmp_path / "results" / name / "result.json", "jetson-agx-orin-64gb", eff, tg, tg * 5, None)
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "results"), "-o", str(tmp_path / "r.md"), "--plan"])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "r.md").read_text()
+    rows = [ln for ln in md.split("## Plan vs measured")[1].splitlines() if ln.startswith("| ") and "tiny" in ln]
+    # a's prediction uses b's efficiency (0.8 vs its own 0.5): +60 %; b's uses a's: -38 %
+    assert sorted(ln.split(" | ")[5] for ln in rows) == ["+60%", "-38%"]
+    assert all("median of 1 other result(s)" in ln for ln in rows)
+    assert "Plan vs measured" not in write_plain(tmp_path)
+
+
+def write_plain(tmp_path):
+    from edgekit.report import write_report
+
+    return write_report([tmp_path / "results"], tmp_path / "plain.md").read_text()

@@ -40,7 +40,9 @@ def results_table(results, by_device: bool = False):
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="report.html (table + plots) or report.md (table): the suffix picks the format "
                    f"({options.listed(options.REPORT_SUFFIXES)}).")
-def report(results, output):
+@click.option("--plan", "with_plan", is_flag=True,
+              help="Add edgekit plan's predicted tg beside each measured one (efficiency fitted on the other results).")
+def report(results, output, with_plan):
     """Compare RESULTS (JSON files from edgekit bench -o or edgekit eval -o, or folders such as
     results/ from edgekit bench --host) in a table and plots, grouped by device, with quality
     (perplexity, KL) beside speed where an eval of the same artifact is given."""
@@ -54,7 +56,7 @@ def report(results, output):
 
     files = result_files(list(results))
     check_output_file(output, inputs=tuple(files))
-    path = write_report(files, output)
+    path = write_report(files, output, with_plan)
     from edgekit.report import load_results
 
     loaded, _evals = load_results(files)  # eval results fill the report's quality columns
