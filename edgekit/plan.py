@@ -9,8 +9,8 @@ Contract:
   tensor are rows x gguf-py's row size of that type. ONNX INT4 (MatMulNBits): 4 bits per weight of
   every linear layer, one scale per block of `block_size` (the activations' float type), the
   embedding and norms at FP32 (edgekit export onnx's defaults). FP16: 2 bytes per weight. The
-  DeepSeek-V3/R1 mixture of experts (671B) is counted from its config, each matrix at the quant's
-  main type (llama.cpp's dry run needs the deepseek2 header: not built here): said so in the row.
+  DeepSeek-V3/R1 mixture of experts (671B) gets the same dry run on a deepseek2 header (MLA
+  attention, merged experts), so its Q4_K_M's Q6_K expert down-projections are llama.cpp's too.
 - KV cache at ctx: 2 x layers x kv_heads x head_dim x ctx x 2 bytes (F16); MLA (671B): the
   compressed latent, (kv_lora_rank + qk_rope_head_dim) x layers x ctx x 2 bytes.
 - Memory needed = weights + KV + runtime overhead (compute buffers: a default, stated); usable
@@ -168,9 +168,90 @@ def _row_bytes(type_name: str, shape: tuple[int, ...]) -> int:
     return rows * (ne0 // block) * size
 
 
+class ShapeOnly:
+    """A tensor of a header-only GGUF: name, shape (numpy order, outermost first), F16 or F32."""
+
+    def __init__(self, gguf_name: str, shape: tuple[int, ...]):
+        self.gguf_name, self.shape = gguf_name, shape
+        self.out = "F32" if len(shape) == 1 else "F16"
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * (4 if self.out == "F32" else 2)
+
+    def np_dtype(self):
+        import numpy as np
+
+        return np.float32 if self.out == "F32" else np.float16
+
+    def raw_dtype(self):
+        return None
+
+
+def deepseek2_tensors(c: dict) -> list[ShapeOnly]:
+    """The tensors of a DeepSeek-V3/R1 GGUF as llama.cpp's deepseek2 architecture names them: MLA
+    attention (q_a/q_b, kv_a_mqa/kv_b), the first dense FFNs, then each layer's merged experts
+    (one 3-D tensor per projection), shared expert, router and its bias."""
+    h, n_head = c["hidden_size"], c["num_attention_heads"]
+    nope, rope, v, qr, kvr = (c[k] for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank",
+                                              "kv_lora_rank"))
+    n_exp, ef, inter = c["n_routed_experts"], c["moe_intermediate_size"], c["intermediate_size"]
+    t = [ShapeOnly("token_embd.weight", (c["vocab_size"], h))]
+    for i in range(c["num_hidden_layers"]):
+        b = f"blk.{i}."
+        t += [ShapeOnly(b + "attn_norm.weight", (h,)), ShapeOnly(b + "attn_q_a.weight", (qr, h)),
+              ShapeOnly(b + "attn_q_a_norm.weight", (qr,)), ShapeOnly(b + "attn_q_b.weight", (n_head * (nope + rope), qr)),
+              ShapeOnly(b + "attn_kv_a_mqa.weight", (kvr + rope, h)), ShapeOnly(b + "attn_kv_a_norm.weight", (kvr,)),
+              ShapeOnly(b + "attn_kv_b.weight", (n_head * (nope + v), kvr)),
+              ShapeOnly(b + "attn_output.weight", (h, n_head * v)), ShapeOnly(b + "ffn_norm.weight", (h,))]
+        if i < c["first_k_dense_replace"]:
+            t += [ShapeOnly(b + "ffn_gate.weight", (inter, h)), ShapeOnly(b + "ffn_up.weight", (inter, h)),
+                  ShapeOnly(b + "ffn_down.weight", (h, inter))]
+        else:
+            shared = ef * c["n_shared_experts"]
+            t += [ShapeOnly(b + "ffn_gate_inp.weight", (n_exp, h)), ShapeOnly(b + "exp_probs_b.bias", (n_exp,)),
+                  ShapeOnly(b + "ffn_gate_exps.weight", (n_exp, ef, h)), ShapeOnly(b + "ffn_up_exps.weight", (n_exp, ef, h)),
+                  ShapeOnly(b + "ffn_down_exps.weight", (n_exp, h, ef)), ShapeOnly(b + "ffn_gate_shexp.weight", (shared, h)),
+                  ShapeOnly(b + "ffn_up_shexp.weight", (shared, h)), ShapeOnly(b + "ffn_down_shexp.weight", (h, shared))]
+    return t + [ShapeOnly("output_norm.weight", (h,)), ShapeOnly("output.weight", (c["vocab_size"], h))]
+
+
+def add_deepseek2_hparams(w, c: dict) -> None:
+    """What llama.cpp's deepseek2 loader reads of a GGUF header, from a DeepSeek-V3 config."""
+    import gguf
+
+    w.add_name("plan")
+    w.add_context_length(int(c["max_position_embeddings"]))
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_rope_freq_base(float(c["rope_theta"]))
+    w.add_layer_norm_rms_eps(float(c["rms_norm_eps"]))
+    w.add_vocab_size(c["vocab_size"])
+    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16))
+    w.add_leading_dense_block_count(c["first_k_dense_replace"])
+    w.add_q_lora_rank(c["q_lora_rank"])
+    w.add_kv_lora_rank(c["kv_lora_rank"])
+    w.add_key_length(c["qk_nope_head_dim"] + c["qk_rope_head_dim"])
+    w.add_value_length(c["v_head_dim"])
+    w.add_expert_feed_forward_length(c["moe_intermediate_size"])
+    w.add_expert_count(c["n_routed_experts"])
+    w.add_expert_used_count(c["num_experts_per_tok"])
+    w.add_expert_shared_count(c["n_shared_experts"])
+    w.add_expert_weights_scale(float(c.get("routed_scaling_factor", 2.5)))
+    w.add_expert_weights_norm(bool(c.get("norm_topk_prob", True)))
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_rope_dimension_count(c["qk_rope_head_dim"])
+
+
 def gguf_tensors(config: dict) -> list[tuple]:
-    """(GGUF name, GGUF shape ne0-first, its converters.gguf.TensorPlan) of every tensor an F16 export of `config` holds, as
-    edgekit export gguf names them (converters.gguf.plan_tensors on the config's shapes)."""
+    """(GGUF name, GGUF shape ne0-first, the tensor's plan) of every tensor an F16 GGUF of `config`
+    holds: edgekit export gguf's names (converters.gguf.plan_tensors on the config's shapes), or
+    llama.cpp's deepseek2 names for DeepSeek-V3/R1."""
+    if is_moe(config):
+        return [(t.gguf_name, tuple(reversed(t.shape)), t) for t in deepseek2_tensors(config)]
     from edgekit.architectures import architecture_of, tensor_shapes
     from edgekit.checkpoint import Checkpoint
     from edgekit.converters.gguf import plan_tensors
@@ -195,23 +276,24 @@ def dry_run_types(config: dict, quant: str) -> dict[str, str]:
     except metadata.PackageNotFoundError:
         raise EdgekitError("plan needs llama-cpp-python for GGUF sizes (llama.cpp's quantizer decides the types)",
                            "install the workstation extra: pip install 'edgekit[workstation]'") from None
-    key = hashlib.sha256(json.dumps([quant, version, [(n, s) for n, s, _ in tensors],
+    key = hashlib.sha256(json.dumps(["v2", quant, version, [(n, s) for n, s, _ in tensors],
                                      {k: config.get(k) for k in ("architectures", "num_attention_heads",
                                                                  "num_key_value_heads")}]).encode()).hexdigest()[:16]
     cache = cache_root() / "plan" / f"{key}.json"
     if cache.is_file():
-        return json.loads(cache.read_text(encoding="utf-8"))
+        return json.loads(cache.read_text(encoding="utf-8"))["types"]
     from edgekit import native
 
-    types = native.call("edgekit.plan:dry_run_here", config, quant, library="llama.cpp",
+    found = native.call("edgekit.plan:dry_run_here", config, quant, library="llama.cpp",
                         what=f"llama.cpp's dry-run quantization to {quant}", timeout_s=600)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(types), encoding="utf-8")
-    return types
+    cache.write_text(json.dumps(found), encoding="utf-8")
+    return found["types"]
 
 
-def dry_run_here(config: dict, quant: str) -> dict[str, str]:
-    """dry_run_types in this process: the header-only GGUF (sparse data) and the dry run."""
+def dry_run_here(config: dict, quant: str) -> dict:
+    """dry_run_types in this process: the header-only GGUF (sparse data) and the dry run ->
+    {"types": tensor -> type, "quant_size_mib": llama.cpp's own total of the quantized size}."""
     import ctypes
     import os
     import tempfile
@@ -220,14 +302,9 @@ def dry_run_here(config: dict, quant: str) -> dict[str, str]:
     import llama_cpp
     import numpy as np
 
-    from edgekit.architectures import architecture_of
-    from edgekit.checkpoint import Checkpoint
-    from edgekit.converters.gguf import QUANT_TYPES, add_hparams
+    from edgekit.converters.gguf import QUANT_TYPES
 
-    arch = architecture_of(config)
     plans = [p for _, _, p in gguf_tensors(config)]
-    ckpt = Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=arch, tensor_files={},
-                      tensor_info={})
     lines: list[str] = []
 
     def on_log(level, text, _user):
@@ -238,8 +315,18 @@ def dry_run_here(config: dict, quant: str) -> dict[str, str]:
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "shapes.gguf"
-        w = gguf.GGUFWriter(path=None, arch=arch.gguf_arch)
-        add_hparams(w, ckpt, "plan", "F16")
+        if is_moe(config):
+            w = gguf.GGUFWriter(path=None, arch="deepseek2")
+            add_deepseek2_hparams(w, config)
+        else:
+            from edgekit.architectures import architecture_of
+            from edgekit.checkpoint import Checkpoint
+            from edgekit.converters.gguf import add_hparams
+
+            arch = architecture_of(config)
+            w = gguf.GGUFWriter(path=None, arch=arch.gguf_arch)
+            add_hparams(w, Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=arch,
+                                      tensor_files={}, tensor_info={}), "plan", "F16")
         for p in plans:
             w.add_tensor_info(p.gguf_name, p.shape, np.dtype(p.np_dtype()), p.nbytes, raw_dtype=p.raw_dtype())
         w.write_header_to_file(src)
@@ -259,7 +346,9 @@ def dry_run_here(config: dict, quant: str) -> dict[str, str]:
                                           ctypes.byref(params)) != 0:
             raise EdgekitError(f"llama.cpp's dry run for {quant} failed ({''.join(lines)[-200:].strip()})",
                                "please report this with the model's config.json")
-    return parse_dry_run("".join(lines))
+    log = "".join(lines)
+    size = re.search(r"quant size\s*=\s*([\d.]+) MiB", log)
+    return {"types": parse_dry_run(log), "quant_size_mib": float(size.group(1)) if size else None}
 
 
 _DRY_LINE = re.compile(
@@ -278,33 +367,22 @@ def parse_dry_run(log: str) -> dict[str, str]:
 def gguf_weights(config: dict, quant: str) -> Weights:
     from collections import Counter
 
-    if is_moe(config):
-        return _moe_weights(config, quant)
     tensors = gguf_tensors(config)
     types = dry_run_types(config, quant)
     tied = not any(n == "output.weight" for n, _, _ in tensors)
+    # a token reads the experts it is routed to: num_experts_per_tok of n_routed_experts of each merged tensor
+    routed = config["num_experts_per_tok"] / config["n_routed_experts"] if is_moe(config) else 1.0
     total = per_token = 0
     for name, shape, plan in tensors:
         kind = types.get(name) or ("F32" if len(shape) == 1 else "F16")
         b = _row_bytes(kind, shape)
         total += b
         if not (name == "token_embd.weight" and not tied) and not name.startswith("rope_freqs"):
-            per_token += b
+            per_token += int(b * routed) if "_exps." in name else b
     return Weights(quant, "llama.cpp", total, per_token, dict(Counter(types.values()).most_common()),
-                   "llama.cpp's quantizer (dry run) on the model's tensor shapes")
-
-
-MAIN_TYPE = {"Q4_K_M": "Q4_K", "Q8_0": "Q8_0", "F16": "F16"}
-
-
-def _moe_weights(config: dict, quant: str) -> Weights:
-    counts = moe_counts(config)
-    bpw = _row_bytes(MAIN_TYPE.get(quant, "Q4_K"), (256, 1)) * 8 / 256
-    total = int(counts["total"] * bpw / 8)
-    per_token = int((counts["active"] - counts["embed_row_only"]) * bpw / 8)
-    return Weights(quant, "llama.cpp", total, per_token, {MAIN_TYPE.get(quant, "Q4_K"): 1},
-                   f"approximate: every matrix at {MAIN_TYPE.get(quant, 'Q4_K')} ({bpw:g} bits/weight; "
-                   "llama.cpp's dry run not made for deepseek2); per token the 8 routed + 1 shared experts")
+                   "llama.cpp's quantizer (dry run) on the model's tensor shapes" +
+                   (f"; per token {config['num_experts_per_tok']} of {config['n_routed_experts']} routed experts"
+                    if is_moe(config) else ""))
 
 
 def onnx_int4_weights(config: dict, block_size: int = 32, scale_bytes: int = 4) -> Weights:

@@ -207,3 +207,20 @@ def write_plain(tmp_path):
     from edgekit.report import write_report
 
     return write_report([tmp_path / "results"], tmp_path / "plain.md").read_text()
+
+
+def test_the_671b_moe_through_llama_cpps_own_dry_run():
+    """DeepSeek-R1 671B on a deepseek2 header (MLA, merged experts): llama.cpp assigns Q6_K to
+    expert down-projections in Q4_K_M, and the plan's byte total equals llama.cpp's own sum of the
+    quantized size (its `quant size = ... MiB` line); a token reads 8 of 256 routed experts."""
+    from edgekit.plan import dry_run_here, gguf_tensors
+
+    config = r1_family()["r1-671b"]["config"]
+    found = dry_run_here(config, "Q4_K_M")
+    assert found["types"]["blk.60.ffn_down_exps.weight"] == "Q6_K"
+    assert found["types"]["blk.60.ffn_gate_exps.weight"] == "Q4_K"
+    w = weights_for(config, "Q4_K_M")
+    assert w.total_bytes / 2**20 == pytest.approx(found["quant_size_mib"], abs=0.01 * len(gguf_tensors(config)))
+    bpw = w.total_bytes * 8 / n_params(config)
+    assert 4.7 < bpw < 4.9  # llama.cpp prints 4.82 BPW for this model's Q4_K_M
+    assert 0.05 < w.per_token_bytes / w.total_bytes < 0.06  # ~37B of 671B read per token
