@@ -40,11 +40,11 @@ def new_run_id() -> str:
 
 @dataclass
 class RunOutcome:
+    """A run that ended well on the device, its files brought back to `folder`."""
+
     host: str
     run_id: str
-    folder: Path | None          # the local folder the run's files landed in
-    ok: bool
-    error: str | None = None
+    folder: Path
 
 
 def _venv_python(remote_dir: str) -> str:
@@ -116,7 +116,7 @@ def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Pat
     if not status.get("ok"):
         raise EdgekitError(f"the {what} on {host} {status.get('error') or 'left no status'}",
                            f"its log and status are in {folder}")
-    return RunOutcome(host, run_id, folder, True)
+    return RunOutcome(host, run_id, folder)
 
 
 def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Path) -> Path:

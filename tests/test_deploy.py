@@ -401,7 +401,6 @@ def test_fleet_two_devices_and_a_dead_port(device, device_b, gguf, cache, tmp_pa
 def test_fleet_from_an_ansible_inventory_with_a_limit(device, device_b, gguf, cache, tmp_path):
     """The hosts come from an INI inventory read by ansible-core (ansible_host/port/user/key and
     the interpreter); --limit keeps one group; --no-deploy uses what is there."""
-    pytest.importorskip("packaging")
     import importlib.util
 
     if importlib.util.find_spec("ansible") is None:

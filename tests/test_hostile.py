@@ -344,3 +344,15 @@ def test_a_full_disk_is_one_line_naming_the_disk_not_memory(tiny_qwen2, small_di
     line = assert_one_line_error(run("export", fmt, tiny_qwen2, "-o", out, "--no-verify"), "disk full")
     assert "RAM" not in line and "memory" not in line
     assert list(small_disk.iterdir()) == []
+
+
+def test_an_error_line_quoting_outside_text_carries_no_escape_codes(tmp_path):
+    """Error lines quote paths and what devices said: the one error boundary prints them clean."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    odd = tmp_path / "model\x1b[2J\x1b]0;pwned\x07.gguf"
+    r = CliRunner().invoke(cli, ["inspect", str(odd)])
+    line = assert_one_line_error(r, "does not exist")
+    assert "\x1b" not in line and "\x07" not in line and "model.gguf" in line.replace("[2J", "")

@@ -94,7 +94,11 @@ class EdgekitGroup(click.Group):
 
 
 def fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    """The one error line. Messages quote paths and what devices and native libraries said, so
+    they go through edgekit.terminal.printable here, once: no escape codes, one line."""
+    from edgekit.terminal import printable
+
+    click.echo(f"error: {printable(message, 4000)}", err=True)
     raise click.exceptions.Exit(1)
 
 
