@@ -124,7 +124,7 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     from edgekit.manifest import sha256_of
     from edgekit.power import Sampler
     from edgekit.targets.state import capture, throttle_warnings
-    from edgekit.transport import LocalTransport
+    from edgekit.device.transport import LocalTransport
 
     settings = settings or BenchSettings()
     clock = clock or Clock()
@@ -260,7 +260,7 @@ def _target(name: str, transport):
     from edgekit.targets.specs import SPECS
 
     if name == "auto":
-        from edgekit.probe import gather_facts
+        from edgekit.device.probe import gather_facts
         from edgekit.targets.specs import detect
 
         facts = gather_facts(transport)

@@ -405,9 +405,9 @@ POWER_CRASH_FIXES = {sig: "a power sensor's native library (NVML: nvidia-ml-py a
 
 
 def _target_job() -> tuple[Any, dict, dict[str, str]]:
-    from edgekit.probe import gather_facts
+    from edgekit.device.probe import gather_facts
     from edgekit.targets.specs import detect
-    from edgekit.transport import LocalTransport
+    from edgekit.device.transport import LocalTransport
 
     facts = gather_facts(LocalTransport())
     spec, seen = detect(facts)

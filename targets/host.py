@@ -114,7 +114,7 @@ def host_facts_of(transport=None, facts: dict[str, str] | None = None) -> dict:
     gathered, e.g. for detection; gathered here when None) and the HOST_COMMANDS outputs, run here.
     A recording without HOST_COMMANDS outputs gives None for the hostname, the OS release, and so on."""
     from edgekit.targets.state import run_commands
-    from edgekit.transport import LocalTransport
+    from edgekit.device.transport import LocalTransport
 
     if transport is None or isinstance(transport, LocalTransport):
         return host_facts()

@@ -193,7 +193,7 @@ def test_results_carry_the_targets_facts_state_and_throttle_warnings(tiny_gguf):
     """A Pi 5 recording as the facts source: detection, runner defaults, state before/after, warnings."""
     from pathlib import Path
 
-    from edgekit.transport import RecordedTransport
+    from edgekit.device.transport import RecordedTransport
 
     class ThrottlesDuringTheRun(RecordedTransport):
         calls = 0

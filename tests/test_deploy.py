@@ -310,9 +310,9 @@ def test_a_device_python_too_old_is_refused_with_what_to_install(device, gguf):
 def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path):
     """The model the run opens is a FIFO nobody writes: the run hangs in open(); --timeout ends
     it there, process group and all, and says so."""
-    from edgekit.cli._ssh import open_transport
+    from edgekit.device.transport import open_transport
     from edgekit.errors import EdgekitError
-    from edgekit.remote import remote_bench
+    from edgekit.device.runs import remote_bench
     from edgekit.settings import BenchSettings
 
     invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
@@ -326,15 +326,15 @@ def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path
     (folder,) = (tmp_path / "results").rglob("status.json")
     status = json.loads(folder.read_text())
     assert status["ok"] is False
-    from edgekit.jobs import _alive
+    from edgekit.device.agent import _alive
 
     assert not _alive(Path(device.remote) / "runs" / folder.parent.name)  # ended there, not left hanging
 
 
 def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, tmp_path):
-    from edgekit.cli._ssh import open_transport
+    from edgekit.device.transport import open_transport
     from edgekit.errors import EdgekitError
-    from edgekit.remote import remote_bench
+    from edgekit.device.runs import remote_bench
     from edgekit.settings import BenchSettings
 
     invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
@@ -390,7 +390,7 @@ def test_fleet_two_devices_and_a_dead_port(device, device_b, gguf, cache, tmp_pa
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and f":{dead}" in errors[0] and "cannot reach" in errors[0], r.stderr
     found = sorted(results.rglob("result.json"))
-    from edgekit.remote import safe_name
+    from edgekit.device.runs import safe_name
 
     assert len(found) == 2 and {p.parents[2].name for p in found} == {safe_name(hosts[0]), safe_name(hosts[1])}
     (report,) = results.glob("fleet-*.md")

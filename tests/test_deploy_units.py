@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.cli._ssh import parse_destination
-from edgekit.deploy import (RAM_OVERHEAD_BYTES, Device, Need, choose_python, parse_device_report, preflight,
-                            remote_dir_expr, rsync_can_resume, runtime_problems)
+from edgekit.device.transport import parse_destination
+from edgekit.device.deploy import runtime_problems
+from edgekit.device.facts import Device, choose_python, parse_device_report, remote_dir_expr, rsync_can_resume
+from edgekit.device.preflight import RAM_OVERHEAD_BYTES, Need, preflight
 from edgekit.errors import EdgekitError
-from edgekit.transport import host_key_problem
+from edgekit.device.transport import host_key_problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deploy"
 
@@ -153,7 +154,7 @@ def test_recorded_doctor_output_of_an_arm64_device():
     import there, which fails the deploy with the doctor's own line."""
     import json
 
-    from edgekit.deploy import runtime_backends
+    from edgekit.device.deploy import runtime_backends
     from edgekit.targets.specs import SPECS
 
     ok = json.loads((FIXTURES / "doctor-arm64-onnxruntime-1.20.1.json").read_text())
@@ -187,8 +188,8 @@ def test_a_jetson_llama_cpp_without_cuda_is_a_failed_deploy():
 def test_a_device_command_streams_to_its_log_and_stops_at_its_timeout(tmp_path, monkeypatch):
     """What a runtime build on the device gets: its lines in a local log as they come, the last
     one on the progress line, and a stop at the deadline naming the log."""
-    from edgekit.deploy import Deployer, DeployOptions
-    from edgekit.transport import LocalTransport
+    from edgekit.device.deploy import Deployer, DeployOptions
+    from edgekit.device.transport import LocalTransport
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
     stages = []
@@ -213,7 +214,7 @@ def test_sha256_is_read_once_per_file_state(tmp_path, monkeypatch):
     import json
     import os
 
-    from edgekit.deploy import cached_sha256
+    from edgekit.device.wheels import cached_sha256
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "m.gguf"
@@ -245,7 +246,7 @@ def test_a_jetson_onnxruntime_without_its_gpu_providers_is_a_failed_deploy():
 
 
 def test_a_device_without_compilers_is_refused_before_a_llama_cpp_build():
-    from edgekit.deploy import build_tools_problem
+    from edgekit.device.preflight import build_tools_problem
 
     d = parse_device_report((FIXTURES / "device-report-linux-x86_64.txt").read_text())
     assert d.tools == {"cc", "c++", "cmake"} and build_tools_problem(d, "linux", "pi") is None

@@ -247,7 +247,7 @@ def test_a_host_that_accepts_and_never_answers_ends_at_the_first_command(tmp_pat
 
 
 def test_the_suggested_ssh_command_quotes_the_destination():
-    from edgekit.transport import SSHTransport
+    from edgekit.device.transport import SSHTransport
 
     t = SSHTransport("x;touch /tmp/pwned;y@127.0.0.1", ["Port=1", "ConnectTimeout=2"])
     try:

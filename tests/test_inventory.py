@@ -1,4 +1,4 @@
-"""edgekit.inventory: Ansible inventories (YAML and INI) read by ansible-core itself.
+"""edgekit.device.inventory: Ansible inventories (YAML and INI) read by ansible-core itself.
 
 Every inventory here is a real file written into tmp_path; nothing is mocked but the absence of
 ansible-core in one test."""
@@ -21,7 +21,7 @@ if importlib.util.find_spec("ansible") is None:
                 allow_module_level=True)
 
 from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.inventory import InventoryHost, read_inventory  # noqa: E402
+from edgekit.device.inventory import InventoryHost, read_inventory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,7 +242,7 @@ def test_older_ssh_aliases(tmp_path, home):
 def test_a_name_and_its_alias_both_set_resolve_as_ansibles_ssh_plugin_does(tmp_path, home):
     """Where ansible_host and ansible_ssh_host (and so on) are both set, the value is the one that
     Ansible's own ssh connection plugin resolves from the same variables."""
-    from edgekit.inventory import HOST_VARS, KEY_VARS, PORT_VARS, USER_VARS
+    from edgekit.device.inventory import HOST_VARS, KEY_VARS, PORT_VARS, USER_VARS
 
     inventory = _write(tmp_path, "both.yml", """\
         all:
@@ -275,7 +275,7 @@ definitions = C.config.get_configuration_definitions("connection", "ssh")
 print(json.dumps({o: [[v["name"] for v in definitions[o]["vars"] if v["name"] in names],
                       C.config.get_config_value(o, plugin_type="connection", plugin_name="ssh", variables=variables)]
                   for o, names in options.items()}))
-"""  # in a child: ansible-core is never imported into the test process (see edgekit.inventory)
+"""  # in a child: ansible-core is never imported into the test process (see edgekit.device.inventory)
     run = subprocess.run([sys.executable, "-c", code, json.dumps(options), json.dumps(variables)],
                          capture_output=True, text=True, check=True)
     resolved = json.loads(run.stdout.strip().splitlines()[-1])
@@ -490,7 +490,7 @@ def test_reading_prints_nothing(fleet, home, capfd):
 
 
 def test_importing_the_module_does_not_import_ansible():
-    code = ("import sys, edgekit.inventory; "
+    code = ("import sys, edgekit.device.inventory; "
             "print(sorted(m for m in sys.modules if m == 'ansible' or m.startswith('ansible.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -500,7 +500,7 @@ FRESH = """\
 import json, os, sys
 from pathlib import Path
 from edgekit.errors import EdgekitError
-from edgekit.inventory import read_inventory
+from edgekit.device.inventory import read_inventory
 hosts = read_inventory(Path(sys.argv[1]), "pis")
 try:
     read_inventory(Path(sys.argv[2]))

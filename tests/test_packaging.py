@@ -29,9 +29,9 @@ def test_not_installed_as_top_level_packages(name):
 
 
 def test_wheel_contains_and_imports_subpackages(tmp_path, monkeypatch):
-    """The wheel deploy builds (edgekit.deploy.edgekit_wheel: from a clean copy of the sources, so a
+    """The wheel deploy builds (edgekit.device.wheels.edgekit_wheel: from a clean copy of the sources, so a
     stale build/ folder cannot hide a package missing from pyproject.toml)."""
-    from edgekit.deploy import edgekit_wheel
+    from edgekit.device.wheels import edgekit_wheel
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
     wheel = edgekit_wheel()

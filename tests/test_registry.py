@@ -147,8 +147,8 @@ def test_a_plugin_that_is_not_a_click_command_is_one_error_line(plugins):
 
 
 def test_a_plugin_target_family_is_detected_from_recorded_facts_before_linux(plugins, tmp_path):
-    from edgekit.probe import probe
-    from edgekit.transport import RecordedTransport
+    from edgekit.device.probe import probe
+    from edgekit.device.transport import RecordedTransport
 
     rec = tmp_path / "rec"
     (rec / "state").mkdir(parents=True)

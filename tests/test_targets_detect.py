@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.probe import probe
+from edgekit.device.probe import probe
 from edgekit.targets.specs import FACT_COMMANDS, SPECS, detect
-from edgekit.transport import RecordedTransport
+from edgekit.device.transport import RecordedTransport
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "targets"
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -151,8 +151,8 @@ def test_targets_cli_and_local_probe_record_and_replay(tmp_path):
     r = CliRunner().invoke(cli, ["probe", "--record", str(rec), "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
-    from edgekit.probe import gather_facts
-    from edgekit.transport import LocalTransport
+    from edgekit.device.probe import gather_facts
+    from edgekit.device.transport import LocalTransport
 
     assert result["transport"] == "local" and result["target"] == detect(gather_facts(LocalTransport()))[0].name
     assert {"uname_m", "cpuinfo", "meminfo"} <= {p.stem for p in rec.glob("*.txt")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.targets import apple_m, jetson, linux, rpi5, state
-from edgekit.transport import CommandResult, RecordedTransport
+from edgekit.device.transport import CommandResult, RecordedTransport
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDINGS = FIXTURES / "targets"

@@ -19,12 +19,12 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.errors import EdgekitError
-from edgekit.probe import gather_facts, probe
-from edgekit.recording import write_recording
+from edgekit.device.probe import gather_facts, probe
+from edgekit.device.recording import write_recording
 from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from, host_facts_of
 from edgekit.targets.specs import FACT_COMMANDS
 from edgekit.targets.state import run_commands, state_commands
-from edgekit.transport import LocalTransport, RecordedTransport
+from edgekit.device.transport import LocalTransport, RecordedTransport
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "targets"
 AWKWARD = "dir with space/it's \"quoted\" [1]*?.bin"

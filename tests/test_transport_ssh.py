@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.transport import SSHTransport
+from edgekit.device.transport import SSHTransport
 from devices import free_port, serve
 from helpers import assert_one_line_error, streaming_gate
 

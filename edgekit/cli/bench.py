@@ -129,16 +129,16 @@ def _emit(result, output, fmt, as_json) -> None:
 
 def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel, no_deploy, timeout_s, results_dir,
                   ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json) -> None:
-    """bench --host/--inventory: every host through edgekit.fleet; one line per failed host on
+    """bench --host/--inventory: every host through edgekit.device.fleet; one line per failed host on
     stderr, exit 1 when any failed; the merged table (grouped by device) and report file."""
     import sys
 
     from edgekit.errors import EdgekitError
-    from edgekit.fleet import FleetTable, Host, bench_fleet
+    from edgekit.device.fleet import FleetTable, Host, bench_fleet
 
     fleet: list[Host] = [Host(h, h, tuple(ssh_options)) for h in hosts]
     if inventory:
-        from edgekit.inventory import read_inventory
+        from edgekit.device.inventory import read_inventory
 
         fleet += [Host(h.name, h.destination, (*ssh_options, *h.ssh_options), h.python)
                   for h in read_inventory(inventory, limit)]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli._ssh import open_transport, ssh_options
+from edgekit.cli._ssh import ssh_options
+from edgekit.device.transport import open_transport
 
 
 def deploy_options(f):
@@ -40,7 +41,7 @@ def remote_run_options(f):
 
 
 def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s):
-    from edgekit.deploy import DeployOptions
+    from edgekit.device.deploy import DeployOptions
 
     return DeployOptions(remote_dir=remote_dir, target=target, runtime=runtime, python=device_python, wheels=wheels,
                          ctx=ctx, bwlimit_kib_s=bwlimit_kib_s, build_timeout_s=build_timeout_s)
@@ -90,7 +91,7 @@ def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, whee
     venv with this machine's edgekit, the runtime by the target's recipe, the model into a
     content-addressed store (resumable, sha256 verified there), `edgekit doctor` on the device.
     """
-    from edgekit.deploy import Deployer
+    from edgekit.device.deploy import Deployer
 
     options = make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s)
     lines = StageLines(host, quiet=as_json)

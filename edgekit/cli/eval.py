@@ -63,14 +63,14 @@ def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, h
 
 def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeout_s, results_dir, options,
                     ssh_options, ssh_config, accept_new_host_key, as_json):
-    """Deploy ARTIFACT (and a GGUF reference), run edgekit eval there detached (edgekit.jobs), bring
+    """Deploy ARTIFACT (and a GGUF reference), run edgekit eval there detached (edgekit.device.agent), bring
     the run back; the EvalResult as the device computed it."""
-    from edgekit.cli._ssh import open_transport
+    from edgekit.device.transport import open_transport
     from edgekit.cli.deploy import StageLines
-    from edgekit.deploy import Deployer
+    from edgekit.device.deploy import Deployer
     from edgekit.errors import EdgekitError
     from edgekit.formats import resolve_artifact
-    from edgekit.remote import remote_job
+    from edgekit.device.runs import remote_job
     from edgekit.results import EvalResult
 
     resolve_artifact(artifact)  # a GGUF or an ONNX export (deploy installs tokenizers with onnxruntime)

@@ -45,13 +45,13 @@ def probe(record, force, replay, host, ssh_options, ssh_config, accept_new_host_
     """Detect the target this machine is, print its facts and its clock/power-mode/thermal state
     (--record keeps the raw outputs, so a device's owner can contribute them as test fixtures)."""
     from edgekit.atomic import check_output_dir
-    from edgekit.probe import probe as run_probe
+    from edgekit.device.probe import probe as run_probe
 
     if record:
         check_output_dir(record, force)
     from edgekit.errors import EdgekitError
-    from edgekit.cli._ssh import open_transport
-    from edgekit.transport import RecordedTransport
+    from edgekit.device.transport import open_transport
+    from edgekit.device.transport import RecordedTransport
 
     if host and replay:
         raise EdgekitError("--host and --replay both name where the facts come from", "pass one of them")

@@ -1,4 +1,4 @@
-"""Detached bench runs on a device: `python -m edgekit.jobs VERB RUNDIR`, run by the workstation
+"""Detached bench runs on a device: `python -m edgekit.device.agent VERB RUNDIR`, run by the workstation
 through the transport, in the device venv.
 
 A run folder holds job.json (written by the workstation: the model path, BenchSettings, the
@@ -48,7 +48,7 @@ def _status(run: Path, ok: bool, error: str | None) -> None:
 
 def start(run: Path) -> int:
     log = open(run / "log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.jobs", "run", str(run)], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.device.agent", "run", str(run)], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(run))
     (run / "pid").write_text(f"{proc.pid}\n")
     print(proc.pid, flush=True)

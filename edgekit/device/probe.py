@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.transport import LocalTransport, Transport
+from edgekit.device.transport import LocalTransport, Transport
 
 
 def gather_facts(transport: Transport) -> dict[str, str]:
@@ -18,10 +18,10 @@ def gather_facts(transport: Transport) -> dict[str, str]:
 def probe(transport: Transport | None = None, record: Path | None = None, force: bool = False) -> dict:
     """Facts, detected target and state of the machine behind `transport`. With `record`, every raw
     output is written to the folder `record` (whole or not at all; `force` replaces a non-empty one)
-    in the recording layout of edgekit.recording, which RecordedTransport replays and the tests read
+    in the recording layout of edgekit.device.recording, which RecordedTransport replays and the tests read
     their fixtures from."""
     from edgekit.atomic import atomic_dir
-    from edgekit.recording import write_recording
+    from edgekit.device.recording import write_recording
     from edgekit.targets.specs import FACT_COMMANDS, detect
     from edgekit.targets.state import parse_state, run_commands, state_commands, throttle_warnings
 

@@ -37,269 +37,21 @@ import hashlib
 import json
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel
 
 from edgekit.errors import EdgekitError
-
-REMOTE_DIR = "~/.edgekit"
-MANIFEST = "deploy.json"
-MIN_PYTHON = (3, 10)
-PYTHON_CANDIDATES = ("python3", "python3.13", "python3.12", "python3.11", "python3.10")
-# what the device needs besides the model, when it is not there yet (measured: the device venv with
-# numpy, pydantic, rich, gguf is ~120 MB; a llama.cpp CPU build's tree ~600 MB, CUDA ~1.5 GB)
-VENV_BYTES = 300 * 2**20
-BUILD_BYTES = 2 * 2**30
-WHEEL_BYTES = 100 * 2**20
-RAM_OVERHEAD_BYTES = 256 * 2**20   # the runtime's compute buffers and the Python process
-OS_RESERVE = 0.10                  # of MemTotal, kept for the OS and everything else running
+from edgekit.device.facts import (PYTHON_CANDIDATES, REMOTE_DIR, Device, PythonFound, choose_python, device_script,
+                                  local_rsync_version, parse_device_report, resolve_remote_dir, rsync_can_resume)
+from edgekit.device.manifest import (MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord,
+                                     now_utc)
+from edgekit.device.preflight import BUILD_BYTES, VENV_BYTES, WHEEL_BYTES, Need, build_tools_problem, preflight
+from edgekit.device.wheels import cached_sha256, device_wheel_dir, edgekit_wheel
 
 Stage = Callable[[str, str], None]  # (stage, detail): "connecting", "installing", "uploading 42%", ...
-
-
-# ---------------------------------------------------------------- remote paths
-
-
-def remote_dir_expr(path: str) -> str:
-    """`path` as a POSIX sh word: `~` and `~/x` through "$HOME" (any characters after it quoted),
-    anything else quoted whole."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        rest = path[2:].strip("/")
-        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
-    if path.startswith("~"):
-        raise EdgekitError(f"--remote-dir {path}: ~user paths are not supported",
-                           "pass an absolute path, or one starting with ~/")
-    if not path:
-        raise EdgekitError("--remote-dir is empty", f"pass a folder on the device, e.g. {REMOTE_DIR}")
-    return shlex.quote(path)
-
-
-# ---------------------------------------------------------------- reading the device
-
-
-@dataclass
-class PythonFound:
-    path: str
-    version: tuple[int, int, int]
-    has_venv: bool
-
-    @property
-    def version_text(self) -> str:
-        return ".".join(map(str, self.version))
-
-
-@dataclass
-class Device:
-    """What `device_script` read off the device."""
-
-    remote_dir: str                       # absolute
-    system: str = ""
-    machine: str = ""
-    pythons: list[PythonFound] = field(default_factory=list)
-    missing_pythons: list[str] = field(default_factory=list)
-    free_bytes: int | None = None         # at the remote folder (or its nearest existing parent)
-    free_dir: str | None = None
-    mem_total_bytes: int | None = None
-    mem_available_bytes: int | None = None
-    rsync: str | None = None              # `rsync --version`'s first line
-    sha256_tool: str | None = None        # sha256sum or shasum
-    tools: set[str] = field(default_factory=set)  # build tools on PATH: cc, c++, cmake
-
-
-def device_script(remote_dir: str, pythons: tuple[str, ...] = PYTHON_CANDIDATES) -> str:
-    """One sh command that prints `key=value` lines about the device (parse_device_report reads
-    them). It writes nothing."""
-    names = " ".join(shlex.quote(p) for p in pythons)
-    return f"""R={remote_dir_expr(remote_dir)}
-echo "dir=$R"
-echo "system=$(uname -s)"
-echo "machine=$(uname -m)"
-for p in {names}; do
-  path=$(command -v "$p" 2>/dev/null) || {{ echo "nopython=$p"; continue; }}
-  v=$("$path" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || {{ echo "nopython=$p"; continue; }}
-  if "$path" -c 'import venv, ensurepip' >/dev/null 2>&1; then venv=yes; else venv=no; fi
-  echo "python=$v $venv $path"
-done
-d="$R"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-echo "free_dir=$d"
-df -Pk "$d" 2>/dev/null | tail -n 1 | sed 's/^/df=/'
-if [ -r /proc/meminfo ]; then cat /proc/meminfo | grep -E '^(MemTotal|MemAvailable):' | sed 's/^/meminfo=/'; fi
-sysctl -n hw.memsize 2>/dev/null | sed 's/^/memsize=/'
-command -v rsync >/dev/null 2>&1 && rsync --version 2>&1 | head -n 1 | sed 's/^/rsync=/'
-if command -v sha256sum >/dev/null 2>&1; then echo sha256=sha256sum; elif command -v shasum >/dev/null 2>&1; then echo sha256=shasum; fi
-for t in cc c++ cmake; do command -v "$t" >/dev/null 2>&1 && echo "tool=$t"; done
-true"""
-
-
-def parse_device_report(text: str) -> Device:
-    """The `key=value` lines device_script prints, as a Device. Pure; unknown lines are ignored."""
-    device = Device(remote_dir="")
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        if key == "dir":
-            device.remote_dir = value
-        elif key == "system":
-            device.system = value.strip()
-        elif key == "machine":
-            device.machine = value.strip()
-        elif key == "python":
-            parts = value.split(" ", 2)
-            m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", parts[0]) if len(parts) == 3 else None
-            if m:
-                version = tuple(int(x) for x in m.groups())
-                if all(p.path != parts[2] for p in device.pythons):
-                    device.pythons.append(PythonFound(parts[2], version, parts[1] == "yes"))
-        elif key == "nopython":
-            device.missing_pythons.append(value)
-        elif key == "free_dir":
-            device.free_dir = value
-        elif key == "df":  # POSIX df -Pk: Filesystem 1024-blocks Used Available Capacity Mounted-on
-            fields = value.split()
-            if len(fields) >= 4 and fields[3].isdigit():
-                device.free_bytes = int(fields[3]) * 1024
-        elif key == "meminfo":
-            m = re.match(r"(MemTotal|MemAvailable):\s+(\d+)\s*kB", value)
-            if m:
-                setattr(device, "mem_total_bytes" if m.group(1) == "MemTotal" else "mem_available_bytes",
-                        int(m.group(2)) * 1024)
-        elif key == "memsize" and value.strip().isdigit() and device.mem_total_bytes is None:
-            device.mem_total_bytes = int(value.strip())
-        elif key == "rsync":
-            device.rsync = value.strip()
-        elif key == "sha256":
-            device.sha256_tool = value.strip()
-        elif key == "tool":
-            device.tools.add(value.strip())
-    return device
-
-
-def rsync_can_resume(version_line: str | None) -> bool:
-    """Does this `rsync --version` first line name an rsync with --append-verify (3.0 and later)?
-    macOS's rsync 2.6.9 and openrsync (macOS 15) have no --append-verify."""
-    if not version_line or "openrsync" in version_line.lower():
-        return False
-    m = re.search(r"rsync\s+version\s+v?(\d+)\.(\d+)", version_line)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (3, 0)
-
-
-def choose_python(device: Device, wanted: str | None, family: str) -> PythonFound:
-    """The device Python the venv is made from: `wanted` (a path or name, as --python gives it)
-    or the first of PYTHON_CANDIDATES that is 3.10 or newer and has venv."""
-    found = device.pythons
-    if wanted:
-        found = [p for p in found if p.path == wanted or p.path.rsplit("/", 1)[-1] == wanted.rsplit("/", 1)[-1]]
-        if not found:
-            raise EdgekitError(f"the device has no Python '{wanted}'", "pass --python with a path or name that "
-                               "the device's PATH finds, e.g. --python /usr/bin/python3.11")
-    new = [p for p in found if p.version[:2] >= MIN_PYTHON]
-    with_venv = [p for p in new if p.has_venv]
-    if with_venv:
-        return with_venv[0]
-    if new:
-        p = new[0]
-        major_minor = f"{p.version[0]}.{p.version[1]}"
-        raise EdgekitError(f"the device's Python {p.version_text} ({p.path}) has no venv module",
-                           f"install it on the device (Debian/Ubuntu: sudo apt install python{major_minor}-venv)")
-    seen = ", ".join(f"{p.version_text} ({p.path})" for p in found) or "none"
-    raise EdgekitError(f"the device's Python is too old for edgekit: found {seen}, needs 3.10 or newer",
-                       PYTHON_FIX.get(family, PYTHON_FIX["linux"]))
-
-
-PYTHON_FIX = {
-    "jetson": "JetPack 5 ships Python 3.8: install 3.10 (sudo apt install python3.10 python3.10-venv, from the "
-              "deadsnakes PPA on Ubuntu 20.04) and pass --python python3.10; JetPack 6 has 3.10",
-    "apple-m": "macOS's /usr/bin/python3 is 3.9: install Python 3.10+ (brew install python@3.12, or python.org) and "
-               "pass --python python3.12",
-    "rpi5": "Raspberry Pi OS Bookworm has 3.11: sudo apt install python3 python3-venv (or pass --python)",
-    "linux": "install Python 3.10 or newer with its venv module on the device and pass --python NAME if it is not "
-             "python3",
-}
-
-
-@dataclass
-class Need:
-    """What a deploy adds on the device (bytes), for the preflight."""
-
-    model_bytes: int = 0             # model files not in the store yet
-    venv_bytes: int = 0
-    runtime_bytes: int = 0
-    weights_bytes: int = 0           # the model in RAM
-    kv_bytes: int = 0                # the KV cache at ctx
-    ctx: int = 0
-
-    @property
-    def disk_bytes(self) -> int:
-        return self.model_bytes + self.venv_bytes + self.runtime_bytes
-
-    @property
-    def ram_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + RAM_OVERHEAD_BYTES
-
-
-def gib(n: int | None) -> str:
-    """Bytes for people: GiB from 1 GiB up, MiB below."""
-    if n is None:
-        return "?"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def preflight(device: Device, need: Need, host: str) -> list[str]:
-    """Refuse (EdgekitError) a deploy the device cannot hold, with the numbers; the warnings of one
-    that fits but is tight. Pure."""
-    warnings = []
-    if device.free_bytes is not None and need.disk_bytes > device.free_bytes:
-        parts = [f"model {gib(need.model_bytes)}"] + ([f"venv {gib(need.venv_bytes)}"] if need.venv_bytes else []) \
-            + ([f"runtime {gib(need.runtime_bytes)}"] if need.runtime_bytes else [])
-        raise EdgekitError(f"not enough disk on {host}: {gib(device.free_bytes)} free at {device.free_dir}, the deploy "
-                           f"needs {gib(need.disk_bytes)} ({', '.join(parts)})",
-                           "free space there, or pass --remote-dir on a bigger disk")
-    if device.free_bytes is None:
-        warnings.append(f"free disk on {host} not readable (df): not checked")
-    total = device.mem_total_bytes
-    if total:
-        usable = int(total * (1 - OS_RESERVE))
-        if need.ram_bytes > usable:
-            raise EdgekitError(
-                f"the model does not fit in {host}'s RAM: weights {gib(need.weights_bytes)} + KV cache at ctx "
-                f"{need.ctx} {gib(need.kv_bytes)} + runtime {gib(RAM_OVERHEAD_BYTES)} = {gib(need.ram_bytes)}, "
-                f"usable {gib(usable)} of {gib(total)}",
-                "pick a smaller quantization or model, or a smaller --ctx")
-        available = device.mem_available_bytes
-        if available is not None and need.ram_bytes > available:
-            warnings.append(f"{host} has {gib(available)} available now and the run needs {gib(need.ram_bytes)}: "
-                            "other processes may be swapped out, or the run killed")
-    else:
-        warnings.append(f"RAM of {host} not readable: not checked")
-    return warnings
-
-
-BUILD_TOOLS_FIX = {
-    "jetson": "sudo apt install build-essential (JetPack has CUDA's nvcc in /usr/local/cuda/bin already)",
-    "apple-m": "xcode-select --install (the Command Line Tools: clang, clang++)",
-    "rpi5": "sudo apt install build-essential",
-    "linux": "install a C/C++ compiler (Debian/Ubuntu: sudo apt install build-essential)",
-}
-
-
-def build_tools_problem(device: Device, family: str, host: str) -> EdgekitError | None:
-    """llama-cpp-python compiles llama.cpp on the device: without a C and a C++ compiler there, the
-    build fails minutes in; say so before anything is written (cmake comes from PyPI as a build
-    dependency when the device has none). Pure."""
-    missing = [t for t in ("cc", "c++") if t not in device.tools]
-    if not missing:
-        return None
-    return EdgekitError(f"{host} has no {' or '.join(missing)} to build llama.cpp (no wheel for it is cached here or "
-                        "given with --wheels)", f"{BUILD_TOOLS_FIX.get(family, BUILD_TOOLS_FIX['linux'])}; or pass "
-                        "--wheels with a llama-cpp-python wheel built for the device")
 
 
 # ---------------------------------------------------------------- the artifact
@@ -365,170 +117,6 @@ def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], 
     stem = artifact.name if artifact.is_dir() else model.stem
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
     return ArtifactFiles(f"{key}-{digest}", fmt.name, model.name, files, sha, sizes, facts)
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of `path`, remembered in edgekit's cache (sha256.json) under its real path, size and
-    modification time, so that deploying a multi-GB model again does not read it again."""
-    import os
-
-    from edgekit.llamacpp_build import cache_root
-    from edgekit.manifest import sha256_of
-
-    st = Path(path).stat()
-    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    store = cache_root() / "sha256.json"
-    try:
-        known = json.loads(store.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), str):
-        return known[key]
-    digest = sha256_of(Path(path))
-    known = known if isinstance(known, dict) else {}
-    known[key] = digest
-    try:
-        from edgekit.atomic import atomic_file
-
-        store.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(store) as tmp:
-            tmp.write_text(json.dumps(dict(list(known.items())[-2000:])), encoding="utf-8")
-    except OSError:  # a read-only cache costs a re-read next time, nothing else
-        pass
-    return digest
-
-
-# ---------------------------------------------------------------- the remote manifest
-
-
-class RuntimeRecord(BaseModel):
-    name: str                        # llama.cpp, onnxruntime
-    distribution: str                # llama-cpp-python, onnxruntime-gpu, ...
-    version: str
-    recipe: str                      # the install line it came from (its env and pip arguments)
-    wheel: str | None = None         # the wheel installed, when one was
-    backends: list[str] = []         # as the device's doctor reads them (CPU, CUDA, Metal, ...)
-    build: str | None = None         # llama.cpp's system info
-
-
-class ModelRecord(BaseModel):
-    size_bytes: int
-    names: list[str] = []            # the names it was deployed under
-
-
-class ArtifactRecord(BaseModel):
-    format: str
-    main: str                        # the file a runner loads, in models/<key>/
-    files: dict[str, str]            # name -> sha256
-    source: str                      # where it came from on the workstation
-    deployed_utc: str
-
-
-class RemoteManifest(BaseModel):
-    schema_version: int = 1
-    edgekit_version: str | None = None
-    edgekit_wheel_sha256: str | None = None
-    python: str | None = None
-    target: str | None = None
-    runtimes: dict[str, RuntimeRecord] = {}
-    models: dict[str, ModelRecord] = {}      # sha256 -> record
-    artifacts: dict[str, ArtifactRecord] = {}
-    updated_utc: str | None = None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------- the edgekit wheel
-
-
-def source_tree() -> Path | None:
-    """The folder edgekit was installed from when it is an editable install of a source tree
-    (pyproject.toml naming the project edgekit beside the package), else None."""
-    import edgekit
-
-    root = Path(edgekit.__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and re.search(r'^name\s*=\s*"edgekit"', pyproject.read_text(encoding="utf-8"), re.M):
-        return root
-    return None
-
-
-SOURCE_PARTS = ("edgekit", "converters", "targets", "pyproject.toml", "README.md", "LICENSE")
-
-
-def _source_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for sub in ("edgekit", "converters", "targets"):
-        for p in sorted((root / sub).rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    for name in ("pyproject.toml", "README.md"):
-        if (root / name).is_file():
-            h.update(name.encode() + b"\0" + (root / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def edgekit_wheel() -> Path | None:
-    """A wheel of this machine's edgekit, built from its source tree once per source state (cached
-    under the edgekit cache, edgekit-wheels/<digest>/), or None when edgekit is not installed from
-    a source tree (the device then installs edgekit==<this version> from its index)."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-
-    from edgekit.llamacpp_build import cache_root
-
-    root = source_tree()
-    if root is None:
-        return None
-    folder = cache_root() / "edgekit-wheels" / _source_digest(root)
-    found = sorted(folder.glob("edgekit-*.whl"))
-    if found:
-        return found[0]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
-    try:
-        import importlib.util
-
-        isolation = [] if importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel") else None
-        # from a copy of the sources alone: an in-tree build would reuse a stale build/ folder (files
-        # since deleted or not packaged any more) and write build/ and *.egg-info into the tree
-        src = tmp / "src"
-        for name in SOURCE_PARTS:
-            if (root / name).is_dir():
-                shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            elif (root / name).is_file():
-                src.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(root / name, src / name)
-        argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(src)]
-        p = subprocess.run(argv + (["--no-build-isolation"] if isolation is not None else []),
-                           capture_output=True, text=True)
-        built = sorted(tmp.glob("edgekit-*.whl"))
-        shutil.rmtree(src, ignore_errors=True)
-        if p.returncode != 0 or not built:
-            last = (p.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise EdgekitError(f"could not build edgekit's wheel from {root} ({last})",
-                               "check that `pip wheel --no-deps .` works in the source tree")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another deploy built it meanwhile
-            pass
-        return sorted(folder.glob("edgekit-*.whl"))[0]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def device_wheel_dir(family: str, runtime: str, version: str, machine: str, recipe: str) -> Path:
-    """Where runtime wheels built on a device are kept on this machine: one folder per target
-    family, runtime version, CPU architecture and recipe (its flags), so that the next device of
-    the same kind installs in seconds. `--wheels` accepts it."""
-    from edgekit.llamacpp_build import cache_root
-
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    return cache_root() / "device-wheels" / f"{family}-{runtime}-{version}-{machine}-{digest}"
 
 
 # ---------------------------------------------------------------- deploy
@@ -616,7 +204,7 @@ class Deployer:
     def write_manifest(self, R: str, manifest: RemoteManifest) -> None:
         import tempfile
 
-        manifest.updated_utc = _now()
+        manifest.updated_utc = now_utc()
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / MANIFEST
             p.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -625,7 +213,7 @@ class Deployer:
     # ------------------------------------------------------------ the steps
 
     def run(self, artifact: Path) -> DeployResult:
-        from edgekit.probe import gather_facts
+        from edgekit.device.probe import gather_facts
         from edgekit.targets.specs import SPECS, detect
 
         o = self.o
@@ -681,8 +269,6 @@ class Deployer:
     def find_deployed(self, artifact: Path) -> DeployResult:
         """The deploy of `artifact` already on the device (bench --no-deploy), or an EdgekitError
         saying to deploy it."""
-        from edgekit.remote import resolve_remote_dir
-
         self.stage("connecting", self.host)
         files = artifact_files(artifact)
         R = resolve_remote_dir(self.t, self.o.remote_dir)
@@ -896,7 +482,7 @@ class Deployer:
                 result: DeployResult) -> None:
         import shutil
 
-        from edgekit.transport import SSHTransport
+        from edgekit.device.transport import SSHTransport
 
         q = self.q
         todo = {}
@@ -909,7 +495,7 @@ class Deployer:
         local_rsync = shutil.which("rsync")
         method = "sftp"
         if isinstance(self.t, SSHTransport) and local_rsync and rsync_can_resume(device.rsync) and \
-                rsync_can_resume(_local_rsync_version(local_rsync)):
+                rsync_can_resume(local_rsync_version(local_rsync)):
             method = "rsync"
         for h, n in todo.items():
             size = files.sizes[n]
@@ -968,7 +554,7 @@ class Deployer:
             if n not in record.names:
                 record.names.append(n)
         manifest.artifacts[files.key] = ArtifactRecord(format=files.format, main=files.main, files=files.sha256,
-                                                       source=str(Path(artifact).absolute()), deployed_utc=_now())
+                                                       source=str(Path(artifact).absolute()), deployed_utc=now_utc())
 
     def _doctor(self, R: str, spec, runtime: str, manifest: RemoteManifest, result: DeployResult) -> None:
         """The device's own doctor: the runtime loads, with the backend the target needs."""
@@ -996,16 +582,6 @@ class Deployer:
             record.backends, record.build = runtime_backends(report, runtime)
             result.runtime = record.model_dump()
         result.steps.append(("doctor", f"{runtime} loads ({', '.join(record.backends) if record else '?'})"))
-
-
-def _local_rsync_version(rsync: str) -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run([rsync, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.splitlines() or [None])[0]
 
 
 def runtime_problems(report: dict, runtime: str, spec=None) -> list[tuple[str, str]]:

@@ -42,7 +42,7 @@ Contract of `read_inventory(path, limit=None) -> list[InventoryHost]`:
   pattern or matches no host (the error names the groups there are); ansible-core missing.
 - Nothing Ansible prints reaches stdout or stderr: its Display and Python warnings are captured
   for the call (so, like any redirect of sys.stdout, it is not meant to run beside other threads
-  printing). ansible-core is imported inside the call, never by `import edgekit.inventory`.
+  printing). ansible-core is imported inside the call, never by `import edgekit.device.inventory`.
   Ansible wants a local temp folder when it is first imported (~/.ansible/tmp by default, which
   fails when HOME is not writable): unless ANSIBLE_LOCAL_TEMP is set, the call sets it to the
   system temp folder for the import and restores the environment after; Ansible removes its
@@ -110,7 +110,7 @@ def read_inventory(path: Path, limit: str | None = None) -> list[InventoryHost]:
                            "pass the inventory file itself (group_vars/ and host_vars/ beside it are read)")
     if importlib.util.find_spec("ansible") is None:
         raise EdgekitError("reading an Ansible inventory needs ansible-core, which is not installed", FLEET_FIX)
-    return native.call("edgekit.inventory:read_inventory_here", Path(os.path.abspath(path)), limit,
+    return native.call("edgekit.device.inventory:read_inventory_here", Path(os.path.abspath(path)), limit,
                        library="ansible-core", what=f"reading the inventory {path}", timeout_s=120)
 
 

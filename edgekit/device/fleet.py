@@ -42,9 +42,9 @@ def bench_host(host: Host, artifact: Path, settings, deploy_options, *, no_deplo
     """Deploy (unless no_deploy), bench and fetch on one host. Errors end in the outcome, never raised."""
     from dataclasses import replace
 
-    from edgekit.cli._ssh import open_transport
-    from edgekit.deploy import Deployer
-    from edgekit.remote import remote_bench
+    from edgekit.device.transport import open_transport
+    from edgekit.device.deploy import Deployer
+    from edgekit.device.runs import remote_bench
     from edgekit.results import BenchResult
 
     outcome = HostOutcome(host)

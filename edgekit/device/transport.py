@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from edgekit.errors import EdgekitError
+
 PARTIAL_MARK = ".partial-"  # as edgekit.atomic names its temporary outputs
 
 
@@ -137,8 +139,6 @@ def _stream(args, timeout_s: float, on_output: Callable[[str], None] | None, she
 
 def _check_remote_path(remote: str, where: str) -> str:
     """`remote` as given, refused when it cannot name a file; `where` names it in the error."""
-    from edgekit.errors import EdgekitError
-
     if not remote or remote.endswith("/") or remote in ("~", ".", ".."):
         raise EdgekitError(f"'{where}' does not name a file", "name the file itself, e.g. models/model.gguf")
     if remote.startswith("~") and not remote.startswith("~/"):
@@ -148,8 +148,6 @@ def _check_remote_path(remote: str, where: str) -> str:
 
 
 def _check_source(src: Path, label: str) -> None:
-    from edgekit.errors import EdgekitError
-
     if not src.exists():
         raise EdgekitError(f"{label} does not exist", "check the path of the file to copy")
     if src.is_dir():
@@ -158,8 +156,6 @@ def _check_source(src: Path, label: str) -> None:
 
 def _check_destination(dst: Path, label: str, source_name: str) -> None:
     import os
-
-    from edgekit.errors import EdgekitError
 
     if dst.is_dir():
         raise EdgekitError(f"{label} is a folder", f"name the file to write, e.g. {label.rstrip('/')}/{source_name}")
@@ -176,8 +172,6 @@ def _copy_file(src: Path, dst: Path, src_label: str | None = None, dst_label: st
     contract of Transport.put/get. The labels name the paths in errors (default: the paths)."""
     import os
     import shutil
-
-    from edgekit.errors import EdgekitError
 
     src_label, dst_label = src_label or str(src), dst_label or str(dst)
     _check_source(src, src_label)
@@ -250,7 +244,7 @@ class RecordedTransport(_ClosesOnExit):
     is refused: a recording cannot receive files."""
 
     def __init__(self, folder):
-        from edgekit.recording import Recording
+        from edgekit.device.recording import Recording
 
         self.recording = Recording(folder)
         self.folder = self.recording.folder
@@ -269,16 +263,13 @@ class RecordedTransport(_ClosesOnExit):
         return CommandResult(command, 0, text, "")
 
     def put(self, local: Path, remote: str) -> None:
-        from edgekit.errors import EdgekitError
-
         raise EdgekitError(f"cannot copy {local} to {remote}: a recording cannot receive files "
                            f"({self.folder} is replayed)",
                            "put files on a device (--host) or on this machine, not on a --replay recording")
 
     def get(self, remote: str, local: Path) -> None:
         """Copy the file recorded for `remote` (<recording>/files/<remote>) to `local`."""
-        from edgekit.errors import EdgekitError
-        from edgekit.recording import FILES_DIR
+        from edgekit.device.recording import FILES_DIR
 
         source = self.recording.file(_check_remote_path(remote, remote))
         if source is None:
@@ -310,8 +301,6 @@ class SSHTransport(_ClosesOnExit):
         import shutil
         import tempfile
 
-        from edgekit.errors import EdgekitError
-
         if not destination or destination.startswith("-"):
             raise EdgekitError(f"'{destination}' is not an SSH destination",
                                "pass user@host, a Host alias from ~/.ssh/config, or ssh://user@host:port")
@@ -340,8 +329,6 @@ class SSHTransport(_ClosesOnExit):
         """`command` through the device's POSIX sh (login shells differ: zsh on macOS, fish, ...)."""
         import shlex
 
-        from edgekit.errors import EdgekitError
-
         argv = [*self.base, self.destination, "--", "sh -c " + shlex.quote(command)]
         returncode, out, err = _stream(argv, timeout_s, on_output)
         if returncode is None:
@@ -368,8 +355,6 @@ class SSHTransport(_ClosesOnExit):
         """Copy the local file `local` to `remote` on the device (see Transport for the contract)."""
         import os
         import shlex
-
-        from edgekit.errors import EdgekitError
 
         local = Path(local)
         label = f"{self.destination}:{remote}"
@@ -405,8 +390,6 @@ class SSHTransport(_ClosesOnExit):
         """Copy `remote` on the device to the local file `local` (see Transport for the contract)."""
         import os
         import shlex
-
-        from edgekit.errors import EdgekitError
 
         local = Path(local)
         label = f"{self.destination}:{remote}"
@@ -444,8 +427,6 @@ class SSHTransport(_ClosesOnExit):
         the file is. An unreachable device or a failed copy is one EdgekitError."""
         import os
         import shlex
-
-        from edgekit.errors import EdgekitError
 
         local = Path(local)
         _check_source(local, str(local))
@@ -535,8 +516,6 @@ class SSHTransport(_ClosesOnExit):
         protocol and copies again (a connection that is really lost fails that copy too)."""
         import shlex
         import shutil
-
-        from edgekit.errors import EdgekitError
 
         scp = shutil.which("scp")
         if scp is None:
@@ -665,3 +644,37 @@ def _openssh_version(ssh: str) -> tuple[int, int] | None:
             m = None
         _VERSIONS[ssh] = (int(m.group(1)), int(m.group(2))) if m else None
     return _VERSIONS[ssh]
+
+
+# ---------------------------------------------------------------- destinations
+
+
+def parse_destination(text: str) -> tuple[str, list[str]]:
+    """A --host value as (what ssh is given, the ssh options it implies): `user@host:port` and
+    `[v6]:port` become the host and Port=port (ssh itself does not read `:port`); `ssh://...`, a
+    Host alias, `user@host` and bare IPv6 addresses pass as they are. Pure."""
+    if text.startswith("ssh://"):
+        return text, []
+    m = re.fullmatch(r"(?:([^@\s]+)@)?\[([0-9A-Fa-f:.%\w]+)\]:(\d+)", text)
+    if m:
+        user, host, port = m.groups()
+        return (f"{user}@{host}" if user else host), [f"Port={port}"]
+    user, at, hostport = text.rpartition("@")
+    if hostport.count(":") == 1:
+        host, port = hostport.split(":")
+        if port.isdigit() and host:
+            return f"{user}{at}{host}", [f"Port={port}"]
+    return text, []
+
+
+def open_transport(host: str, ssh_options=(), ssh_config: Path | None = None, accept_new_host_key: bool = False):
+    """An SSHTransport to `host`: the port of a `host:port` destination first, then the user's
+    options (ssh keeps the first value of each), then the host-key policy: unknown keys refused
+    unless `accept_new_host_key`, changed keys always."""
+    if ssh_config is not None and not Path(ssh_config).is_file():
+        raise EdgekitError(f"--ssh-config {ssh_config} does not exist", "pass an ssh_config file")
+    destination, implied = parse_destination(host)
+    policy = "accept-new" if accept_new_host_key else "yes"
+    # the port written into the destination is this host's own: it goes before --ssh-option's
+    return SSHTransport(destination, [*implied, *ssh_options, f"StrictHostKeyChecking={policy}"],
+                        config=str(ssh_config) if ssh_config else None)

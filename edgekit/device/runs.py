@@ -1,4 +1,4 @@
-"""Bench on a device: the run starts detached there (edgekit.jobs), its progress streams back,
+"""Bench on a device: the run starts detached there (edgekit.device.agent), its progress streams back,
 and its files come home to `<results>/<host>/<artifact key>/<run id>/`.
 
 Contract:
@@ -67,7 +67,7 @@ def remote_bench(transport, remote_dir: str, model_path: str, fmt: str, artifact
 def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Path, timeout_s: float,
                progress: Callable[[str, float, float], None] | None = None, files: dict[str, Path] | None = None,
                what: str = "bench") -> RunOutcome:
-    """One edgekit.jobs run on the device: job.json (and `files`, by name, into the run folder),
+    """One edgekit.device.agent run on the device: job.json (and `files`, by name, into the run folder),
     started detached, followed, ended after `timeout_s`, its files fetched."""
     q = shlex.quote
     run_id = new_run_id()
@@ -82,7 +82,7 @@ def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Pat
         (Path(d) / "job.json").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
         transport.put(Path(d) / "job.json", f"{run}/job.json")
     py = _venv_python(remote_dir)
-    started = transport.run(f"{py} -m edgekit.jobs start {q(run)}", timeout_s=60)
+    started = transport.run(f"{py} -m edgekit.device.agent start {q(run)}", timeout_s=60)
     if started.returncode != 0:
         raise EdgekitError(f"the {what} did not start on {host} ({(started.stderr.strip() or 'no output')[-200:]})",
                            "deploy again (edgekit deploy), then retry")
@@ -103,12 +103,12 @@ def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Pat
                 pass
 
     try:
-        followed = transport.run(f"{py} -m edgekit.jobs follow {q(run)}", timeout_s=timeout_s + 30, on_output=on_line)
+        followed = transport.run(f"{py} -m edgekit.device.agent follow {q(run)}", timeout_s=timeout_s + 30, on_output=on_line)
     except EdgekitError as e:
         raise EdgekitError(f"lost the connection to {host} during the {what} ({e.problem}); the run goes on there "
                            f"as {run_id}", f"`edgekit fetch --host {host}` brings its result back when it ends") from None
     if followed.returncode == 124:
-        transport.run(f"{py} -m edgekit.jobs kill {q(run)} {q(f'ran past --timeout {timeout_s:g} s')}", timeout_s=60)
+        transport.run(f"{py} -m edgekit.device.agent kill {q(run)} {q(f'ran past --timeout {timeout_s:g} s')}", timeout_s=60)
         fetch_run(transport, remote_dir, run_id, host=host, results=results)
         raise EdgekitError(f"the {what} on {host} ran past --timeout {timeout_s:g} s and was ended there (its process "
                            "group killed)", "raise --timeout, or ask for less work (-p, -n, -r; --chunks)")
@@ -151,10 +151,10 @@ def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Pa
 
 
 def list_runs(transport, remote_dir: str) -> list[dict]:
-    """The device's runs: {"id", "status", "pulled", "running"} each (edgekit.jobs list)."""
+    """The device's runs: {"id", "status", "pulled", "running"} each (edgekit.device.agent list)."""
     q = shlex.quote
     r = transport.run(f"[ -d {q(remote_dir + '/runs')} ] || exit 0; "
-                      f"{_venv_python(remote_dir)} -m edgekit.jobs list {q(remote_dir + '/runs')}", timeout_s=60)
+                      f"{_venv_python(remote_dir)} -m edgekit.device.agent list {q(remote_dir + '/runs')}", timeout_s=60)
     out = []
     for line in r.stdout.splitlines():
         try:
@@ -175,11 +175,3 @@ def fetch_runs(transport, remote_dir: str, *, host: str, results: Path) -> tuple
         if not run.get("pulled"):
             folders.append(fetch_run(transport, remote_dir, run["id"], host=host, results=results))
     return folders, running
-
-
-def resolve_remote_dir(transport, remote_dir: str) -> str:
-    """The remote folder as an absolute path (`~/` resolved by the device's shell)."""
-    from edgekit.deploy import remote_dir_expr
-
-    r = transport.run(f"R={remote_dir_expr(remote_dir)}; echo \"$R\"", timeout_s=30)
-    return r.stdout.strip() or remote_dir
