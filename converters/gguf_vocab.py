@@ -17,8 +17,7 @@ import gguf
 from edgekit import pretokenizers as pt
 from edgekit.errors import EdgekitError
 from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
-
-SUPPORTED_PRE = "qwen2 (Qwen2 split regex), deepseek-r1-qwen (Qwen2 regex + R1 special tokens), llama-bpe (Llama-3 regex)"
+from edgekit.pretokenizers import SUPPORTED_PRE
 
 
 def identify_pre(tokenizer_json: dict) -> str:

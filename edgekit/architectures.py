@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
+from edgekit.hf_schema import validate_config
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,12 @@ def architecture_of(config: dict) -> Architecture:
     if missing:
         raise EdgekitError(f"config.json lacks {', '.join(missing)}",
                            "the checkpoint's config.json is incomplete; re-download or re-save it")
-    from edgekit.hf_schema import validate_config
-
-    validate_config(config)  # types, ranges, and model_type agreeing with the class
-    return ARCHITECTURES[name]
+    validate_config(config)  # types and ranges
+    arch = ARCHITECTURES[name]
+    if config["model_type"] != arch.model_type:
+        raise EdgekitError(f"config.json names the class {arch.hf_class} but model_type '{config['model_type']}'",
+                           f"make them agree: {arch.hf_class} has model_type '{arch.model_type}'")
+    return arch
 
 
 def head_dim(config: dict) -> int:

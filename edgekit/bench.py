@@ -14,6 +14,7 @@ from edgekit.errors import EdgekitError
 from edgekit.results import (ArtifactInfo, BenchResult, HostInfo, Metrics, PowerInfo, Roofline, RuntimeInfo,
                              Settings, Stat, ToolInfo)
 from edgekit.settings import BenchSettings
+from edgekit.runtimes import get_runtime
 
 Progress = Callable[[str, float, float], None]
 
@@ -93,7 +94,7 @@ def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int, thread
 def host_info(accelerators: list[str], transport=None, facts: dict[str, str] | None = None) -> HostInfo:
     """The machine the run is on: this one, or the one behind `transport` (from its gathered
     `facts` where the caller has them), so that one result describes one machine."""
-    from edgekit.targets.host import host_facts_of
+    from edgekit.device.probe import host_facts_of
 
     return HostInfo(**host_facts_of(transport, facts), accelerators=accelerators)
 
@@ -135,11 +136,11 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     if threads is None:  # the target's big cores (Apple's performance cores), within what we may use
         threads = min(spec.big_cores, default_threads()) if spec.big_cores else default_threads()
     n_prompt, n_gen, reps = settings.n_prompt, settings.n_gen, settings.repetitions
-    batches = settings.llama_cpp if form.name == "gguf" else settings.onnxruntime
+    batches = getattr(settings, get_runtime(form.runtime).settings_field)
     ctx = check_settings(n_prompt, n_gen, reps, settings.ctx, threads, batches.n_batch,
                          getattr(batches, "n_ubatch", 1))
     settings = settings.model_copy(update={"threads": threads, "ctx": ctx})
-    facts = form.facts(path) if form.name == "gguf" else None  # ONNX: read after the run (inline weights)
+    facts = form.facts(path) if form.reads_header_only else None
     runner = (runner_factory or form.make_runner)(path, settings, spec)
     warnings: list[str] = []
     state_before = capture(transport, spec.family)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import get_format
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GEMMA_PROMPT = "The three most important things to measure when running a language model on a small device are"
@@ -133,7 +134,7 @@ def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: in
         dest = results_dir / ((path.name if path.is_dir() else path.stem) + ".json")
         model, fmt = resolve_artifact(path)
         result = native.call("edgekit.bench:bench_artifact", model, settings, fmt=fmt,
-                             library="llama.cpp" if fmt == "gguf" else "ONNX Runtime",
+                             library=get_format(fmt).library,
                              what=f"the benchmark of {path.name}")
         result.artifact.path = str(at_final(model))
         with atomic_file(dest) as tmp:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekit.runtimes import ONNXRUNTIME, TENSORRT
 from edgekit.terminal import printable as clean  # one sanitiser for all outside text
 
 STATUSES = ("ok", "warn", "missing", "info")
@@ -54,14 +55,11 @@ ARM_MACHINES = ("aarch64", "arm64")
 PORTABLE_FIX = "reinstall llama-cpp-python with portable flags: `make -B install` (see edgekit/llamacpp_build.py)"
 REPORT_FIX = "please report this with `edgekit doctor --json`"
 
-# distributions that install the same import package; the first found is reported
-ONNXRUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
-                     "onnxruntime-qnn", "onnxruntime-rocm", "onnxruntime-migraphx", "onnxruntime-cann",
-                     "onnxruntime-silicon", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu")
+# the runtimes' distributions (those that install the same import package) are the runtime
+# table's; the first found is reported
 GENAI_DISTS = ("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml")
-TENSORRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-rtx", "tensorrt_rtx")
 WORKSTATION_DISTS = {  # check name -> (distributions, what it is for); absent is info
-    "tensorrt": (TENSORRT_DISTS, "TensorRT engines"),
+    "tensorrt": (TENSORRT.distributions, "TensorRT engines"),
     "torch": (("torch",), "export from checkpoints"),
     "transformers": (("transformers",), "export from checkpoints"),
     "optimum": (("optimum",), "ONNX export"),
@@ -471,7 +469,7 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
     llama_probe, ort_probe = llama_probe or LLAMA_PROBE, ort_probe or ORT_PROBE
     deadline = time.monotonic() + DEADLINE_S
     llama_dist = dist_version("llama-cpp-python", "llama_cpp_python")
-    ort_dists = installed_dists(ONNXRUNTIME_DISTS)
+    ort_dists = installed_dists(ONNXRUNTIME.distributions)
     # start everything slow at once: two native children, the facts (then the power child), clients
     llama_job = _Job(lambda: _native(llama_probe, *llama_args, library="llama.cpp",
                                      what="loading llama.cpp to read its build (llama_print_system_info)",

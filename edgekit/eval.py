@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import FORMATS, get_format
 
 Progress = Callable[[str, float, float], None]
 
@@ -215,7 +216,8 @@ def check_options(ctx: int | None, chunks: int | None, threads: int | None) -> N
 
 
 def library_of(kind: str) -> str:
-    return {"gguf": "llama.cpp", "onnx": "ONNX Runtime", "hf": "transformers"}[kind]
+    """The library a crash in loading a model of this kind would come from."""
+    return get_format(kind).library if kind in FORMATS else "transformers"  # "hf": a checkpoint
 
 
 def run_eval(artifact: Path, reference: str | None = None, text: Path | None = None, chunks: int | None = None,
@@ -229,8 +231,8 @@ def run_eval(artifact: Path, reference: str | None = None, text: Path | None = N
     name, body = read_text(text)
     ref = resolve_reference(reference) if reference else None
     for model, kind in ((path, fmt.name), *(((Path(ref.path), ref.kind),) if ref else ())):
-        if kind == "gguf":  # truncated or corrupt: its own line, before a child loads it
-            get_format("gguf").check(model)
+        if kind in FORMATS and get_format(kind).reads_header_only:  # truncated or corrupt: its own line,
+            get_format(kind).check(model)                            # before a child loads it
     libraries = [library_of(fmt.name)] + ([library_of(ref.kind)] if ref and ref.kind != fmt.name else [])
     what = f"the evaluation of {path.name}" + (f" against {Path(ref.path).name}" if ref else "")
     return native.call("edgekit.eval:evaluate", Model(str(path), fmt.name, str(artifact)), name, body, ref, ctx,
@@ -328,10 +330,12 @@ def gguf_meta(path: Path) -> Meta | None:
         lib.gguf_free(ctx)
 
 
+FAST_META = {"gguf": gguf_meta}  # format -> a reader of its header alone, faster than its facts()
+
+
 def model_meta(model: Model) -> Meta:
     """A GGUF's from its header (gguf_meta), an ONNX export's from edgekit inspect's facts and its
     genai_config.json, a checkpoint's from config.json."""
-    import json
 
     path = Path(model.path)
     if model.kind == "hf":
@@ -344,25 +348,14 @@ def model_meta(model: Model) -> Meta:
                     n_params=None, architecture=(config.get("architectures") or [config.get("model_type")])[0],
                     context=config.get("max_position_embeddings") or text.get("max_position_embeddings"),
                     n_vocab=int(vocab) if vocab else None)
-    if model.kind == "gguf":
-        fast = gguf_meta(path)
-        if fast is not None:
-            return fast
-    from edgekit.formats import get_format
-
+    fast = FAST_META.get(model.kind)
+    found = fast(path) if fast else None
+    if found is not None:
+        return found
     facts = get_format(model.kind).facts(path)
-    if model.kind == "gguf":
-        d = facts.details
-        context, vocab = d.get("context_length"), d["tokenizer"]["n_tokens"] or None
-    else:
-        try:
-            genai = json.loads((path.parent / "genai_config.json").read_text(encoding="utf-8"))["model"]
-        except (OSError, ValueError, KeyError, TypeError):
-            genai = {}
-        context, vocab = genai.get("context_length"), genai.get("vocab_size")
     return Meta(format=model.kind, quant=facts.quant, size_bytes=facts.size_bytes, n_params=facts.n_params,
-                architecture=facts.architecture, context=int(context) if context else None,
-                n_vocab=int(vocab) if vocab else None, external_data=tuple(facts.external_data))
+                architecture=facts.architecture, context=int(facts.context_length) if facts.context_length else None,
+                n_vocab=int(facts.n_vocab) if facts.n_vocab else None, external_data=tuple(facts.external_data))
 
 
 class _GGUF(_Loaded):

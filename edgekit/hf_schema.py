@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
     model_validator
 
 from edgekit.errors import EdgekitError
+from edgekit.pretokenizers import SUPPORTED_PRE
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Positive = Annotated[Union[StrictFloat, StrictInt], Field(gt=0)]
@@ -55,23 +56,16 @@ class DecoderConfig(BaseModel):
 
 
 def validate_config(config: Any, where: str = "config.json") -> dict:
-    """`config` (parsed config.json) if it holds what a supported decoder needs, else one EdgekitError."""
-    from edgekit.architectures import ARCHITECTURES, supported
-
+    """`config` (parsed config.json) if its types and ranges are what a decoder needs, else one
+    EdgekitError. Which classes are supported, and model_type agreeing with the class, is
+    edgekit.architectures.architecture_of's check."""
     if not isinstance(config, dict):
         raise EdgekitError(f"{where} does not hold a JSON object", "re-download or re-save the checkpoint")
-    names = config.get("architectures")
-    if isinstance(names, list) and names and isinstance(names[0], str) and names[0] not in ARCHITECTURES:
-        raise EdgekitError(f"unsupported architecture '{names[0]}'", f"supported: {supported()}")
     try:
         DecoderConfig.model_validate(config)
     except ValidationError as e:
         raise EdgekitError(f"{where}: {_first_problem(e)}",
                            "fix config.json, or re-save the checkpoint with transformers (save_pretrained)") from None
-    arch = ARCHITECTURES[config["architectures"][0]]
-    if config["model_type"] != arch.model_type:
-        raise EdgekitError(f"{where} names the class {arch.hf_class} but model_type '{config['model_type']}'",
-                           f"make them agree: {arch.hf_class} has model_type '{arch.model_type}'")
     return config
 
 
@@ -131,8 +125,6 @@ def read_tokenizer_json(path: Path) -> dict:
     if not isinstance(tj, dict) or not isinstance(tj.get("model"), dict):
         raise EdgekitError(f"{tj_path} has no tokenizer model", "re-download or re-save the tokenizer")
     if tj["model"].get("type") != "BPE":
-        from edgekit.converters.gguf_vocab import SUPPORTED_PRE
-
         raise EdgekitError(f"tokenizer model type {tj['model'].get('type')!r} is not supported",
                            f"byte-level BPE tokenizers are supported: {SUPPORTED_PRE}")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import get_format
 
 
 def inspect_artifact(path: Path) -> dict:
@@ -18,7 +19,7 @@ def inspect_artifact(path: Path) -> dict:
         from edgekit.manifest import ExportManifest
 
         facts = {"kind": "export", "path": str(path), **ExportManifest.read(path).model_dump()}
-        if facts["format"] == "onnx":
+        if get_format(facts["format"]).one_model_per_folder:
             model, fmt = resolve_artifact(path)
             facts["model"] = fmt.inspect(model)
         return facts

@@ -29,26 +29,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes import RUNTIMES
 
 _PROGRESS = "\x1eedgekit-progress\t"  # record-separator prefix: no native log line starts with it
 
 CRASH_FIXES = {
-    "SIGILL": "this build uses CPU instructions this machine lacks (a wheel built on another CPU?): reinstall it "
-              "with portable flags (`make -B install`, see edgekit/llamacpp_build.py); `edgekit doctor` shows "
-              "the build's features against this CPU's",
-    "SIGSEGV": "rebuild it with portable flags, without AMX (llama.cpp issue #20824): `make -B install`; "
-               "`edgekit doctor` shows the build's features; if it persists, please report this file",
     "SIGKILL": "it was killed from outside, usually by the kernel's OOM killer: free memory or use a smaller model",
 }
 
 
 def _fix_for(library: str, sig: str, fixes: dict[str, str] | None = None) -> str:
+    """The fix a crash by `sig` in `library` names: the caller's, the runtime table's for that
+    library, else a general one."""
     if fixes and sig in fixes:
         return fixes[sig]
-    fix = CRASH_FIXES.get(sig, "please report this with the file and `edgekit doctor --json`")
-    if library != "llama.cpp" and sig in ("SIGILL", "SIGSEGV"):
-        fix = f"reinstall {library} for this CPU; `edgekit doctor` shows what is installed; please report this"
-    return fix
+    runtime = next((r for r in RUNTIMES.values() if r.label == library), None)
+    if runtime and sig in runtime.crash_fixes:
+        return runtime.crash_fixes[sig]
+    if sig in ("SIGILL", "SIGSEGV"):
+        return f"reinstall {library} for this CPU; `edgekit doctor` shows what is installed; please report this"
+    return CRASH_FIXES.get(sig, "please report this with the file and `edgekit doctor --json`")
 
 
 def child_command(*args: str) -> list[str]:

@@ -33,13 +33,14 @@ from importlib import resources
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import get_format
+from edgekit.runtimes import get_runtime
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
 OVERHEAD_BYTES = 300 * 2**20          # compute buffers + process, default (llama.cpp CPU, n_ubatch 512)
 OS_RESERVE_BYTES = 2**30              # at least this much, or 10 % of RAM, kept for the OS
-DEFAULT_EFFICIENCY = {"llama.cpp": 0.6, "onnxruntime": 0.4, "tensorrt": 0.7}
-DEFAULT_PP_TG_RATIO = {"llama.cpp": 10.0, "onnxruntime": 5.0, "tensorrt": 20.0}
+DEFAULT_VOCAB = 32000                 # for the logits, when an artifact does not say
 
 
 # ---------------------------------------------------------------- models
@@ -456,15 +457,30 @@ class Target:
     nvidia: bool = False             # an NVIDIA GPU (TensorRT runs there)
 
 
+# ---------------------------------------------------------------- the fit rule (plan and deploy's preflight)
+
+
 def usable_memory(spec_family: str, ram_bytes: int) -> tuple[int, str]:
     """What a model may use of `ram_bytes`: Apple's GPU working set cap (about 2/3 of RAM up to 36 GB,
-    3/4 above: Metal's recommendedMaxWorkingSetSize), else RAM less max(1 GiB, 10 %) for the OS."""
+    3/4 above: Metal's recommendedMaxWorkingSetSize), else RAM less max(1 GiB, 10 %) for the OS;
+    never below 0."""
     if spec_family == "apple-m":
         share = 0.67 if ram_bytes <= 36 * 10**9 else 0.75
         return int(ram_bytes * share), f"Metal working-set cap, {share:.0%} of RAM"
     reserve = max(OS_RESERVE_BYTES, int(0.1 * ram_bytes))
     shared = " (RAM shared by CPU and GPU)" if spec_family == "jetson" else ""
-    return ram_bytes - reserve, f"RAM less {reserve / 2**30:.1f} GiB for the OS{shared}"
+    return max(0, ram_bytes - reserve), f"RAM less {reserve / 2**30:.1f} GiB for the OS{shared}"
+
+
+def overhead_bytes(n_vocab: int | None) -> int:
+    """What a run needs beside weights and KV cache: compute buffers and the process (a default),
+    plus a ubatch (512) of float32 logits."""
+    return OVERHEAD_BYTES + int(n_vocab or DEFAULT_VOCAB) * 4 * 512
+
+
+def memory_need(weights_bytes: int, kv_bytes: int, n_vocab: int | None) -> int:
+    """The memory a run of a model needs: weights + KV cache + overhead_bytes."""
+    return weights_bytes + kv_bytes + overhead_bytes(n_vocab)
 
 
 def resolve_targets(name: str) -> list[Target]:
@@ -587,30 +603,31 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
                 continue
             if m.facts is not None:  # an artifact: what its file holds, not a prediction
                 f = m.facts
-                runtime = "llama.cpp" if f.format == "gguf" else "onnxruntime"
+                runtime = get_format(f.format).runtime
                 w = Weights(q, runtime, f.size_bytes, f.weight_bytes_per_token, source="the file's tensors")
                 kv_pos, vocab, params = f.kv_bytes_per_position, (f.details.get("tokenizer") or {}).get(
-                    "n_tokens") or 32000, f.n_params
+                    "n_tokens") or DEFAULT_VOCAB, f.n_params
             else:
                 w = weights_for(m.config, q)
                 kv_pos, vocab, params = kv_bytes_per_position(m.config), int(m.config["vocab_size"]), n_params(m.config)
             kv = kv_pos * ctx
-            overhead = OVERHEAD_BYTES + int(vocab) * 4 * 512  # + a ubatch of logits
-            need = w.total_bytes + kv + overhead
-            build = tensorrt_build_peak(m.config, w.total_bytes) if w.runtime == "tensorrt" else None
+            overhead = overhead_bytes(vocab)
+            need = memory_need(w.total_bytes, kv, vocab)
+            rt = get_runtime(w.runtime)
+            build = tensorrt_build_peak(m.config, w.total_bytes) if rt.plan_build_peak else None
             per_token = w.per_token_bytes + kv_pos * ctx // 2
             for t in targets:
-                if w.runtime == "tensorrt" and not t.nvidia:
-                    ok, why = None, "TensorRT needs an NVIDIA GPU"
+                if rt.nvidia_only and not t.nvidia:
+                    ok, why = None, f"{rt.label} needs an NVIDIA GPU"
                 else:
                     ok, why = fits(max(need, build or 0), t.usable_bytes)
                     if build and build > need:
                         why += f" (the engine build's peak: FP16 weights + engine, {build / 2**30:.2f} GiB)"
                 key = (t.name, w.runtime)
-                eff = cal.efficiency.get(key, DEFAULT_EFFICIENCY[w.runtime])
+                eff = cal.efficiency.get(key, rt.plan_efficiency)
                 eff_src = (f"measured: median of {cal.n[key]} result(s)" if key in cal.efficiency
-                           else f"default {DEFAULT_EFFICIENCY[w.runtime]} for {w.runtime} (no results)")
-                ratio = cal.pp_tg.get(key, DEFAULT_PP_TG_RATIO[w.runtime])
+                           else f"default {rt.plan_efficiency} for {w.runtime} (no results)")
+                ratio = cal.pp_tg.get(key, rt.plan_pp_tg_ratio)
                 tg = eff * t.bandwidth_gb_s * 1e9 / per_token if t.bandwidth_gb_s and ok else None
                 pp = tg * ratio if tg else None
                 ttft = prompt / pp + 1 / tg if tg else None
@@ -634,33 +651,5 @@ def _measured(cal: Calibration, m: ModelSpec, quant: str, w: Weights, t: Target)
     got = [r.metrics.tg_tok_s.mean for r in cal.results
            if r.target == t.name and r.metrics.tg_tok_s and r.artifact.n_params
            and abs(r.artifact.n_params - want) <= 0.005 * want
-           and (r.artifact.quant == quant or (quant == "ONNX-INT4" and r.artifact.format == "onnx"))]
+           and (r.artifact.quant == quant or (quant == "ONNX-INT4" and r.runtime.name == w.runtime))]
     return statistics.median(got) if got else None
-
-
-# ---------------------------------------------------------------- plan beside measured results
-
-
-PLAN_COLUMNS = ["artifact", "target", "runtime", "tg measured", "tg predicted", "error", "efficiency from"]
-
-
-def predicted_vs_measured(results: list) -> list[list[str]]:
-    """Per bench result with a roofline: the tg plan predicts for it (its own bytes per token and
-    bandwidth, the efficiency of the *other* results of the same target x runtime, median; the
-    default when there are none) beside what it measured. Rows for `edgekit report --plan`."""
-    from edgekit.report import label
-
-    out = []
-    for r in results:
-        if not (r.roofline and r.metrics.tg_tok_s and r.roofline.bandwidth_gb_s):
-            continue
-        others = [o.roofline.efficiency for o in results if o is not r and o.target == r.target
-                  and o.runtime.name == r.runtime.name and o.roofline and o.roofline.efficiency]
-        runtime = r.runtime.name if r.runtime.name in DEFAULT_EFFICIENCY else "llama.cpp"
-        eff = statistics.median(others) if others else DEFAULT_EFFICIENCY[runtime]
-        source = f"median of {len(others)} other result(s)" if others else f"default {eff:g}"
-        predicted = eff * r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token
-        measured = r.metrics.tg_tok_s.mean
-        out.append([label(r), r.target, r.runtime.name, f"{measured:.1f}", f"{predicted:.1f}",
-                    f"{(predicted / measured - 1) * 100:+.0f}%", source])
-    return out

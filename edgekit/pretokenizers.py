@@ -14,6 +14,9 @@ SPLIT_PATTERNS: dict[str, str] = {
     "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
+# the llama.cpp pre-tokenizer names edgekit's GGUF converter writes, for error lines
+SUPPORTED_PRE = "qwen2 (Qwen2 split regex), deepseek-r1-qwen (Qwen2 regex + R1 special tokens), llama-bpe (Llama-3 regex)"
+
 # DeepSeek-R1 special tokens, in the order the R1 distills add them.
 R1_BOS = "<｜begin▁of▁sentence｜>"
 R1_EOS = "<｜end▁of▁sentence｜>"

@@ -14,7 +14,11 @@ import io
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import FORMATS, get_format
 from edgekit.results import BenchResult, EvalResult
+from edgekit.runtimes import RUNTIMES
+import statistics
+from edgekit.runtimes import LLAMA_CPP, RUNTIMES
 
 COLUMNS = ["artifact", "runtime", "target", "pp tok/s", "tg tok/s", "TTFT s", "peak mem", "W (tg)",
            "J/token (tg)", "roofline %"]
@@ -31,9 +35,15 @@ def _pm(stat, spec=".1f") -> str:
     return "-" if stat is None else f"{stat.mean:{spec}} ± {stat.stdev:{spec}}"
 
 
+def artifact_name(fmt: str, path: Path) -> str:
+    """How tables name an artifact file: its name, with its folder where the format names every
+    file alike (every ONNX export is model.onnx)."""
+    return f"{path.parent.name}/{path.name}" if fmt in FORMATS and get_format(fmt).one_model_per_folder else path.name
+
+
 def label(r: BenchResult) -> str:
     path = Path(r.artifact.path)
-    name = f"{path.parent.name}/{path.name}" if r.artifact.format == "onnx" else path.name  # every ONNX is model.onnx
+    name = artifact_name(r.artifact.format, path)
     return name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})"
 
 
@@ -71,7 +81,7 @@ def rows(results: list[BenchResult], evals: list[EvalResult] | None = None) -> l
 
 def eval_label(e: EvalResult) -> str:
     path = Path(e.artifact.path)
-    name = f"{path.parent.name}/{path.name}" if e.artifact.format == "onnx" else path.name
+    name = artifact_name(e.artifact.format, path)
     return name if e.artifact.quant is None or e.artifact.quant in name else f"{name} ({e.artifact.quant})"
 
 
@@ -143,10 +153,9 @@ def reproducibility_rows(results: list[BenchResult]) -> list[list[str]]:
         if detected.get("l4t"):
             os_text += f", L4T {detected['l4t']}"
         build = r.runtime.build_flags or "-"
-        if r.runtime.name == "llama.cpp" and "=" in build:  # llama_print_system_info: the features it has
-            from edgekit.doctor import describe_system_info
-
-            build = describe_system_info(build) or build
+        runtime = RUNTIMES.get(r.runtime.name)
+        if runtime and runtime.build_describer and "=" in build:  # e.g. llama_print_system_info: its features
+            build = runtime.hook("build_describer")(build) or build
         if r.runtime.build_commit:
             build = f"{build} @{r.runtime.build_commit}"
         out.append([device_name(r), os_text, power_mode(r), clocks_locked(r), throttled(r),
@@ -279,8 +288,6 @@ def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = Non
         lines += ["| " + " | ".join([label(r), *(c.replace("|", "/") for c in row)]) + " |"
                   for r, row in zip(results, reproducibility_rows(results))]
     if with_plan:
-        from edgekit.plan import PLAN_COLUMNS, predicted_vs_measured
-
         lines += ["", "## Plan vs measured", "", "tg predicted = efficiency x the run's bandwidth / its bytes read per "
                   "token (edgekit plan's model), the efficiency fitted on the other results.", "",
                   "| " + " | ".join(PLAN_COLUMNS) + " |", "|" + "---|" * len(PLAN_COLUMNS)]
@@ -356,8 +363,6 @@ def _repro_html(results: list[BenchResult]) -> str:
 
 
 def _plan_html(results: list[BenchResult]) -> str:
-    from edgekit.plan import PLAN_COLUMNS, predicted_vs_measured
-
     head = "".join(f"<th>{html.escape(c)}</th>" for c in PLAN_COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in predicted_vs_measured(results))
@@ -380,4 +385,30 @@ def write_report(result_paths: list[Path], out: Path, with_plan: bool = False) -
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------- plan vs measured (report --plan)
+
+
+PLAN_COLUMNS = ["artifact", "target", "runtime", "tg measured", "tg predicted", "error", "efficiency from"]
+
+
+def predicted_vs_measured(results: list) -> list[list[str]]:
+    """Per bench result with a roofline: the tg plan predicts for it (its own bytes per token and
+    bandwidth, the efficiency of the *other* results of the same target x runtime, median; the
+    default when there are none) beside what it measured. Rows for `edgekit report --plan`."""
+    out = []
+    for r in results:
+        if not (r.roofline and r.metrics.tg_tok_s and r.roofline.bandwidth_gb_s):
+            continue
+        others = [o.roofline.efficiency for o in results if o is not r and o.target == r.target
+                  and o.runtime.name == r.runtime.name and o.roofline and o.roofline.efficiency]
+        runtime = RUNTIMES.get(r.runtime.name, LLAMA_CPP)
+        eff = statistics.median(others) if others else runtime.plan_efficiency
+        source = f"median of {len(others)} other result(s)" if others else f"default {eff:g}"
+        predicted = eff * r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token
+        measured = r.metrics.tg_tok_s.mean
+        out.append([label(r), r.target, r.runtime.name, f"{measured:.1f}", f"{predicted:.1f}",
+                    f"{(predicted / measured - 1) * 100:+.0f}%", source])
     return out

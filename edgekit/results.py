@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes import LLAMA_CPP, RUNTIMES
 
 SCHEMA_VERSION = 2  # 2: runtime options in settings.llama_cpp / settings.onnxruntime (1 is read too)
 
@@ -141,18 +142,21 @@ class Settings(BaseModel):
         return getattr(self.runtime, "flash_attn", None)
 
 
+RESULT_SETTINGS = {"llama_cpp": LlamaCppSettings, "onnxruntime": OnnxRuntimeSettings}  # a runtime's settings_field
+# what schema 1 left out of an ONNX run's settings (or wrote as null)
+V1_DEFAULTS = {"onnxruntime": {"gpu_layers": 0, "n_batch": 1, "providers": [], "graph_optimization": "all"}}
+
+
 def settings_from_v1(settings: dict, fmt: str) -> dict:
     """Schema 1 kept every runtime's fields side by side (flash_attn "n/a" for ONNX, providers
     None for llama.cpp): the same facts in schema 2's per-runtime part."""
     common = {k: settings[k] for k in ("n_prompt", "n_gen", "repetitions", "threads", "ctx", "warmup",
                                        "random_tokens") if k in settings}
-    if fmt == "onnx":
-        part = {"onnxruntime": {"gpu_layers": settings.get("gpu_layers", 0), "n_batch": settings.get("n_batch", 1),
-                                "providers": settings.get("providers") or [],
-                                "graph_optimization": settings.get("graph_optimization") or "all"}}
-    else:
-        part = {"llama_cpp": {k: settings[k] for k in LlamaCppSettings.model_fields if k in settings}}
-    return {**common, **part}
+    runtime = next((r for r in RUNTIMES.values() if r.format == fmt and r.settings_field), LLAMA_CPP)
+    fields = RESULT_SETTINGS[runtime.settings_field].model_fields
+    part = {**V1_DEFAULTS.get(runtime.settings_field, {}),
+            **{k: settings[k] for k in fields if k in settings and settings[k] is not None}}
+    return {**common, runtime.settings_field: part}
 
 
 class Metrics(BaseModel):

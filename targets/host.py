@@ -106,21 +106,3 @@ def host_facts() -> dict:
     facts = host_facts_from(local_facts())
     facts["cpu_model"] = facts["cpu_model"] or platform.processor() or None
     return facts
-
-
-def host_facts_of(transport=None, facts: dict[str, str] | None = None) -> dict:
-    """The machine behind `transport`, as host_facts() describes this one: host_facts() itself for
-    None or a LocalTransport; otherwise host_facts_from() on `facts` (FACT_COMMANDS outputs already
-    gathered, e.g. for detection; gathered here when None) and the HOST_COMMANDS outputs, run here.
-    A recording without HOST_COMMANDS outputs gives None for the hostname, the OS release, and so on."""
-    from edgekit.targets.state import run_commands
-    from edgekit.device.transport import LocalTransport
-
-    if transport is None or isinstance(transport, LocalTransport):
-        return host_facts()
-    if facts is None:
-        from edgekit.targets.specs import FACT_COMMANDS
-
-        facts = run_commands(transport, FACT_COMMANDS)
-    missing = {n: c for n, c in HOST_COMMANDS.items() if n not in facts}
-    return host_facts_from({**facts, **run_commands(transport, missing)})

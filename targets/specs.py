@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
-from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
+from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION, arch_cmake_args
 from edgekit.registry import TARGET_FAMILIES_GROUP, Registry
+from edgekit.runtimes import deployable, get_runtime
 
 if TYPE_CHECKING:
     from edgekit.targets.family import Family
@@ -115,10 +116,7 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict]:
 def install_recipes(spec: TargetSpec) -> dict[str, str]:
     """Shell commands that install each runtime on the device (what `edgekit targets` shows and
     `edgekit deploy` runs, through runtime_install)."""
-    return {runtime: runtime_install(spec, runtime).command() for runtime in RUNTIMES}
-
-
-RUNTIMES = ("llama.cpp", "onnxruntime")
+    return {runtime: runtime_install(spec, runtime).command() for runtime in deployable()}
 
 
 @dataclass(frozen=True)
@@ -169,24 +167,27 @@ def parse_pip_command(line: str) -> PipInstall:
 
 
 def runtime_install(spec: TargetSpec, runtime: str, machine: str | None = None) -> PipInstall:
-    """How `runtime` installs on `spec`'s device (`machine`: its `uname -m`, when known). llama.cpp
-    builds from source with the spec's CMAKE_ARGS (the family's LLAMA_CPP_ENV added); on the
-    generic linux family, whose specs name no CPU, the portable flags of edgekit.llamacpp_build for
-    that machine come first (llama.cpp's default -march=native crashes on Intel CPUs with AMX).
-    onnxruntime: the family's recipe line (`pip install ...`), read by parse_pip_command."""
-    module = family_module(spec.family)
-    if runtime == "llama.cpp":
-        args = spec.llama_cpp_cmake_args
-        if spec.family == CATCH_ALL_FAMILY and machine:
-            from edgekit.llamacpp_build import arch_cmake_args
+    """How `runtime` installs on `spec`'s device (`machine`: its `uname -m`, when known): the
+    runtime table's recipe (edgekit.runtimes), one of the functions below."""
+    return get_runtime(runtime).hook("recipe")(spec, machine)
 
-            args = f"{arch_cmake_args(machine)} {args}".strip()
-        env = ((("CMAKE_ARGS", args),) if args else ()) + parse_pip_command(
-            f"{module.LLAMA_CPP_ENV}pip install x").env
-        return PipInstall(env, (LLAMA_CPP_PYTHON,), "builds llama.cpp from source: minutes on a Pi, longer on a Jetson")
-    if runtime == "onnxruntime":
-        return parse_pip_command(module.onnxruntime_install(spec))
-    raise EdgekitError(f"no runtime '{runtime}'", f"pass one of: {', '.join(RUNTIMES)}")
+
+def llama_cpp_install(spec: TargetSpec, machine: str | None = None) -> PipInstall:
+    """llama.cpp builds from source with the spec's CMAKE_ARGS (the family's LLAMA_CPP_ENV added);
+    on the generic linux family, whose specs name no CPU, the portable flags of
+    edgekit.llamacpp_build for that machine come first (llama.cpp's default -march=native crashes
+    on Intel CPUs with AMX)."""
+    module = family_module(spec.family)
+    args = spec.llama_cpp_cmake_args
+    if spec.family == CATCH_ALL_FAMILY and machine:
+        args = f"{arch_cmake_args(machine)} {args}".strip()
+    env = ((("CMAKE_ARGS", args),) if args else ()) + parse_pip_command(f"{module.LLAMA_CPP_ENV}pip install x").env
+    return PipInstall(env, (LLAMA_CPP_PYTHON,), "builds llama.cpp from source: minutes on a Pi, longer on a Jetson")
+
+
+def family_onnxruntime_install(spec: TargetSpec, machine: str | None = None) -> PipInstall:
+    """onnxruntime: the family's recipe line (`pip install ...`), read by parse_pip_command."""
+    return parse_pip_command(family_module(spec.family).onnxruntime_install(spec))
 
 
 # ---------------------------------------------------------------- parsers several families share

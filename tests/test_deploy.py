@@ -279,14 +279,14 @@ def test_full_disk_is_refused_before_anything_is_uploaded(device, tmp_path, expo
 
 
 def test_a_model_too_big_for_the_ram_is_refused_before_upload(device, gguf, tmp_path):
-    # 280 MiB, 90 % usable (252 MiB): less than the runtime 256 MiB + weights 1.1 MiB + KV 4 MiB
+    # 280 MiB: plan's rule keeps 1 GiB for the OS, so nothing is usable
     device.fake("cat", 'if [ "$1" = /proc/meminfo ]; then echo "MemTotal:  286720 kB"; '
                        'echo "MemAvailable: 131072 kB"; else exec /bin/cat "$@"; fi\n')
     copy = _fresh_copy(gguf, tmp_path)
     try:
         assert_one_line_error(invoke(["deploy", str(copy), *device.args()]), "does not fit in", "RAM",
-                              "weights 1.1 MiB", "KV cache at ctx 4096 4.0 MiB", "= 261.1 MiB",
-                              "usable 252.0 MiB of 280.0 MiB", "smaller quantization")
+                              "weights 1.1 MiB", "KV cache at ctx 4096 4.0 MiB",
+                              "usable 0.0 MiB of 280.0 MiB", "RAM less 1.0 GiB for the OS", "smaller quantization")
     finally:
         device.clear_fakes()
     from edgekit.manifest import sha256_of

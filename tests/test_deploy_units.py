@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from edgekit.device.transport import parse_destination
-from edgekit.device.deploy import runtime_problems
+from edgekit.device.checks import runtime_problems
 from edgekit.device.facts import Device, choose_python, parse_device_report, remote_dir_expr, rsync_can_resume
-from edgekit.device.preflight import RAM_OVERHEAD_BYTES, Need, preflight
+from edgekit.device.preflight import Need, preflight
+from edgekit.plan import OS_RESERVE_BYTES, Target, fits, memory_need, plan, resolve_models, usable_memory
 from edgekit.errors import EdgekitError
 from edgekit.device.transport import host_key_problem
 
@@ -91,14 +92,42 @@ def test_preflight_disk_at_the_edge():
 
 def test_preflight_ram_at_the_edge_and_a_busy_device():
     weights, kv = 4 * 2**30, 2**30
-    need = Need(weights_bytes=weights, kv_bytes=kv, ctx=8192)
-    usable_total = int((weights + kv + RAM_OVERHEAD_BYTES) / 0.9) + 16  # usable = 90 % of MemTotal
-    assert preflight(_device(2**40, usable_total, usable_total), need, "orin") == []
+    need = Need(weights_bytes=weights, kv_bytes=kv, ctx=8192, n_vocab=151936)
+    # plan's rule: MemTotal less max(1 GiB, 10 %) for the OS (here the 1 GiB), the need with a ubatch of logits
+    usable_total = memory_need(weights, kv, 151936) + OS_RESERVE_BYTES
+    assert usable_memory("jetson", usable_total)[0] == need.ram_bytes > weights + kv
+    assert preflight(_device(2**40, usable_total, usable_total), need, "orin", "jetson") == []
     with pytest.raises(EdgekitError) as e:
-        preflight(_device(2**40, usable_total - 2**20), need, "orin")
+        preflight(_device(2**40, usable_total - 2**20), need, "orin", "jetson")
     assert "weights 4.00 GiB + KV cache at ctx 8192 1.00 GiB" in e.value.problem and "--ctx" in e.value.fix
-    warnings = preflight(_device(2**40, usable_total, 2**30), need, "orin")
+    warnings = preflight(_device(2**40, usable_total, 2**30), need, "orin", "jetson")
     assert len(warnings) == 1 and "available now" in warnings[0]
+
+
+def test_plan_and_deploy_give_one_answer_for_a_16_gb_mac():
+    """One fit rule: on a 16 GB Mac (Metal's working-set cap, 67 %: ~10.7 GB) plan and deploy's
+    preflight agree for the model plan sizes and for one in the gap where they disagreed (deploy
+    allowed 90 % of RAM, ~14.4 GB)."""
+    ram = 16 * 10**9  # plan's spec figure, as a device's hw.memsize would report it
+    usable, why = usable_memory("apple-m", ram)
+    assert usable == int(ram * 0.67) and "Metal" in why
+    target = Target("m-16gb", ram, usable, why, 100.0, "test", "apple-m")
+    (model,) = resolve_models("r1-distill-qwen-1.5b")
+    row = next(r for r in plan([model], [target], ["F16"], ctx=4096))
+    vocab = int(model.config["vocab_size"])
+    gap = 12 * 10**9  # over the cap, under the old 90 %
+    assert memory_need(gap, row.kv_bytes, vocab) < 0.9 * ram
+    for weights in (row.weights_bytes, gap):
+        need = Need(weights_bytes=weights, kv_bytes=row.kv_bytes, ctx=4096, n_vocab=vocab)
+        plan_says, _ = fits(memory_need(weights, row.kv_bytes, vocab), usable)
+        if weights == row.weights_bytes:
+            assert plan_says is row.fits is True and need.ram_bytes == row.need_bytes
+        if plan_says:
+            assert preflight(_device(2**40, ram), need, "mac", "apple-m") == []
+        else:
+            with pytest.raises(EdgekitError) as e:
+                preflight(_device(2**40, ram), need, "mac", "apple-m")
+            assert "Metal working-set cap" in e.value.problem and weights == gap
 
 
 def test_remote_dir_words():
@@ -154,7 +183,7 @@ def test_recorded_doctor_output_of_an_arm64_device():
     import there, which fails the deploy with the doctor's own line."""
     import json
 
-    from edgekit.device.deploy import runtime_backends
+    from edgekit.device.checks import runtime_backends
     from edgekit.targets.specs import SPECS
 
     ok = json.loads((FIXTURES / "doctor-arm64-onnxruntime-1.20.1.json").read_text())

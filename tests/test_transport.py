@@ -21,7 +21,8 @@ from edgekit.cli import cli
 from edgekit.errors import EdgekitError
 from edgekit.device.probe import gather_facts, probe
 from edgekit.device.recording import write_recording
-from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from, host_facts_of
+from edgekit.device.probe import host_facts_of
+from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from
 from edgekit.targets.specs import FACT_COMMANDS
 from edgekit.targets.state import run_commands, state_commands
 from edgekit.device.transport import LocalTransport, RecordedTransport

@@ -189,7 +189,8 @@ def test_a_device_without_sftp_gets_the_legacy_protocol(sshd_without_sftp, tmp_p
 
 
 def test_host_facts_over_ssh_describe_this_machine(sshd):
-    from edgekit.targets.host import host_facts, host_facts_of
+    from edgekit.device.probe import host_facts_of
+    from edgekit.targets.host import host_facts
 
     dest, options, _port = sshd
     with SSHTransport(dest, options) as t:

@@ -7,6 +7,7 @@ import click
 
 from edgekit import options
 from edgekit.cli.deploy import deploy_options, remote_run_options
+from edgekit.formats import get_format
 
 
 @click.command()
@@ -86,7 +87,7 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
                                build_timeout_s)
         return _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel, no_deploy, timeout_s,
                              results_dir, ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json)
-    runtime_name = "llama.cpp" if artifact_fmt == "gguf" else "ONNX Runtime"
+    runtime_name = get_format(artifact_fmt).library
     with progress_bars(not as_json) as report:
         # in a child: its peak RSS is the run's own, and a crash in the runtime is one error line
         result = native.call("edgekit.bench:bench_artifact", path, settings, fmt=artifact_fmt, library=runtime_name,

@@ -7,6 +7,7 @@ import click
 
 from edgekit.cli._ssh import ssh_options
 from edgekit.device.transport import open_transport
+from edgekit.runtimes import deployable
 
 
 def deploy_options(f):
@@ -14,7 +15,7 @@ def deploy_options(f):
     for option in reversed([
         click.option("--remote-dir", default="~/.edgekit", show_default=True,
                      help="Folder on the device for edgekit's venv, the model store and runs."),
-        click.option("--runtime", type=click.Choice(["llama.cpp", "onnxruntime"]), default=None,
+        click.option("--runtime", type=click.Choice(deployable()), default=None,
                      help="Runtime to install (default: the artifact's: llama.cpp for GGUF, onnxruntime for ONNX)."),
         click.option("--python", "device_python", metavar="PATH|NAME",
                      help="The device Python to make the venv from (default: the first of python3, python3.13 ... "
@@ -109,8 +110,8 @@ def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, whee
 def print_summary(result) -> None:
     from edgekit.terminal import printable
 
-    for step, what in result.steps:
-        click.echo(f"  {step}: {printable(what, 300)}")
+    for step in result.steps:
+        click.echo(f"  {step.name}: {printable(step.detail, 300)}")
     for w in result.warnings:
         click.echo(f"warning: {printable(w, 300)}")
     if result.changed:

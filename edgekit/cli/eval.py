@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
+from edgekit.device.job import EvalJob
 
 
 @click.command("eval")
@@ -91,9 +92,9 @@ def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeo
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as t:
             deployed = Deployer(t, host, options, lines).run(artifact)
             ref = Deployer(t, host, options, lines).run(Path(reference)).model_path if reference else None
-            job = {"kind": "eval", "model": deployed.model_path, "reference": ref, "artifact_key": deployed.artifact_key,
-                   "text": "text.txt" if text else None, "chunks": chunks, "ctx": ctx, "threads": threads,
-                   "host": host, "timeout_s": timeout_s}
+            job = EvalJob(kind="eval", model=deployed.model_path, reference=ref, artifact_key=deployed.artifact_key,
+                          text="text.txt" if text else None, chunks=chunks, ctx=ctx, threads=threads, host=host,
+                          timeout_s=timeout_s)
             lines("evaluating", "on the device")
             run = remote_job(t, deployed.remote_dir, job, host=host, results=results_dir, timeout_s=timeout_s,
                              files={"text.txt": Path(text)} if text else None, what="eval",

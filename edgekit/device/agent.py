@@ -28,6 +28,10 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from edgekit import native
+from edgekit.device.job import EvalJob, read_job
+from edgekit.errors import EdgekitError
+from edgekit.eval import run_eval
 
 POLL_S = 0.2
 
@@ -56,12 +60,8 @@ def start(run: Path) -> int:
 
 
 def run(run: Path) -> int:
-    from edgekit import native
-    from edgekit.errors import EdgekitError
-    from edgekit.settings import BenchSettings
-
-    job = json.loads((run / "job.json").read_text(encoding="utf-8"))
-    timeout_s = job.get("timeout_s")
+    job = read_job(run)
+    timeout_s = job.timeout_s
     progress_log = open(run / "progress.log", "a", encoding="utf-8", buffering=1)
 
     def progress(label: str, done: float, total: float) -> None:
@@ -73,26 +73,23 @@ def run(run: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.monotonic()
     try:
-        if job.get("kind") == "eval":  # edgekit eval --host: relative paths are files put in the run folder
-            from edgekit.eval import run_eval
-
+        if isinstance(job, EvalJob):  # edgekit eval --host: relative paths are files put in the run folder
             def here(p):
                 return None if p is None else str(run / p) if not Path(p).is_absolute() else p
 
-            result = run_eval(Path(job["model"]), reference=here(job.get("reference")),
-                              text=Path(here(job["text"])) if job.get("text") else None, chunks=job.get("chunks"),
-                              ctx=job.get("ctx"), threads=job.get("threads"), progress=progress)
+            result = run_eval(Path(job.model), reference=here(job.reference),
+                              text=Path(here(job.text)) if job.text else None, chunks=job.chunks,
+                              ctx=job.ctx, threads=job.threads, progress=progress)
             name = "eval.json"
         else:
-            settings = BenchSettings.model_validate(job["settings"])
-            result = native.call("edgekit.bench:bench_artifact", Path(job["model"]), settings, fmt=job.get("format"),
-                                 library=job.get("library", "the runtime"), what=f"the benchmark of {job['model']}",
+            result = native.call("edgekit.bench:bench_artifact", Path(job.model), job.settings, fmt=job.format,
+                                 library=job.library, what=f"the benchmark of {job.model}",
                                  progress=progress, timeout_s=timeout_s)
             name = "result.json"
-            if job.get("host") and result.target == "local host":  # "this machine": here a device over SSH
+            if job.host and result.target == "local host":  # "this machine": here a device over SSH
                 result.target = result.target_state.get("family") or "linux"
-        if job.get("host"):
-            result.host.reached_as = job["host"]
+        if job.host:
+            result.host.reached_as = job.host
         _write_whole(run / name, result.to_json() + "\n")
         _status(run, True, None)
         return 0

@@ -33,14 +33,13 @@ shlex, the remote folder's `~/` spelled "$HOME"/... so it may hold spaces and qu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
 from edgekit.errors import EdgekitError
@@ -48,78 +47,25 @@ from edgekit.device.facts import (PYTHON_CANDIDATES, REMOTE_DIR, Device, PythonF
                                   local_rsync_version, parse_device_report, resolve_remote_dir, rsync_can_resume)
 from edgekit.device.manifest import (MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord,
                                      now_utc)
-from edgekit.device.preflight import BUILD_BYTES, VENV_BYTES, WHEEL_BYTES, Need, build_tools_problem, preflight
-from edgekit.device.wheels import cached_sha256, device_wheel_dir, edgekit_wheel
+from edgekit.device.preflight import VENV_BYTES, Need, build_tools_problem, preflight
+from edgekit.device.wheels import device_wheel_dir, edgekit_wheel
+from edgekit.runtimes import Runtime, get_runtime, runtime_of_format
+from edgekit.targets.specs import runtime_install
+from edgekit.device.artifact import ArtifactFiles, artifact_files
+from edgekit.device.checks import runtime_backends, runtime_problems
 
 Stage = Callable[[str, str], None]  # (stage, detail): "connecting", "installing", "uploading 42%", ...
 
 
-# ---------------------------------------------------------------- the artifact
-
-
-@dataclass
-class ArtifactFiles:
-    """An artifact as deploy sends it: `files` (name in the export folder -> local path) with their
-    sha256 and sizes, `main` the file a runner loads, `key` its folder under <remote>/models/."""
-
-    key: str
-    format: str
-    main: str
-    files: dict[str, Path]
-    sha256: dict[str, str]
-    sizes: dict[str, int]
-    facts: object  # ModelFacts
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(self.sizes.values())
-
-
-METADATA_FILES = ("manifest.json", "config.json", "genai_config.json", "generation_config.json",
-                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], None] | None = None) -> ArtifactFiles:
-    """The files of `artifact` (a model file or an export folder holding one) that a run on the
-    device reads: the model file, its external data, and the small metadata files beside it in an
-    export folder. sha256 of each, checked against the export manifest's where it has one (a
-    mismatch means the file changed since its export: refused)."""
-    from edgekit.formats import resolve_artifact
-    from edgekit.manifest import MANIFEST_NAME, ExportManifest
-
-    artifact = Path(artifact)
-    model, fmt = resolve_artifact(artifact)
-    fmt.check(model)
-    facts = fmt.facts(model)
-    folder = model.parent
-    names = [model.name, *facts.external_data]
-    if artifact.is_dir() or (folder / MANIFEST_NAME).is_file():
-        names += [n for n in METADATA_FILES if (folder / n).is_file() and n not in names]
-    files = {n: folder / n for n in names}
-    expected: dict[str, str] = {}
-    if (folder / MANIFEST_NAME).is_file():
-        try:
-            manifest = ExportManifest.read(folder)
-            expected = {f.file: f.sha256 for f in manifest.files if not facts.external_data}
-        except EdgekitError:
-            expected = {}
-    sha, sizes = {}, {}
-    for n, p in files.items():
-        sizes[n] = p.stat().st_size
-        if hash_progress:
-            hash_progress(f"sha256 {n}", 0, 1)
-        sha[n] = cached_sha256(p)
-        if n in expected and expected[n] != sha[n]:
-            raise EdgekitError(f"{p} does not match its export manifest (sha256 {sha[n][:12]}..., the manifest says "
-                               f"{expected[n][:12]}...): it changed after the export",
-                               "re-export it, or deploy the file itself rather than the export folder")
-    digest = hashlib.sha256("".join(f"{n}\0{sha[n]}\0" for n in sorted(sha)).encode()).hexdigest()[:10]
-    stem = artifact.name if artifact.is_dir() else model.stem
-    key = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
-    return ArtifactFiles(f"{key}-{digest}", fmt.name, model.name, files, sha, sizes, facts)
-
-
 # ---------------------------------------------------------------- deploy
+
+
+class Step(NamedTuple):
+    """One deploy step's outcome: what it was, what happened, and whether it changed the device."""
+
+    name: str
+    detail: str
+    changed: bool
 
 
 @dataclass
@@ -134,17 +80,28 @@ class DeployResult:
     python: str
     sent_bytes: int = 0              # model bytes sent this time
     resumed_bytes: int = 0           # bytes an earlier, cut upload had left there
-    steps: list[tuple[str, str]] = field(default_factory=list)  # (step, what happened)
+    steps: list[Step] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     runtime: dict | None = None
     log: Path | None = None
 
     @property
     def changed(self) -> bool:
-        return any(not what.startswith("already") for _, what in self.steps)
+        """Did any step change the device?"""
+        return any(s.changed for s in self.steps)
+
+    def done(self, name: str, detail: str) -> None:
+        """A step that changed the device."""
+        self.steps.append(Step(name, detail, changed=True))
+
+    def kept(self, name: str, detail: str) -> None:
+        """A step that found its work already done and changed nothing."""
+        self.steps.append(Step(name, detail, changed=False))
 
     def to_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        out["steps"] = [(s.name, s.detail) for s in self.steps]  # --json: [step, what happened] pairs
+        return out
 
 
 @dataclass
@@ -160,12 +117,6 @@ class DeployOptions:
     install_timeout_s: float = 1800
 
 
-RUNTIME_OF_FORMAT = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
-RUNTIME_DISTS = {"llama.cpp": ("llama-cpp-python", "llama_cpp_python"),
-                 "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon")}
-# what a runtime needs beside itself on the device: the ONNX format reads its graph with onnx, and
-# edgekit eval tokenizes an ONNX export's text with tokenizers (its tokenizer.json)
-RUNTIME_EXTRAS = {"onnxruntime": ("onnx", "tokenizers")}  # onnx: the format's facts; tokenizers: eval --host
 
 
 class Deployer:
@@ -226,11 +177,12 @@ class Deployer:
             spec = SPECS[o.target]
         self.stage("reading", "the artifact")
         files = artifact_files(artifact)
-        runtime = o.runtime or RUNTIME_OF_FORMAT[files.format]
-        if runtime != RUNTIME_OF_FORMAT[files.format]:
+        own = runtime_of_format(files.format).name
+        runtime = o.runtime or own
+        if runtime != own:
             raise EdgekitError(f"--runtime {runtime} does not run {files.format.upper()} files "
-                               f"({files.main} runs on {RUNTIME_OF_FORMAT[files.format]})",
-                               f"leave --runtime out, or pass --runtime {RUNTIME_OF_FORMAT[files.format]}")
+                               f"({files.main} runs on {own})", f"leave --runtime out, or pass --runtime {own}")
+        rt = get_runtime(runtime)
         device = parse_device_report(self.sh(device_script(o.remote_dir, (o.python,) if o.python else
                                                            PYTHON_CANDIDATES), "reading the device").stdout)
         R = device.remote_dir
@@ -240,14 +192,13 @@ class Deployer:
         missing = {h for n, h in files.sha256.items() if have.get(h) != files.sizes[n]}
         need = Need(model_bytes=sum(files.sizes[n] for n, h in files.sha256.items() if h in missing),
                     venv_bytes=0 if manifest.python == python.version_text else VENV_BYTES,
-                    runtime_bytes=0 if runtime in manifest.runtimes else BUILD_BYTES if runtime == "llama.cpp"
-                    else WHEEL_BYTES,
+                    runtime_bytes=0 if runtime in manifest.runtimes else rt.install_bytes,
                     weights_bytes=files.facts.size_bytes, kv_bytes=files.facts.kv_bytes_per_position * o.ctx,
-                    ctx=o.ctx)
+                    ctx=o.ctx, n_vocab=files.facts.n_vocab)
         result = DeployResult(self.host, R, spec.name, spec.family, files.key, f"{R}/models/{files.key}/{files.main}",
                               files.format, python.version_text)
-        result.warnings += preflight(device, need, self.host)
-        if runtime == "llama.cpp" and runtime not in manifest.runtimes and not self._llama_wheel_at_hand(spec, device):
+        result.warnings += preflight(device, need, self.host, spec.family)
+        if rt.builds_on_device and runtime not in manifest.runtimes and not self._wheel_at_hand(spec, device, rt):
             problem = build_tools_problem(device, spec.family, self.host)
             if problem:
                 raise problem
@@ -278,14 +229,14 @@ class Deployer:
                                f"deploy it first (edgekit deploy {artifact} --host {self.host}) or drop --no-deploy")
         target = manifest.target or "?"
         return DeployResult(self.host, R, target, "", files.key, f"{R}/models/{files.key}/{files.main}",
-                            files.format, manifest.python or "?", steps=[("deploy", "already deployed (--no-deploy)")])
+                            files.format, manifest.python or "?", steps=[Step("deploy", "already deployed (--no-deploy)", changed=False)])
 
     def _venv(self, R: str, python: PythonFound, manifest: RemoteManifest, result: DeployResult) -> None:
         q = self.q
         r = self.t.run(f"{q(R)}/venv/bin/python -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'",
                        timeout_s=30)
         if r.returncode == 0 and r.stdout.strip() == python.version_text:
-            result.steps.append(("venv", f"already there (Python {python.version_text})"))
+            result.kept("venv", f"already there (Python {python.version_text})")
             manifest.python = python.version_text
             return
         self.stage("installing", f"venv with Python {python.version_text}")
@@ -293,7 +244,7 @@ class Deployer:
         manifest.python = python.version_text
         manifest.edgekit_wheel_sha256 = None
         manifest.runtimes = {}
-        result.steps.append(("venv", f"created with {python.path} {python.version_text}"))
+        result.done("venv", f"created with {python.path} {python.version_text}")
 
     def _logged(self, cmd: str, stage: str, what: str, log_name: str, timeout_s: float, timeout_fix: str,
                 fail_fix: str) -> Path:
@@ -366,7 +317,7 @@ class Deployer:
         sha = sha256_of(wheel) if wheel else f"edgekit=={__version__}"
         ok = self.t.run(f"{self.q(R)}/venv/bin/python -c 'import edgekit; print(edgekit.__version__)'", timeout_s=60)
         if manifest.edgekit_wheel_sha256 == sha and ok.returncode == 0 and ok.stdout.strip() == __version__:
-            result.steps.append(("edgekit", f"already installed ({__version__})"))
+            result.kept("edgekit", f"already installed ({__version__})")
             return
         self.stage("installing", f"edgekit {__version__}")
         self._push_wheels(R)
@@ -378,7 +329,7 @@ class Deployer:
         else:
             self._pip(R, [f"edgekit=={__version__}"], "installing edgekit", log_name="edgekit")
         manifest.edgekit_version, manifest.edgekit_wheel_sha256 = __version__, sha
-        result.steps.append(("edgekit", f"installed {__version__}" + (f" from {wheel.name}" if wheel else "")))
+        result.done("edgekit", f"installed {__version__}" + (f" from {wheel.name}" if wheel else ""))
 
     def _installed_version(self, R: str, dists: tuple[str, ...]) -> tuple[str, str] | None:
         code = ("import importlib.metadata as m\nfor d in %r:\n    try:\n        print(d, m.version(d)); break\n"
@@ -389,81 +340,73 @@ class Deployer:
 
     def _runtime(self, R: str, spec, device: Device, runtime: str, manifest: RemoteManifest,
                  result: DeployResult) -> None:
-        from edgekit.targets.specs import runtime_install
-
+        rt = get_runtime(runtime)
         recipe = runtime_install(spec, runtime, device.machine)
         # what is installed beside the runtime is part of what a deploy checks (a newer edgekit may need more)
-        recipe_text = recipe.command() + "".join(f" + {e}" for e in RUNTIME_EXTRAS.get(runtime, ()))
-        installed = self._installed_version(R, RUNTIME_DISTS[runtime])
+        recipe_text = recipe.command() + "".join(f" + {e}" for e in rt.device_extras)
+        installed = self._installed_version(R, rt.distributions)
         record = manifest.runtimes.get(runtime)
         if installed and record and record.recipe == recipe_text and record.version == installed[1]:
-            result.steps.append((runtime, f"already installed ({installed[0]} {installed[1]})"))
+            result.kept(runtime, f"already installed ({installed[0]} {installed[1]})")
             return
         self._push_wheels(R)
-        if runtime == "llama.cpp":
-            wheel = self._llama_wheel(R, spec, device, recipe, recipe_text, result)
-            self._pip(R, [wheel], "installing llama-cpp-python", log_name="llama-cpp-python")
+        if rt.builds_on_device:
+            wheel = self._built_wheel(R, spec, device, rt, recipe, recipe_text, result)
+            self._pip(R, [wheel], f"installing {rt.distributions[0]}", log_name=rt.distributions[0])
             installed_wheel = wheel.rsplit("/", 1)[-1]
         else:
             self.stage("installing", runtime)
-            self._pip(R, [*recipe.args, *RUNTIME_EXTRAS.get(runtime, ())], f"installing {runtime}",
-                      env=recipe.env, log_name=runtime)
+            self._pip(R, [*recipe.args, *rt.device_extras], f"installing {runtime}", env=recipe.env, log_name=runtime)
             installed_wheel = None
-        installed = self._installed_version(R, RUNTIME_DISTS[runtime])
+        installed = self._installed_version(R, rt.distributions)
         if installed is None:
             raise EdgekitError(f"{runtime} is not installed on {self.host} after its recipe ran",
                                f"run it by hand on the device: {recipe_text}")
         manifest.runtimes[runtime] = RuntimeRecord(name=runtime, distribution=installed[0], version=installed[1],
                                                    recipe=recipe_text, wheel=installed_wheel)
-        result.steps.append((runtime, f"installed {installed[0]} {installed[1]}"))
+        result.done(runtime, f"installed {installed[0]} {installed[1]}")
 
-    def _llama_wheel_at_hand(self, spec, device: Device) -> bool:
-        """Is a llama-cpp-python wheel for this device in the local cache or in --wheels (no build there)?"""
-        from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION as V
-        from edgekit.targets.specs import runtime_install
-
-        recipe = runtime_install(spec, "llama.cpp", device.machine).command()
-        if any(device_wheel_dir(spec.family, "llama-cpp-python", V, device.machine, recipe).glob(
-                "llama_cpp_python-*.whl")):
+    def _wheel_at_hand(self, spec, device: Device, rt: Runtime) -> bool:
+        """Is a wheel of `rt` (a runtime built on devices) for this device in the local cache or in
+        --wheels, so that nothing is built there?"""
+        recipe = runtime_install(spec, rt.name, device.machine).command()
+        if any(device_wheel_dir(spec.family, rt.distributions[0], rt.version, device.machine, recipe).glob(
+                f"{rt.wheel_stem}-*.whl")):
             return True
-        return bool(self.o.wheels and any(Path(self.o.wheels).glob(f"llama_cpp_python-{V}-*.whl")))
+        return bool(self.o.wheels and any(Path(self.o.wheels).glob(f"{rt.wheel_stem}-{rt.version}-*.whl")))
 
-    def _llama_wheel(self, R: str, spec, device: Device, recipe, recipe_text: str, result: DeployResult) -> str:
-        """The remote path of a llama-cpp-python wheel for this device: from the local cache of
-        wheels built on devices of this kind, from --wheels, or built there now (and brought back)."""
-        from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
-
-        version = LLAMA_CPP_PYTHON_VERSION
-        cache = device_wheel_dir(spec.family, "llama-cpp-python", version, device.machine, recipe_text)
-        cached = sorted(cache.glob("llama_cpp_python-*.whl"))
+    def _built_wheel(self, R: str, spec, device: Device, rt: Runtime, recipe, recipe_text: str,
+                     result: DeployResult) -> str:
+        """The remote path of a wheel of `rt` for this device: from the local cache of wheels built
+        on devices of this kind, from --wheels, or built there now (and brought back)."""
+        version, step = rt.version, f"{rt.label} wheel"
+        cache = device_wheel_dir(spec.family, rt.distributions[0], version, device.machine, recipe_text)
+        cached = sorted(cache.glob(f"{rt.wheel_stem}-*.whl"))
         if cached:
             self.stage("uploading", f"cached wheel {cached[0].name}")
             self.t.put(cached[0], f"{R}/wheels/{cached[0].name}")
-            result.steps.append(("llama.cpp wheel", f"from the local cache {cache}"))
+            result.done(step, f"from the local cache {cache}")
             return f"{R}/wheels/{cached[0].name}"
         if self.o.wheels:
-            found = sorted(Path(self.o.wheels).glob(f"llama_cpp_python-{version}-*.whl"))
+            found = sorted(Path(self.o.wheels).glob(f"{rt.wheel_stem}-{version}-*.whl"))
             if found:  # the device's pip checks that it fits the device (platform tags)
-                result.steps.append(("llama.cpp wheel", f"from --wheels ({found[0].name})"))
+                result.done(step, f"from --wheels ({found[0].name})")
                 return f"{R}/wheels/{found[0].name}"
-        self.stage("building", f"llama.cpp on the device ({recipe_text})")
+        self.stage("building", f"{rt.label} on the device ({recipe_text})")
         q = self.q
         self.sh(f"rm -rf -- {q(R)}/wheels/built && mkdir -p -- {q(R)}/wheels/built", "preparing the build")
-        self._pip_wheel(R, recipe, version)
-        r = self.sh(f"cd -- {q(R)}/wheels/built && ls llama_cpp_python-*.whl", "finding the built wheel")
+        cmd = self._pip_command(R, "wheel", ["--no-deps", "-w", f"{R}/wheels/built",
+                                             f"{rt.distributions[0]}=={version}"], recipe.env)
+        self._logged(cmd, "building", f"the {rt.label} build", rt.build_log_name, self.o.build_timeout_s,
+                     "raise --build-timeout for a slow device, or push a wheel built for it with --wheels",
+                     "read the log (a compiler, cmake and the Python headers are needed on the device)")
+        r = self.sh(f"cd -- {q(R)}/wheels/built && ls {rt.wheel_stem}-*.whl", "finding the built wheel")
         name = r.stdout.split()[0]
         cache.mkdir(parents=True, exist_ok=True)
         self.stage("downloading", f"built wheel {name}")
         self.t.get(f"{R}/wheels/built/{name}", cache / name)
-        result.steps.append(("llama.cpp wheel", f"built on the device, kept in {cache}"))
+        result.done(step, f"built on the device, kept in {cache}")
         return f"{R}/wheels/built/{name}"
-
-    def _pip_wheel(self, R: str, recipe, version: str) -> Path:
-        cmd = self._pip_command(R, "wheel", ["--no-deps", "-w", f"{R}/wheels/built", f"llama-cpp-python=={version}"],
-                                recipe.env)
-        return self._logged(cmd, "building", "the llama.cpp build", "llama-build", self.o.build_timeout_s,
-                            "raise --build-timeout for a slow device, or push a wheel built for it with --wheels",
-                            "read the log (a compiler, cmake and the Python headers are needed on the device)")
 
     def _store_sizes(self, R: str, files: ArtifactFiles) -> dict[str, int]:
         """sha256 -> size of the artifact's files already in the store."""
@@ -482,7 +425,6 @@ class Deployer:
                 result: DeployResult) -> None:
         import shutil
 
-        from edgekit.device.transport import SSHTransport
 
         q = self.q
         todo = {}
@@ -490,11 +432,12 @@ class Deployer:
             if have.get(h) != files.sizes[n] and h not in todo:
                 todo[h] = n
         if not todo:
-            result.steps.append(("model", f"already there ({len(files.files)} file(s), {files.total_bytes} bytes)"))
+            result.kept("model", f"already there ({len(files.files)} file(s), {files.total_bytes} bytes)")
             return
         local_rsync = shutil.which("rsync")
-        method = "sftp"
-        if isinstance(self.t, SSHTransport) and local_rsync and rsync_can_resume(device.rsync) and \
+        methods = self.t.resumable_methods
+        method = methods[-1] if methods else None
+        if "rsync" in methods and local_rsync and rsync_can_resume(device.rsync) and \
                 rsync_can_resume(local_rsync_version(local_rsync)):
             method = "rsync"
         for h, n in todo.items():
@@ -510,9 +453,10 @@ class Deployer:
                 self.stage("uploading", f"{n} {100 * done // max(size, 1)}%")
 
             self.stage("uploading", f"{n} {100 * start // max(size, 1)}%")
-            sent = self.t.put_resumable(files.files[n], partial, method=method, bwlimit_kib_s=self.o.bwlimit_kib_s,
-                                        on_progress=progress) if hasattr(self.t, "put_resumable") else None
-            if sent is None:  # a transport without resumable copies (local): a whole, atomic copy
+            if method:
+                sent = self.t.put_resumable(files.files[n], partial, method=method,
+                                            bwlimit_kib_s=self.o.bwlimit_kib_s, on_progress=progress)
+            else:  # a transport without resumable copies (local): a whole, atomic copy
                 self.t.put(files.files[n], partial)
                 sent = size
             self.stage("verifying", f"sha256 of {n}")
@@ -524,8 +468,8 @@ class Deployer:
             self.sh(f"mv -f -- {q(partial)} {q(R)}/store/sha256/{h}", "moving the model into the store")
             result.sent_bytes += sent
             result.resumed_bytes += start
-            result.steps.append(("model", f"{n}: sent {sent} of {size} bytes by {method}" +
-                                 (f", resumed at {start}" if start else "") + ", sha256 verified on the device"))
+            result.done("model", f"{n}: sent {sent} of {size} bytes by {method or 'copy'}" +
+                                 (f", resumed at {start}" if start else "") + ", sha256 verified on the device")
 
     def _remote_sha256(self, path: str, device: Device) -> str:
         q = self.q
@@ -543,12 +487,12 @@ class Deployer:
         checks = " && ".join(f"[ \"$(readlink -- {q(folder + '/' + n)})\" = {q('../../store/sha256/' + h)} ]"
                              for n, h in files.sha256.items())
         if self.t.run(checks, timeout_s=30).returncode == 0 and files.key in manifest.artifacts:
-            result.steps.append(("links", f"already there (models/{files.key})"))
+            result.kept("links", f"already there (models/{files.key})")
         else:
             links = " && ".join(f"ln -sfn -- {q('../../store/sha256/' + h)} {q(folder + '/' + n)}"
                                 for n, h in files.sha256.items())
             self.sh(f"mkdir -p -- {q(folder)} && {links}", "linking the model files")
-            result.steps.append(("links", f"models/{files.key}"))
+            result.done("links", f"models/{files.key}")
         for n, h in files.sha256.items():
             record = manifest.models.setdefault(h, ModelRecord(size_bytes=files.sizes[n]))
             if n not in record.names:
@@ -560,7 +504,7 @@ class Deployer:
         """The device's own doctor: the runtime loads, with the backend the target needs."""
         record = manifest.runtimes.get(runtime)
         if record and record.backends and not result.changed:
-            result.steps.append(("doctor", "already checked"))
+            result.kept("doctor", "already checked")
             result.runtime = record.model_dump()
             return
         self.stage("checking", "edgekit doctor on the device")
@@ -581,43 +525,4 @@ class Deployer:
         if record is not None:
             record.backends, record.build = runtime_backends(report, runtime)
             result.runtime = record.model_dump()
-        result.steps.append(("doctor", f"{runtime} loads ({', '.join(record.backends) if record else '?'})"))
-
-
-def runtime_problems(report: dict, runtime: str, spec=None) -> list[tuple[str, str]]:
-    """The warnings of a device's `edgekit doctor --json` that make `runtime` unusable there:
-    (problem, fix) pairs; with `spec`, an onnxruntime without any of the GPU execution providers
-    the target lists (a Jetson's CUDA/TensorRT) is one too. Pure, tested on recorded doctor output."""
-    prefix = "llama" if runtime == "llama.cpp" else "onnxruntime"
-    out = []
-    for warning in report.get("warnings") or []:
-        # doctor --json writes {"problem", "fix"}; a (problem, fix) pair is read too
-        problem, fix = (warning.get("problem", ""), warning.get("fix", "")) if isinstance(warning, dict) else warning
-        if problem.lower().startswith(prefix) or (prefix == "llama" and "llama.cpp" in problem.lower()):
-            out.append((problem, fix))
-    names = {c.get("name"): c for c in report.get("checks") or []}
-    key = "llama.cpp build" if runtime == "llama.cpp" else "onnxruntime"
-    check = names.get(key) or next((c for n, c in names.items() if n and n.startswith(prefix)), None)
-    if check is None or check.get("status") == "missing":
-        out.append((f"{runtime} is not installed in the device venv", "deploy again; see the install log"))
-    elif runtime == "onnxruntime" and spec is not None:
-        wanted = [p for p in spec.onnxruntime_providers if p != "CPUExecutionProvider"]
-        have = (names.get("onnxruntime providers") or {}).get("data", {}).get("providers") or []
-        if wanted and not set(wanted) & set(have):
-            from edgekit.targets.specs import runtime_install
-
-            out.append((f"onnxruntime on {spec.name} has {', '.join(have) or 'no provider'}, none of "
-                        f"{', '.join(wanted)}: bench would run on the CPU",
-                        f"install the target's build: {runtime_install(spec, 'onnxruntime').command()}"))
-    return out
-
-
-def runtime_backends(report: dict, runtime: str) -> tuple[list[str], str | None]:
-    """(backends, build text) of `runtime` as the device's doctor read them."""
-    for c in report.get("checks") or []:
-        data = c.get("data") or {}
-        if runtime == "llama.cpp" and c.get("name") == "llama.cpp build":
-            return list(data.get("backends") or ["CPU"]), data.get("system_info")
-        if runtime == "onnxruntime" and c.get("name") == "onnxruntime providers":
-            return list(data.get("providers") or []), data.get("version") or c.get("detail")
-    return [], None
+        result.done("doctor", f"{runtime} loads ({', '.join(record.backends) if record else '?'})")

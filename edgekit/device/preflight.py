@@ -1,21 +1,19 @@
 """Before anything is written on a device: does the deploy fit its disk and RAM, can it build
 llama.cpp there. Pure functions of a parsed Device and what the deploy needs; RAM is judged by
-the one fit rule plan uses (edgekit.plan.usable_memory)."""
+the one fit rule plan uses (edgekit.plan: usable_memory, memory_need), so plan and deploy give
+the same answer for the same device."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from edgekit.device.facts import Device
 from edgekit.errors import EdgekitError
-# what the device needs besides the model, when it is not there yet (measured: the device venv with
-# numpy, pydantic, rich, gguf is ~120 MB; a llama.cpp CPU build's tree ~600 MB, CUDA ~1.5 GB)
+from edgekit.plan import memory_need, overhead_bytes, usable_memory
+
+# the device venv with numpy, pydantic, rich, gguf (~120 MB), when it is not there yet; a runtime's
+# install is the runtime table's install_bytes
 VENV_BYTES = 300 * 2**20
-BUILD_BYTES = 2 * 2**30
-WHEEL_BYTES = 100 * 2**20
-RAM_OVERHEAD_BYTES = 256 * 2**20   # the runtime's compute buffers and the Python process
-OS_RESERVE = 0.10                  # of MemTotal, kept for the OS and everything else running
 
 
 @dataclass
@@ -28,6 +26,7 @@ class Need:
     weights_bytes: int = 0           # the model in RAM
     kv_bytes: int = 0                # the KV cache at ctx
     ctx: int = 0
+    n_vocab: int | None = None       # for the logits (plan's default when unknown)
 
     @property
     def disk_bytes(self) -> int:
@@ -35,7 +34,11 @@ class Need:
 
     @property
     def ram_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + RAM_OVERHEAD_BYTES
+        return memory_need(self.weights_bytes, self.kv_bytes, self.n_vocab)
+
+    @property
+    def overhead_bytes(self) -> int:
+        return overhead_bytes(self.n_vocab)
 
 
 def gib(n: int | None) -> str:
@@ -45,9 +48,9 @@ def gib(n: int | None) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def preflight(device: Device, need: Need, host: str) -> list[str]:
+def preflight(device: Device, need: Need, host: str, family: str = "linux") -> list[str]:
     """Refuse (EdgekitError) a deploy the device cannot hold, with the numbers; the warnings of one
-    that fits but is tight. Pure."""
+    that fits but is tight. RAM: plan's rule for the target `family` (usable_memory). Pure."""
     warnings = []
     if device.free_bytes is not None and need.disk_bytes > device.free_bytes:
         parts = [f"model {gib(need.model_bytes)}"] + ([f"venv {gib(need.venv_bytes)}"] if need.venv_bytes else []) \
@@ -59,12 +62,12 @@ def preflight(device: Device, need: Need, host: str) -> list[str]:
         warnings.append(f"free disk on {host} not readable (df): not checked")
     total = device.mem_total_bytes
     if total:
-        usable = int(total * (1 - OS_RESERVE))
+        usable, why = usable_memory(family, total)
         if need.ram_bytes > usable:
             raise EdgekitError(
                 f"the model does not fit in {host}'s RAM: weights {gib(need.weights_bytes)} + KV cache at ctx "
-                f"{need.ctx} {gib(need.kv_bytes)} + runtime {gib(RAM_OVERHEAD_BYTES)} = {gib(need.ram_bytes)}, "
-                f"usable {gib(usable)} of {gib(total)}",
+                f"{need.ctx} {gib(need.kv_bytes)} + runtime {gib(need.overhead_bytes)} = {gib(need.ram_bytes)}, "
+                f"usable {gib(usable)} of {gib(total)} ({why})",
                 "pick a smaller quantization or model, or a smaller --ctx")
         available = device.mem_available_bytes
         if available is not None and need.ram_bytes > available:

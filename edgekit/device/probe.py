@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.device.transport import LocalTransport, Transport
+from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from
+from edgekit.targets.specs import FACT_COMMANDS
+from edgekit.targets.state import run_commands
 
 
 def gather_facts(transport: Transport) -> dict[str, str]:
@@ -37,3 +40,16 @@ def probe(transport: Transport | None = None, record: Path | None = None, force:
     return {"transport": transport.name, "target": spec.name, "family": spec.family, "detected": seen,
             "spec": spec.to_dict(), "state": state, "warnings": throttle_warnings({}, state),
             "facts_recorded": sorted(facts), "state_recorded": sorted(raw_state)}
+
+
+def host_facts_of(transport=None, facts: dict[str, str] | None = None) -> dict:
+    """The machine behind `transport`, as host_facts() describes this one: host_facts() itself for
+    None or a LocalTransport; otherwise host_facts_from() on `facts` (FACT_COMMANDS outputs already
+    gathered, e.g. for detection; gathered here when None) and the HOST_COMMANDS outputs, run here.
+    A recording without HOST_COMMANDS outputs gives None for the hostname, the OS release, and so on."""
+    if transport is None or isinstance(transport, LocalTransport):
+        return host_facts()
+    if facts is None:
+        facts = run_commands(transport, FACT_COMMANDS)
+    missing = {n: c for n, c in HOST_COMMANDS.items() if n not in facts}
+    return host_facts_from({**facts, **run_commands(transport, missing)})

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError
+from edgekit.formats import get_format
+from edgekit.device.job import JOB_FILE, BenchJob, EvalJob, job_json, parse_job
 
 RUN_FILES = ("job.json", "status.json", "result.json", "eval.json", "progress.log", "log")
 
@@ -57,14 +59,13 @@ def remote_bench(transport, remote_dir: str, model_path: str, fmt: str, artifact
     """Run one bench on the device behind `transport` (deployed under `remote_dir`) and bring its
     files back; see the module docstring. A run that fails there (or runs past `timeout_s`) is an
     EdgekitError saying why, after its files came back."""
-    job = {"model": model_path, "format": fmt, "artifact_key": artifact_key, "host": host,
-           "settings": settings.model_dump(), "timeout_s": timeout_s,
-           "library": "llama.cpp" if fmt == "gguf" else "ONNX Runtime"}
+    job = BenchJob(model=model_path, format=fmt, artifact_key=artifact_key, host=host, settings=settings,
+                   timeout_s=timeout_s, library=get_format(fmt).library)
     return remote_job(transport, remote_dir, job, host=host, results=results, timeout_s=timeout_s, progress=progress,
                       what="bench")
 
 
-def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Path, timeout_s: float,
+def remote_job(transport, remote_dir: str, job: BenchJob | EvalJob, *, host: str, results: Path, timeout_s: float,
                progress: Callable[[str, float, float], None] | None = None, files: dict[str, Path] | None = None,
                what: str = "bench") -> RunOutcome:
     """One edgekit.device.agent run on the device: job.json (and `files`, by name, into the run folder),
@@ -79,7 +80,7 @@ def remote_job(transport, remote_dir: str, job: dict, *, host: str, results: Pat
     for name, local in (files or {}).items():
         transport.put(Path(local), f"{run}/{name}")
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "job.json").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+        (Path(d) / JOB_FILE).write_text(job_json(job), encoding="utf-8")
         transport.put(Path(d) / "job.json", f"{run}/job.json")
     py = _venv_python(remote_dir)
     started = transport.run(f"{py} -m edgekit.device.agent start {q(run)}", timeout_s=60)
@@ -138,8 +139,11 @@ def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Pa
         for name in RUN_FILES:
             if name in names:
                 transport.get(f"{run}/{name}", tmp / name)
-        job = json.loads((tmp / "job.json").read_text(encoding="utf-8"))
-        final = results / safe_name(host) / safe_name(job.get("artifact_key") or "artifact") / run_id
+        try:
+            key = parse_job((tmp / JOB_FILE).read_text(encoding="utf-8")).artifact_key
+        except ValueError:  # not a job edgekit wrote
+            key = "artifact"
+        final = results / safe_name(host) / safe_name(key or "artifact") / run_id
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)

@@ -49,9 +49,14 @@ class Transport(Protocol):
         folder over SSH (and to the current folder locally); a leading `~/` means the home folder.
 
     close() ends what the transport holds open (the SSH master connection); calling it again does
-    nothing."""
+    nothing.
+
+    `resumable_methods` says which resumable uploads the transport can make: the `method`s its
+    put_resumable(local, remote, method, bwlimit_kib_s, on_progress) takes ("rsync", "sftp");
+    empty when it has none (then callers use put)."""
 
     name: str
+    resumable_methods: tuple[str, ...]
 
     def run(self, command: str, timeout_s: float = 30.0,
             on_output: Callable[[str], None] | None = None) -> CommandResult: ...
@@ -217,6 +222,7 @@ class LocalTransport(_ClosesOnExit):
     """This machine: commands through /bin/sh, files copied between two paths of this machine."""
 
     name = "local"
+    resumable_methods: tuple[str, ...] = ()
 
     def run(self, command: str, timeout_s: float = 30.0,
             on_output: Callable[[str], None] | None = None) -> CommandResult:
@@ -242,6 +248,8 @@ class RecordedTransport(_ClosesOnExit):
     same layout, described in edgekit.recording): a command the recording does not hold fails as a
     missing command would on the device (127). get() returns files recorded under files/; put()
     is refused: a recording cannot receive files."""
+
+    resumable_methods: tuple[str, ...] = ()
 
     def __init__(self, folder):
         from edgekit.device.recording import Recording
@@ -295,6 +303,8 @@ class SSHTransport(_ClosesOnExit):
     SFTP server, which is tried when the SFTP subsystem is refused) the path goes through the
     remote shell and is shell-quoted. Uploads land as `<remote>.partial-<pid>` and are renamed with
     a remote `mv -f`, so the destination is never half-written."""
+
+    resumable_methods: tuple[str, ...] = ("rsync", "sftp")
 
     def __init__(self, destination: str, options: list[str] | tuple[str, ...] = (), config: str | None = None):
         import os

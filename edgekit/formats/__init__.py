@@ -39,6 +39,8 @@ class ModelFacts:
     kv_bytes_per_position: int
     n_layers: int | None = None
     external_data: tuple[str, ...] = ()
+    context_length: int | None = None  # the model's trained context, where the artifact says
+    n_vocab: int | None = None
     details: dict[str, Any] = field(default_factory=dict, compare=False)  # the full inspect dict
 
     def bytes_per_token(self, ctx_tokens: float) -> int:
@@ -50,6 +52,12 @@ class Format(Protocol):
     name: str          # "gguf", "onnx": the manifest's and the result's spelling
     runtime: str       # the runtime that runs it, as results name it ("llama.cpp", "onnxruntime")
     library: str       # the native library a crash would come from, for error lines
+    # an export folder holds one model file, named alike in every export (ONNX: model.onnx), so
+    # tables name it with its folder and `inspect FOLDER` shows the model; GGUF folders hold one per quant
+    one_model_per_folder: bool
+    # `check()` and `facts()` read only the file's header: cheap before a run or a child loads it
+    # (GGUF); else they parse the graph (ONNX: its inline weights), so bench reads them after the run
+    reads_header_only: bool
 
     def sniff(self, path: Path) -> bool:
         """Is this file of this format (cheap: a suffix or magic bytes; never raises on foreign or short files)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
+from edgekit.runtimes import LLAMA_CPP
 
 MAGIC = b"GGUF"
 
@@ -92,8 +93,10 @@ def _field(reader, key: str, default=None):
 
 class GGUFFormat:
     name = "gguf"
-    runtime = "llama.cpp"
-    library = "llama.cpp"
+    runtime = LLAMA_CPP.name
+    library = LLAMA_CPP.label
+    one_model_per_folder = False
+    reads_header_only = True
 
     def sniff(self, path: Path) -> bool:
         try:
@@ -192,7 +195,9 @@ class GGUFFormat:
         return ModelFacts(format=self.name, path=Path(path), quant=d["quant"], size_bytes=d["size_bytes"],
                           n_params=d["n_params"], architecture=d["architecture"],
                           weight_bytes_per_token=d["weight_bytes_per_token"],
-                          kv_bytes_per_position=d["kv_bytes_per_position"], n_layers=d["block_count"], details=d)
+                          kv_bytes_per_position=d["kv_bytes_per_position"], n_layers=d["block_count"],
+                          context_length=d.get("context_length"), n_vocab=d["tokenizer"]["n_tokens"] or None,
+                          details=d)
 
     def make_runner(self, path: Path, settings, spec):
         from edgekit.runners.llamacpp import LlamaCppRunner
@@ -203,12 +208,7 @@ class GGUFFormat:
                               n_batch=o.n_batch, n_ubatch=o.n_ubatch, flash_attn=o.flash_attn)
 
     def runtime_version(self) -> str:
-        from importlib import metadata
-
-        try:
-            return f"llama-cpp-python {metadata.version('llama-cpp-python')}"
-        except metadata.PackageNotFoundError:
-            return "llama-cpp-python unknown"
+        return LLAMA_CPP.version_text()
 
 
 FORMAT = GGUFFormat()

@@ -5,49 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
-
-
-def load_graph(model_path: Path):
-    """The model proto without external data (inline weights are read: parse it once per use)."""
-    import onnx
-
-    try:
-        return onnx.load(str(model_path), load_external_data=False)
-    except Exception as e:
-        raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
-                           "re-run the export") from None
-
-
-def check_onnx_complete(model_path: Path, model=None) -> None:
-    """Every external-data file exists and is long enough for the tensors that point into it.
-    `model` is the already-parsed proto (load_graph), if the caller has one."""
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    if model is None:
-        model = load_graph(model_path)
-    ends: dict[str, int] = {}
-    for t in _all_initializers(model.graph):
-        if uses_external_data(t):
-            info = ExternalDataInfo(t)
-            ends[info.location] = max(ends.get(info.location, 0), (info.offset or 0) + (info.length or 0))
-    for location, end in ends.items():
-        data = model_path.parent / location
-        if not data.is_file():
-            raise EdgekitError(f"external data file {location} of {model_path.name} is missing",
-                               f"copy {location} next to {model_path.name} (the export writes both), or re-export")
-        if data.stat().st_size < end:
-            raise EdgekitError(f"external data file {location} is truncated ({data.stat().st_size} of {end} bytes)",
-                               "copy it again or re-export")
-
-
-def _all_initializers(graph):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _all_initializers(attr.g)
+from edgekit.runtimes import ONNXRUNTIME
+import json
+from edgekit.runners.onnxruntime import check_onnx_complete, load_graph
 
 
 ONNX_ELEM_BYTES = {1: 4, 10: 2, 16: 2, 11: 8, 7: 8, 6: 4, 2: 1, 3: 1, 9: 1, 21: 0.5, 22: 0.5}  # TensorProto types
@@ -56,8 +17,6 @@ ONNX_ELEM_BYTES = {1: 4, 10: 2, 16: 2, 11: 8, 7: 8, 6: 4, 2: 1, 3: 1, 9: 1, 21: 
 def _inspect(path: Path) -> dict:
     """Facts of an ONNX decoder read from its graph (weights not loaded): parameters, bytes,
     precision, KV cache layout, custom ops, external data."""
-    import json
-
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
@@ -152,8 +111,10 @@ def _inspect(path: Path) -> dict:
 
 class ONNXFormat:
     name = "onnx"
-    runtime = "onnxruntime"
-    library = "ONNX Runtime"
+    runtime = ONNXRUNTIME.name
+    library = ONNXRUNTIME.label
+    one_model_per_folder = True
+    reads_header_only = False
 
     def sniff(self, path: Path) -> bool:
         return Path(path).suffix == ".onnx" and Path(path).is_file()
@@ -171,11 +132,18 @@ class ONNXFormat:
 
     def facts(self, path: Path) -> ModelFacts:
         d = self.inspect(path)
+        try:  # the context and vocabulary an export was made with (genai_config.json beside it)
+            genai = json.loads((Path(path).parent / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            genai = {}
+        genai = genai if isinstance(genai, dict) else {}
         return ModelFacts(format=self.name, path=Path(path), quant=d["quant"], size_bytes=d["size_bytes"],
                           n_params=d["n_params"], architecture=d["architecture"],
                           weight_bytes_per_token=d["weights_bytes"] - d["embedding_bytes"],
                           kv_bytes_per_position=d["kv_cache"].get("bytes_per_position", 0),
-                          n_layers=d["kv_cache"].get("layers"), external_data=tuple(d["external_data"]), details=d)
+                          n_layers=d["kv_cache"].get("layers"), external_data=tuple(d["external_data"]),
+                          context_length=_int(genai.get("context_length")), n_vocab=_int(genai.get("vocab_size")),
+                          details=d)
 
     def make_runner(self, path: Path, settings, spec):
         from edgekit.runners.onnxruntime import OrtRunner, available_providers, choose_providers
@@ -186,14 +154,11 @@ class ONNXFormat:
                          model_file=Path(path).name, n_batch=o.n_batch)
 
     def runtime_version(self) -> str:
-        from importlib import metadata
+        return ONNXRUNTIME.version_text()
 
-        for name in ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-qnn"):
-            try:
-                return f"{name} {metadata.version(name)}"
-            except metadata.PackageNotFoundError:
-                continue
-        return "onnxruntime unknown"
+
+def _int(value) -> int | None:
+    return int(value) if value else None
 
 
 FORMAT = ONNXFormat()

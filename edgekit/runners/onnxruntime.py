@@ -22,6 +22,51 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.runners import LoadedInContext
 
+
+# ---------------------------------------------------------------- the model file
+
+
+def load_graph(model_path: Path):
+    """The model proto without external data (inline weights are read: parse it once per use)."""
+    import onnx
+
+    try:
+        return onnx.load(str(model_path), load_external_data=False)
+    except Exception as e:
+        raise EdgekitError(f"{model_path} is not a readable ONNX model ({' '.join(str(e).split())[:120]})",
+                           "re-run the export") from None
+
+
+def check_onnx_complete(model_path: Path, model=None) -> None:
+    """Every external-data file exists and is long enough for the tensors that point into it.
+    `model` is the already-parsed proto (load_graph), if the caller has one."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if model is None:
+        model = load_graph(model_path)
+    ends: dict[str, int] = {}
+    for t in _all_initializers(model.graph):
+        if uses_external_data(t):
+            info = ExternalDataInfo(t)
+            ends[info.location] = max(ends.get(info.location, 0), (info.offset or 0) + (info.length or 0))
+    for location, end in ends.items():
+        data = model_path.parent / location
+        if not data.is_file():
+            raise EdgekitError(f"external data file {location} of {model_path.name} is missing",
+                               f"copy {location} next to {model_path.name} (the export writes both), or re-export")
+        if data.stat().st_size < end:
+            raise EdgekitError(f"external data file {location} is truncated ({data.stat().st_size} of {end} bytes)",
+                               "copy it again or re-export")
+
+
+def _all_initializers(graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                yield from _all_initializers(attr.g)
+
+
 PROVIDER_BACKEND = {
     "CPUExecutionProvider": "CPU",
     "CUDAExecutionProvider": "CUDA",
@@ -126,8 +171,6 @@ class OrtRunner(LoadedInContext):
 
     def load(self, preferred: tuple[str, ...] = ("CPUExecutionProvider",)) -> float:
         import onnxruntime as ort
-
-        from edgekit.formats.onnx import check_onnx_complete
 
         if self.graph_opt not in GRAPH_OPT:
             raise EdgekitError(f"unknown graph optimization level '{self.graph_opt}'", f"choose from: {', '.join(GRAPH_OPT)}")
