@@ -135,7 +135,8 @@ def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel
     import sys
 
     from edgekit.errors import EdgekitError
-    from edgekit.device.fleet import FleetTable, Host, bench_fleet
+    from edgekit.cli._fleet_table import FleetTable
+    from edgekit.device.fleet import Host, bench_fleet
 
     fleet: list[Host] = [Host(h, h, tuple(ssh_options)) for h in hosts]
     if inventory:

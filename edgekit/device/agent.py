@@ -31,7 +31,6 @@ from pathlib import Path
 from edgekit import native
 from edgekit.device.job import EvalJob, read_job
 from edgekit.errors import EdgekitError
-from edgekit.eval import run_eval
 
 POLL_S = 0.2
 
@@ -77,9 +76,11 @@ def run(run: Path) -> int:
             def here(p):
                 return None if p is None else str(run / p) if not Path(p).is_absolute() else p
 
-            result = run_eval(Path(job.model), reference=here(job.reference),
-                              text=Path(here(job.text)) if job.text else None, chunks=job.chunks,
-                              ctx=job.ctx, threads=job.threads, progress=progress)
+            # through a child, as a bench: `follow`, `list` and `kill` start without the measuring code
+            result = native.call("edgekit.eval:run_eval", Path(job.model), reference=here(job.reference),
+                                 text=Path(here(job.text)) if job.text else None, chunks=job.chunks, ctx=job.ctx,
+                                 threads=job.threads, library="edgekit eval", what=f"the evaluation of {job.model}",
+                                 progress=progress, timeout_s=timeout_s)
             name = "eval.json"
         else:
             result = native.call("edgekit.bench:bench_artifact", Path(job.model), job.settings, fmt=job.format,
