@@ -86,7 +86,8 @@ def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_lev
              threads, logits, fuse, memory_check, force, as_json):
     """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
     from edgekit.cli._progress import progress_bars
-    from edgekit.converters.onnx import Int4Options, export_onnx
+    from edgekit.converters.onnx import export_onnx
+    from edgekit.converters.onnx_int4 import Int4Options
 
     opts = Int4Options(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                        quantize_embedding=quantize_embedding)
