@@ -24,6 +24,7 @@ from edgekit.checkpoint import Checkpoint, model_basename
 from edgekit.converters.gguf_vocab import add_tokenizer
 from edgekit.errors import EdgekitError
 from edgekit.formats.gguf import FORMAT
+from edgekit.llamacpp_log import GGML_LOG_LEVEL_ERROR, route_llama_log
 
 Progress = Callable[[str, float, float], None]  # (label, done, total)
 
@@ -280,18 +281,14 @@ def quantize_here(src: str, dst: str, quant: str, nthread: int, progress: Progre
 
     errors: list[str] = []
 
-    def on_log(level, text, _user):
-        try:
-            m = _STEP.search(text or b"")
-            if m and progress:
-                progress("quantize", int(m.group(1)), int(m.group(2)))
-            elif level == 4 and text.strip():  # GGML_LOG_LEVEL_ERROR (ggml.h: WARN 3, ERROR 4)
-                errors.append(text.decode("utf-8", "replace").strip())
-        except Exception:  # never raise into C
-            pass
+    def on_log(level: int, text: bytes) -> None:
+        m = _STEP.search(text)
+        if m and progress:
+            progress("quantize", int(m.group(1)), int(m.group(2)))
+        elif level == GGML_LOG_LEVEL_ERROR and text.strip():
+            errors.append(text.decode("utf-8", "replace").strip())
 
-    callback = llama_cpp.llama_log_callback(on_log)
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    route_llama_log(on_log)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANT_TYPES[quant])
     params.nthread = nthread

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.llamacpp_log import route_llama_log
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
@@ -307,12 +308,6 @@ def dry_run_here(config: dict, quant: str) -> dict:
     plans = [p for _, _, p in gguf_tensors(config)]
     lines: list[str] = []
 
-    def on_log(level, text, _user):
-        try:
-            lines.append((text or b"").decode("utf-8", "replace"))
-        except Exception:
-            pass
-
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "shapes.gguf"
         if is_moe(config):
@@ -337,8 +332,7 @@ def dry_run_here(config: dict, quant: str) -> dict:
         data = sum((p.nbytes + align - 1) // align * align for p in plans)
         size = os.path.getsize(src)
         os.truncate(src, (size + align - 1) // align * align + data)  # sparse: nothing is written or read
-        callback = llama_cpp.llama_log_callback(on_log)
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        route_llama_log(lambda _level, text: lines.append(text.decode("utf-8", "replace")))
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(QUANT_TYPES[quant]) if quant in QUANT_TYPES else int(gguf.LlamaFileType.MOSTLY_F16)
         params.dry_run = True
