@@ -249,17 +249,15 @@ def add_deepseek2_hparams(w, c: dict) -> None:
 
 def gguf_tensors(config: dict) -> list[tuple]:
     """(GGUF name, GGUF shape ne0-first, the tensor's plan) of every tensor an F16 GGUF of `config`
-    holds: edgekit export gguf's names (converters.gguf.plan_tensors on the config's shapes), or
+    holds: edgekit export gguf's names (converters.gguf.plan_tensors_from_shapes on the config's shapes), or
     llama.cpp's deepseek2 names for DeepSeek-V3/R1."""
     if is_moe(config):
         return [(t.gguf_name, tuple(reversed(t.shape)), t) for t in deepseek2_tensors(config)]
     from edgekit.architectures import architecture_of, tensor_shapes
-    from edgekit.checkpoint import Checkpoint
-    from edgekit.converters.gguf import plan_tensors
+    from edgekit.converters.gguf import plan_tensors_from_shapes
 
-    ckpt = Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=architecture_of(config),
-                      tensor_files={}, tensor_info={n: (s, "BF16") for n, s in tensor_shapes(config).items()})
-    return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plan_tensors(ckpt, "F16")]
+    plans = plan_tensors_from_shapes(config, architecture_of(config), tensor_shapes(config), "F16")
+    return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plans]
 
 
 def dry_run_types(config: dict, quant: str) -> dict[str, str]:
@@ -315,13 +313,10 @@ def dry_run_here(config: dict, quant: str) -> dict:
             add_deepseek2_hparams(w, config)
         else:
             from edgekit.architectures import architecture_of
-            from edgekit.checkpoint import Checkpoint
             from edgekit.converters.gguf import add_hparams
 
-            arch = architecture_of(config)
-            w = gguf.GGUFWriter(path=None, arch=arch.gguf_arch)
-            add_hparams(w, Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=arch,
-                                      tensor_files={}, tensor_info={}), "plan", "F16")
+            w = gguf.GGUFWriter(path=None, arch=architecture_of(config).gguf_arch)
+            add_hparams(w, config, "plan", "F16")
         for p in plans:
             w.add_tensor_info(p.gguf_name, p.shape, np.dtype(p.np_dtype()), p.nbytes, raw_dtype=p.raw_dtype())
         w.write_header_to_file(src)
