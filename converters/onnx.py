@@ -58,9 +58,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 # ---------------------------------------------------------------- memory
 
-# Peak RSS of the export child per byte of weights in the export dtype, measured on the
-# r1-distill-qwen-1.5b preset: FP32 trace 14.9 GB for 7.1 GB of weights, FP16 8.0 GB for 3.55 GB
-# (the model plus the exporter's folded, transposed copies of every Linear weight).
+# Peak RSS of the export child per byte of weights in the export dtype (the model plus the
+# exporter's folded, transposed copies of every Linear weight); the measurement: docs/benchmarks.md.
 TRACE_PEAK_PER_WEIGHT_BYTE = {"fp32": 2.1, "fp16": 2.3}
 
 

@@ -293,15 +293,14 @@ def _source_name(quantized_name: str) -> str:
 
 # INT4 is checked twice against the FP32 graph run on its own dequantized weights:
 # - the weights: the model with every MatMulNBits set to accuracy_level 1 (fp32 compute) must
-#   match to float rounding (3e-6 x logit std measured on the tiny checkpoints). This pins the
-#   packed weights and our reading of them; a wrong packing moves logits by O(1) x std.
+#   match to float rounding (what it measured: docs/benchmarks.md). This pins the packed
+#   weights and our reading of them; a wrong packing moves logits by O(1) x std.
 # - the shipped kernels at the chosen accuracy level: against the same reference, with the
 #   tolerance derived as for unquantized exports (parity.compare_to_reference): the reference
 #   once more with the level's activation rounding emulated (with_activation_rounding) says how
-#   far rounding alone moves this checkpoint's logits (int8 at level 4: 0.03 x std on tiny
-#   checkpoints at initializer_range 0.02, about 1 x std at 0.5, where a deep stack of large
-#   weights amplifies every rounding). Level 1 must match to float rounding; level 0 lets the
-#   provider choose, so only a gross bound applies.
+#   far rounding alone moves this checkpoint's logits (more, the larger the weights: a deep stack
+#   of large weights amplifies every rounding; docs/benchmarks.md). Level 1 must match to float
+#   rounding; level 0 lets the provider choose, so only a gross bound applies.
 INT4_WEIGHTS_REL_TOL = 0.002
 INT4_LEVEL0_REL_TOL = 0.5
 
