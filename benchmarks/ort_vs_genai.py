@@ -6,15 +6,14 @@ n-1 decode steps each), with the same intra-op threads. Each side lives in a pro
 its own (in one process genai's ONNX Runtime environment keeps threads that slow the other
 side down: measured), loaded once; over --rounds rounds they take turns, who goes first
 alternating, each turn an untimed generation (64 picks at most) and then the timed one. On
-a shared VM the memory bandwidth drifts by 10-30 % within minutes; turns of a few seconds let that drift
+a shared VM the memory bandwidth drifts within minutes; turns of a few seconds let that drift
 hit both sides alike (one fresh process per side per round did not). Printed: pp and tg
 tok/s of each and the ratios edgekit / genai: the median over rounds, a distribution-free
 confidence interval for it (95 % or more; 99 % at the default 8 rounds) and whether that
-interval clears the goal >= 1.0. How wide it is, measured on a 2-core VM at 1.5B, p128/n64:
-8 rounds about 0.97-1.11, 40 rounds 0.975-1.049, 80 rounds (32 minutes) 0.970-1.012; ask
-for 80 to tell a 2-3 % difference from none. Then `edgekit bench` of the ONNX INT4
-folder against `edgekit bench` of a GGUF Q4_K_M of the same checkpoint: which runtime
-wins on this machine.
+interval clears the goal >= 1.0. The interval narrows with --rounds (how wide it was at 8, 40
+and 80: docs/benchmarks.md); ask for 80 to tell a 2-3 % difference from none. Then `edgekit
+bench` of the ONNX INT4 folder against `edgekit bench` of a GGUF Q4_K_M of the same
+checkpoint: which runtime wins on this machine.
 
     python benchmarks/ort_vs_genai.py                         # r1-distill-qwen-1.5b, INT4 and Q4_K_M
     python benchmarks/ort_vs_genai.py --onnx DIR --gguf FILE  # your own exports

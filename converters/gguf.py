@@ -19,11 +19,12 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from edgekit.architectures import head_dim, n_kv_heads
+from edgekit.architectures import Architecture, head_dim, n_kv_heads
 from edgekit.checkpoint import Checkpoint, model_basename
 from edgekit.converters.gguf_vocab import add_tokenizer
 from edgekit.errors import EdgekitError
 from edgekit.formats.gguf import FORMAT
+from edgekit.llamacpp_log import GGML_LOG_LEVEL_ERROR, route_llama_log
 
 Progress = Callable[[str, float, float], None]  # (label, done, total)
 
@@ -170,21 +171,29 @@ class TensorPlan:
 
 
 def plan_tensors(ckpt: Checkpoint, base: str) -> list[TensorPlan]:
-    cfg = ckpt.config
+    """The GGUF tensors of a checkpoint: plan_tensors_from_shapes on its tensor names and shapes."""
+    shapes = {hf_name: shape for hf_name, (shape, _dtype) in ckpt.tensor_info.items()}
+    return plan_tensors_from_shapes(ckpt.config, ckpt.arch, shapes, base)
+
+
+def plan_tensors_from_shapes(cfg: dict, arch: Architecture, shapes: dict[str, tuple[int, ...]],
+                             base: str) -> list[TensorPlan]:
+    """The GGUF tensors for Hugging Face tensors of these names and shapes, in their order (no
+    checkpoint needed: `edgekit plan` plans a config's shapes). 1-D tensors stay F32, the rest `base`."""
     n_layers = int(cfg["num_hidden_layers"])
-    arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[ckpt.arch.gguf_arch]
+    arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch.gguf_arch]
     name_map = gguf.TensorNameMap(arch_enum, n_layers)
     n_head, n_kv = int(cfg["num_attention_heads"]), n_kv_heads(cfg)
     plans: list[TensorPlan] = []
-    for hf_name, (shape, _dtype) in ckpt.tensor_info.items():
+    for hf_name, shape in shapes.items():
         if hf_name.endswith(("rotary_emb.inv_freq",)):
             continue  # recomputed by llama.cpp
         gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gname is None:
-            raise EdgekitError(f"tensor {hf_name} has no GGUF name for {ckpt.arch.gguf_arch}",
+            raise EdgekitError(f"tensor {hf_name} has no GGUF name for {arch.gguf_arch}",
                                "the checkpoint holds tensors this architecture does not have")
         permute = None
-        if ckpt.arch.permute_qk:
+        if arch.permute_qk:
             if re.search(r"self_attn\.q_proj\.(weight|bias)$", hf_name):
                 permute = n_head
             elif re.search(r"self_attn\.k_proj\.(weight|bias)$", hf_name):
@@ -198,8 +207,7 @@ def plan_tensors(ckpt: Checkpoint, base: str) -> list[TensorPlan]:
     return plans
 
 
-def add_hparams(w: gguf.GGUFWriter, ckpt: Checkpoint, model_name: str, base: str) -> None:
-    cfg = ckpt.config
+def add_hparams(w: gguf.GGUFWriter, cfg: dict, model_name: str, base: str) -> None:
     w.add_name(model_name)
     w.add_context_length(int(cfg["max_position_embeddings"]))
     w.add_embedding_length(int(cfg["hidden_size"]))
@@ -224,7 +232,7 @@ def write_base_gguf(ckpt: Checkpoint, path: Path, base: str = "F16", model_name:
     """Write the unquantized GGUF; returns facts about the tokenizer written."""
     plans = plan_tensors(ckpt, base)
     w = gguf.GGUFWriter(path=None, arch=ckpt.arch.gguf_arch)
-    add_hparams(w, ckpt, model_name, base)
+    add_hparams(w, ckpt.config, model_name, base)
     vocab_facts = add_tokenizer(w, ckpt.path, int(ckpt.config["vocab_size"]))
     for p in plans:
         w.add_tensor_info(p.gguf_name, p.shape, np.dtype(p.np_dtype()), p.nbytes, raw_dtype=p.raw_dtype())
@@ -280,18 +288,14 @@ def quantize_here(src: str, dst: str, quant: str, nthread: int, progress: Progre
 
     errors: list[str] = []
 
-    def on_log(level, text, _user):
-        try:
-            m = _STEP.search(text or b"")
-            if m and progress:
-                progress("quantize", int(m.group(1)), int(m.group(2)))
-            elif level == 4 and text.strip():  # GGML_LOG_LEVEL_ERROR (ggml.h: WARN 3, ERROR 4)
-                errors.append(text.decode("utf-8", "replace").strip())
-        except Exception:  # never raise into C
-            pass
+    def on_log(level: int, text: bytes) -> None:
+        m = _STEP.search(text)
+        if m and progress:
+            progress("quantize", int(m.group(1)), int(m.group(2)))
+        elif level == GGML_LOG_LEVEL_ERROR and text.strip():
+            errors.append(text.decode("utf-8", "replace").strip())
 
-    callback = llama_cpp.llama_log_callback(on_log)
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    route_llama_log(on_log)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANT_TYPES[quant])
     params.nthread = nthread

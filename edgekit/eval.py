@@ -39,6 +39,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.formats import FORMATS, get_format
+from edgekit.parity import log_softmax
 
 Progress = Callable[[str, float, float], None]
 
@@ -99,13 +100,6 @@ def chunk_ids(tokens: np.ndarray, i: int, ctx: int, bos: int | None) -> np.ndarr
     if bos is not None:
         chunk[0] = bos
     return chunk
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x -= x.max(-1, keepdims=True)
-    x -= np.log(np.exp(x).sum(-1, keepdims=True))
-    return x
 
 
 class Scores:

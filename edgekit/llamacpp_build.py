@@ -18,7 +18,7 @@ Why not llama.cpp's default (`GGML_NATIVE=ON`, i.e. `-march=native`):
 The x86-64 baseline is AVX2 + FMA + F16C + BMI2 (x86-64-v3: every x86-64 server and
 laptop CPU since 2013-2015, AMD and Intel), with AVX-512 and AMX off. What this costs
 against a native build on a host where native is safe is measured by
-benchmarks/bench_vs_llamabench.py --compare-native (see its output and the README).
+benchmarks/bench_vs_llamabench.py --compare-native (what it measured, and where: docs/benchmarks.md).
 On arm64 the baseline is the compiler's armv8-a, which runs on any arm64 workstation;
 devices get their own flags from their target recipe (Pi NEON/dotprod, Jetson CUDA,
 Apple Metal) through `edgekit targets`, never these.

@@ -212,9 +212,11 @@ def disagreement(what: str, v: dict) -> str:
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, in float64 (a new array; `x` is left as it is)."""
     x = x.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    x -= x.max(-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(-1, keepdims=True))
+    return x
 
 
 def compare_quantized(base: np.ndarray, quant: np.ndarray) -> dict:

@@ -35,6 +35,7 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
 from edgekit.runtimes import get_runtime
+from edgekit.llamacpp_log import route_llama_log
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
@@ -249,17 +250,15 @@ def add_deepseek2_hparams(w, c: dict) -> None:
 
 def gguf_tensors(config: dict) -> list[tuple]:
     """(GGUF name, GGUF shape ne0-first, the tensor's plan) of every tensor an F16 GGUF of `config`
-    holds: edgekit export gguf's names (converters.gguf.plan_tensors on the config's shapes), or
+    holds: edgekit export gguf's names (converters.gguf.plan_tensors_from_shapes on the config's shapes), or
     llama.cpp's deepseek2 names for DeepSeek-V3/R1."""
     if is_moe(config):
         return [(t.gguf_name, tuple(reversed(t.shape)), t) for t in deepseek2_tensors(config)]
     from edgekit.architectures import architecture_of, tensor_shapes
-    from edgekit.checkpoint import Checkpoint
-    from edgekit.converters.gguf import plan_tensors
+    from edgekit.converters.gguf import plan_tensors_from_shapes
 
-    ckpt = Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=architecture_of(config),
-                      tensor_files={}, tensor_info={n: (s, "BF16") for n, s in tensor_shapes(config).items()})
-    return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plan_tensors(ckpt, "F16")]
+    plans = plan_tensors_from_shapes(config, architecture_of(config), tensor_shapes(config), "F16")
+    return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plans]
 
 
 def dry_run_types(config: dict, quant: str) -> dict[str, str]:
@@ -308,12 +307,6 @@ def dry_run_here(config: dict, quant: str) -> dict:
     plans = [p for _, _, p in gguf_tensors(config)]
     lines: list[str] = []
 
-    def on_log(level, text, _user):
-        try:
-            lines.append((text or b"").decode("utf-8", "replace"))
-        except Exception:
-            pass
-
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "shapes.gguf"
         if is_moe(config):
@@ -321,13 +314,10 @@ def dry_run_here(config: dict, quant: str) -> dict:
             add_deepseek2_hparams(w, config)
         else:
             from edgekit.architectures import architecture_of
-            from edgekit.checkpoint import Checkpoint
             from edgekit.converters.gguf import add_hparams
 
-            arch = architecture_of(config)
-            w = gguf.GGUFWriter(path=None, arch=arch.gguf_arch)
-            add_hparams(w, Checkpoint(path=Path("."), source="plan", hub_id=None, config=config, arch=arch,
-                                      tensor_files={}, tensor_info={}), "plan", "F16")
+            w = gguf.GGUFWriter(path=None, arch=architecture_of(config).gguf_arch)
+            add_hparams(w, config, "plan", "F16")
         for p in plans:
             w.add_tensor_info(p.gguf_name, p.shape, np.dtype(p.np_dtype()), p.nbytes, raw_dtype=p.raw_dtype())
         w.write_header_to_file(src)
@@ -338,8 +328,7 @@ def dry_run_here(config: dict, quant: str) -> dict:
         data = sum((p.nbytes + align - 1) // align * align for p in plans)
         size = os.path.getsize(src)
         os.truncate(src, (size + align - 1) // align * align + data)  # sparse: nothing is written or read
-        callback = llama_cpp.llama_log_callback(on_log)
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        route_llama_log(lambda _level, text: lines.append(text.decode("utf-8", "replace")))
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(QUANT_TYPES[quant]) if quant in QUANT_TYPES else int(gguf.LlamaFileType.MOSTLY_F16)
         params.dry_run = True

@@ -16,7 +16,6 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.formats import FORMATS, get_format
 from edgekit.results import BenchResult, EvalResult
-from edgekit.runtimes import RUNTIMES
 import statistics
 from edgekit.runtimes import LLAMA_CPP, RUNTIMES
 

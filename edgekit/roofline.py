@@ -32,8 +32,7 @@ def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repe
 
 def host_bandwidth_gb_s() -> tuple[float, str]:
     """This machine's bandwidth, measured now, in the same job as the run it bounds: a shared VM's
-    drifts too far for a figure from another time (16 GB/s cached, 24-25 GB/s an hour later,
-    and 16 to 24 GB/s within one `make demo`, on the 2-core development VM)."""
+    drifts too far for a figure from another time (how far: docs/benchmarks.md)."""
     threads = os.cpu_count() or 1
     return (round(measure_copy_bandwidth_gb_s(threads=threads), 2),
             f"measured after this run's repetitions: {threads}-thread numpy copy of 256 MiB, best of 5")
@@ -65,10 +64,8 @@ def _parse_cache_size(text: str) -> int:
 def above_roofline_warning(efficiency: float, bytes_per_token: int, llc_bytes: int | None,
                            bandwidth_source: str) -> str | None:
     """A run faster than the memory-bandwidth bound did not read all its bytes from memory at the
-    bandwidth used: say which of the two reasons can apply, rather than let a 124 % efficiency
-    pass for a measurement. Seen on the 2-core VM against a bandwidth figure cached from an
-    earlier hour: an 85M model's Q4_K_M (46 MB per token, 32 MiB L3) and Q8_0 (80 MB) at
-    103 % and 124 %, 95 % in the next run; hence the measurement in the same job now."""
+    bandwidth used: say which of the two reasons can apply, rather than let an efficiency above
+    100 % pass for a measurement (the runs that showed it: docs/benchmarks.md)."""
     if efficiency <= 1.0:
         return None
     reasons = []

@@ -88,11 +88,12 @@ def onnx_export(tmp_path_factory):
 
     def get(ckpt, precision, logits="last", fuse=False, **int4):
         from edgekit.converters import onnx as onnx_conv
+        from edgekit.converters.onnx_int4 import Int4Options
 
         key = (ckpt, precision, logits, fuse, tuple(sorted(int4.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("onnx") / f"{ckpt.name}-{precision}"
-            manifest = onnx_conv.export_onnx(str(ckpt), out, precision, onnx_conv.Int4Options(**int4),
+            manifest = onnx_conv.export_onnx(str(ckpt), out, precision, Int4Options(**int4),
                                              verify=True, threads=2, logits=logits, fuse=fuse)
             cache[key] = (out, manifest)
         return cache[key]

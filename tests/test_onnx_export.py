@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.converters import onnx as onnx_conv
+from edgekit.converters import onnx_graph, onnx_int4
 from edgekit.errors import EdgekitError
 
 from helpers import assert_one_line_error
@@ -70,7 +71,7 @@ def test_fuse_turns_rotary_and_residual_norms_into_ort_ops(onnx_export, request,
 def test_attention_reads_the_cache_as_stored_not_repeated_per_head(onnx_export, request, ckpt_name):
     import onnx
 
-    from edgekit.converters.onnx import group_attention
+    from edgekit.converters.onnx_graph import group_attention
 
     ckpt = request.getfixturevalue(ckpt_name)
     out, manifest = onnx_export(ckpt, "fp32")
@@ -105,12 +106,12 @@ def test_grouped_attention_equals_the_repeated_graph_and_skips_what_it_cannot_pr
     dim = config["hidden_size"] // heads
     raw = onnx_conv.torch_export(tiny_qwen2, tmp_path / "raw", fp16=False)  # optimum's graph, repeat_kv and all
     ids = list(range(3, 40))
-    want = onnx_conv.onnx_logits(raw, ids, threads=2)
+    want = onnx_graph.onnx_logits(raw, ids, threads=2)
 
     grouped = tmp_path / "grouped"
     shutil.copytree(raw.parent, grouped)
-    assert onnx_conv.group_attention(grouped / "model.onnx", heads, kv, dim) == config["num_hidden_layers"]
-    got = onnx_conv.onnx_logits(grouped / "model.onnx", ids, threads=2)
+    assert onnx_graph.group_attention(grouped / "model.onnx", heads, kv, dim) == config["num_hidden_layers"]
+    got = onnx_graph.onnx_logits(grouped / "model.onnx", ids, threads=2)
     assert np.abs(got - want).max() < 1e-5 * float(np.std(want))  # same weights, same maths, one pass per KV head
 
     # a layer whose repeated key also feeds its head count (Shape -> Gather index 1) stays as exported
@@ -129,7 +130,7 @@ def test_grouped_attention_equals_the_repeated_graph_and_skips_what_it_cannot_pr
     index = producer[gather.input[1]]
     index.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(1, np.int64)))
     onnx.save_model(model, str(odd / "model.onnx"))
-    assert onnx_conv.group_attention(odd / "model.onnx", heads, kv, dim) == config["num_hidden_layers"] - 1
+    assert onnx_graph.group_attention(odd / "model.onnx", heads, kv, dim) == config["num_hidden_layers"] - 1
 
 
 def test_fuse_that_finds_nothing_is_one_line_and_writes_nothing(tiny_qwen2, tmp_path, monkeypatch):
@@ -152,8 +153,8 @@ def test_fused_fp32_matches_the_plain_graph_and_loads_in_genai(onnx_export, tiny
     ids = [3, 17, 300, 2, 99, 1000, 45, 7, 12]
     fused, _ = onnx_export(tiny_qwen2, "fp32", logits="all", fuse=True)
     plain, _ = onnx_export(tiny_qwen2, "fp32", logits="all")
-    a = onnx_conv.onnx_logits(plain / "model.onnx", ids)
-    b = onnx_conv.onnx_logits(fused / "model.onnx", ids)
+    a = onnx_graph.onnx_logits(plain / "model.onnx", ids)
+    b = onnx_graph.onnx_logits(fused / "model.onnx", ids)
     assert np.abs(a - b).max() < 1e-4 * a.std()  # same math, other kernels (measured 2.5e-6)
     assert_genai_and_edgekit_agree(fused, ids, 8)
 
@@ -221,7 +222,7 @@ def test_corrupted_int4_weights_fail_the_check(tiny_qwen2, tmp_path, monkeypatch
     import onnx
     from onnx import numpy_helper
 
-    real = onnx_conv.quantize_int4
+    real = onnx_int4.quantize_int4
 
     def corrupting(src, dst, opts):
         real(src, dst, opts)
@@ -260,7 +261,7 @@ def test_dequantize_matmul_nbits_matches_onnxruntime(tmp_path, k, block):
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), src)
     for symmetric in (True, False):
         dst = tmp_path / f"q{symmetric}.onnx"
-        onnx_conv.quantize_int4(src, dst, onnx_conv.Int4Options(block_size=block, symmetric=symmetric,
+        onnx_int4.quantize_int4(src, dst, onnx_int4.Int4Options(block_size=block, symmetric=symmetric,
                                                                 accuracy_level=1))
         q = onnx.load(dst)
         node = next(nd for nd in q.graph.node if nd.op_type == "MatMulNBits")
@@ -268,17 +269,17 @@ def test_dequantize_matmul_nbits_matches_onnxruntime(tmp_path, k, block):
         zp = init.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
         assert (zp is None) == symmetric
         scales = init[node.input[2]].reshape(n, -1)
-        deq = onnx_conv.dequantize_matmul_nbits(init[node.input[1]], init[node.input[2]], zp, k, n, block)
+        deq = onnx_int4.dequantize_matmul_nbits(init[node.input[1]], init[node.input[2]], zp, k, n, block)
         assert deq.shape == (k, n)
         bound = 1.0 if symmetric else 0.5
-        assert onnx_conv.quantization_error_steps(w, deq, scales, 0, block) <= bound * 1.001
+        assert onnx_int4.quantization_error_steps(w, deq, scales, 0, block) <= bound * 1.001
         y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         np.testing.assert_allclose(y, x @ deq, rtol=1e-4, atol=1e-4)
         # swapping the nibbles (a wrong layout) is caught by the same bound
         packed = init[node.input[1]]
         swapped = ((packed & 0x0F) << 4) | (packed >> 4)
-        bad = onnx_conv.dequantize_matmul_nbits(swapped, init[node.input[2]], zp, k, n, block)
-        assert onnx_conv.quantization_error_steps(w, bad, scales, 0, block) > bound * 1.5
+        bad = onnx_int4.dequantize_matmul_nbits(swapped, init[node.input[2]], zp, k, n, block)
+        assert onnx_int4.quantization_error_steps(w, bad, scales, 0, block) > bound * 1.5
 
 
 @pytest.mark.parametrize("cols", [128, 96])  # a whole number of blocks; a short last block
@@ -299,16 +300,16 @@ def test_dequantize_gather_block_matches_onnxruntime(tmp_path, cols):
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), src)
     for symmetric in (True, False):
         dst = tmp_path / f"gq{symmetric}.onnx"
-        onnx_conv.quantize_int4(src, dst, onnx_conv.Int4Options(block_size=64, symmetric=symmetric,
+        onnx_int4.quantize_int4(src, dst, onnx_int4.Int4Options(block_size=64, symmetric=symmetric,
                                                                 quantize_embedding=True))
         q = onnx.load(dst)
         node = next(nd for nd in q.graph.node if nd.op_type == "GatherBlockQuantized")
         init = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
         zp = init.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-        deq = onnx_conv.dequantize_gather_block(init[node.input[0]], init[node.input[2]], zp, 64)
+        deq = onnx_int4.dequantize_gather_block(init[node.input[0]], init[node.input[2]], zp, 64)
         y = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
         np.testing.assert_allclose(y[0], deq[ids[0]], rtol=1e-5, atol=1e-6)
-        steps = onnx_conv.quantization_error_steps(table, deq, init[node.input[2]].reshape(rows, -1), 1, 64)
+        steps = onnx_int4.quantization_error_steps(table, deq, init[node.input[2]].reshape(rows, -1), 1, 64)
         assert steps <= (1.0 if symmetric else 0.5) * 1.001
 
 
@@ -458,7 +459,7 @@ def test_cli_bench_onnx_bad_provider(onnx_export, tiny_qwen2):
 def test_external_data_is_world_readable_and_checked(tiny_qwen2, tmp_path, monkeypatch):
     """Above 2 GB the weights go to model.onnx_data (forced here); onnx writes it 0600, the export
     leaves it as the umask says, and a missing or truncated data file is one clear line."""
-    monkeypatch.setattr(onnx_conv, "PROTOBUF_LIMIT", 0)
+    monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 0)
     old = os.umask(0o022)
     try:
         out = tmp_path / "ext"

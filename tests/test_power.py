@@ -305,11 +305,12 @@ def test_auto_sensor_never_falls_back_to_another_device(monkeypatch):
 
 def test_llama_log_keeps_errors_and_their_continuations():
     pytest.importorskip("llama_cpp")
+    from edgekit import llamacpp_log
     from edgekit.runners import llamacpp
 
     errors = llamacpp.quiet_llama_logs()
     errors.clear()
-    cb = llamacpp._LOG["callback"]
+    cb = llamacpp_log._LOG["callback"]
     cb(3, b"a warning\n", None)
     cb(4, b"failed to load model\n", None)
     cb(5, b"(file too short)\n", None)

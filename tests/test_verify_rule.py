@@ -123,17 +123,18 @@ def test_int8_activation_emulation_changes_every_matmul_and_only_those(tiny_qwen
     import onnx
 
     from edgekit.converters import onnx as onnx_conv
+    from edgekit.converters import onnx_graph, onnx_int4
 
     manifest = onnx_conv.export_onnx(str(tiny_qwen2), tmp_path / "int4", "int4", verify=False, threads=2,
                                      logits="all")
     ref = tmp_path / "ref.onnx"
-    onnx_conv.build_dequantized_reference(tmp_path / "int4" / "model.onnx", ref)
-    assert onnx_conv.with_activation_rounding(ref, tmp_path / "ref-int8.onnx", "int8", 32) == 15
+    onnx_int4.build_dequantized_reference(tmp_path / "int4" / "model.onnx", ref)
+    assert onnx_int4.with_activation_rounding(ref, tmp_path / "ref-int8.onnx", "int8", 32) == 15
     model = onnx.load(str(tmp_path / "ref-int8.onnx"), load_external_data=False)
     assert sum(n.op_type == "Round" for n in model.graph.node) == 15
     ids = list(range(3, 40))
-    a = onnx_conv.onnx_logits(ref, ids, 2)
-    b = onnx_conv.onnx_logits(tmp_path / "ref-int8.onnx", ids, 2)
+    a = onnx_graph.onnx_logits(ref, ids, 2)
+    b = onnx_graph.onnx_logits(tmp_path / "ref-int8.onnx", ids, 2)
     assert 0 < np.abs(a - b).max() < 0.2 * np.std(a)  # rounded, not broken
     assert manifest.files[0].quant
 

@@ -73,20 +73,22 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
                    "and no n x vocab buffer; all: logits for every position (perplexity, scoring).")
 @click.option("--fuse", is_flag=True,
               help="Run ONNX Runtime's transformer optimizer: rotary embeddings and residual+RMSNorm become "
-                   "RotaryEmbedding / SkipSimplifiedLayerNormalization contrib ops (measured on CPU: 7 % faster "
-                   "decode at 85M parameters, 3-13 % at 1.5B; +67 MB of cos/sin tables at 131072 positions). "
+                   "RotaryEmbedding / SkipSimplifiedLayerNormalization contrib ops (fewer, larger kernels, and "
+                   "cos/sin tables for the whole context in the file; the speed-up measured: docs/benchmarks.md). "
                    "The file then needs ONNX Runtime (CPU, CUDA), not TensorRT's parser; the checks run on the "
                    "fused graph.")
 @click.option("--memory-check/--no-memory-check", default=True, show_default=True,
-              help="Refuse up front when the export needs more RAM than is available "
-                   "(measured: 2.1x the FP32 weights; 2.3x the FP16 weights for --precision fp16).")
+              help="Refuse up front when the export's estimated peak RAM (2.1x the FP32 weights; 2.3x the "
+                   "FP16 weights for --precision fp16) is more than is available (where those factors come "
+                   "from: docs/benchmarks.md).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_level, quantize_embedding, verify,
              threads, logits, fuse, memory_check, force, as_json):
     """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
     from edgekit.cli._progress import progress_bars
-    from edgekit.converters.onnx import Int4Options, export_onnx
+    from edgekit.converters.onnx import export_onnx
+    from edgekit.converters.onnx_int4 import Int4Options
 
     opts = Int4Options(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                        quantize_embedding=quantize_embedding)

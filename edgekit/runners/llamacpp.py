@@ -17,41 +17,33 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.llamacpp_log import GGML_LOG_LEVEL_CONT, GGML_LOG_LEVEL_ERROR, route_llama_log
 from edgekit.runners import LoadedInContext
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
-_LOG = {"callback": None, "errors": []}
-GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_CONT = 4, 5  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+_LOG = {"errors": [], "last": 0}  # llama.cpp's last 20 error lines; the level of the line before
+
+
+def _keep_errors(level: int, text: bytes) -> None:
+    line = text.decode("utf-8", "replace").strip()
+    if level == GGML_LOG_LEVEL_CONT:
+        level = _LOG["last"]
+        if level == GGML_LOG_LEVEL_ERROR and line and _LOG["errors"]:
+            _LOG["errors"][-1] += " " + line
+            return
+    _LOG["last"] = level
+    if level == GGML_LOG_LEVEL_ERROR and line:
+        _LOG["errors"].append(line)
+        del _LOG["errors"][:-20]
 
 
 def quiet_llama_logs() -> list[str]:
     """Route llama.cpp's log to a list of its error lines (it prints everything by default).
 
-    Returns that list; it is kept for the process, so the C side never calls a freed callback.
+    Returns that list; it is kept for the process (edgekit.llamacpp_log keeps the callback alive).
     """
-    import llama_cpp as L
-
-    if _LOG["callback"] is None:
-        state = {"last": 0}
-
-        def on_log(level, text, _user):
-            try:
-                line = (text or b"").decode("utf-8", "replace").strip()
-                if level == GGML_LOG_LEVEL_CONT:
-                    level = state["last"]
-                    if level == GGML_LOG_LEVEL_ERROR and line and _LOG["errors"]:
-                        _LOG["errors"][-1] += " " + line
-                        return
-                state["last"] = level
-                if level == GGML_LOG_LEVEL_ERROR and line:
-                    _LOG["errors"].append(line)
-                    del _LOG["errors"][:-20]
-            except Exception:  # never raise into C
-                pass
-
-        _LOG["callback"] = L.llama_log_callback(on_log)
-        L.llama_log_set(_LOG["callback"], ctypes.c_void_p(0))
+    route_llama_log(_keep_errors)
     return _LOG["errors"]
 
 

@@ -282,8 +282,8 @@ class OrtRunner(LoadedInContext):
     def _prepare_io(self) -> None:
         """What every step reuses: the mask and position arrays it slices, the one-row logits
         buffer, and one IOBinding for the session, bound through its C++ object when this
-        onnxruntime has one (the Python wrapper's bookkeeping costs 2-3 µs a binding, two per KV
-        tensor per step: measured)."""
+        onnxruntime has one (the Python wrapper adds bookkeeping to every binding, two per KV
+        tensor per step; its cost: docs/benchmarks.md)."""
         from onnxruntime import OrtDevice, OrtValue
 
         self._mask, self._positions = np.ones(256, dtype=np.int64), np.arange(256, dtype=np.int64)
@@ -430,7 +430,7 @@ class OrtRunner(LoadedInContext):
 
 def _raw_iobinding(binding):
     """The C++ IOBinding behind onnxruntime's Python one (a private attribute since 2020), or
-    None where a release has none: then the public methods serve, 2-3 µs a call slower."""
+    None where a release has none: then the public methods serve, a little slower a call."""
     return getattr(binding, "_iobinding", None)
 
 
@@ -447,8 +447,8 @@ class KVCache:
     provider's device with a slot per past/present tensor, room for `capacity` tokens each;
     a slot is bound at the step's shape (the first kv_heads * tokens * head_dim elements of a
     [1, kv_heads, tokens, head_dim] tensor), so the steps reuse the same memory and a cache
-    costs two allocations, not two per tensor (about 10 µs each through the Python API: 1 ms
-    for a 28-layer prefill, measured). A back set too small for the next step is replaced by
+    costs two allocations, not two per tensor (what an allocation through the Python API costs:
+    docs/benchmarks.md). A back set too small for the next step is replaced by
     one twice the front's size (the front is what is read, so nothing is copied): at most
     log2(length / start) allocations per sequence. Pages are touched only as tokens are
     written, so an unused tail costs address space, not RSS.
