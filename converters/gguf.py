@@ -9,6 +9,8 @@ model. Quantized files are produced from the base file by llama.cpp's own
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import ctypes
 import math
 import re
@@ -16,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import gguf
 import numpy as np
 
 from edgekit.architectures import Architecture, head_dim, n_kv_heads
@@ -25,16 +26,24 @@ from edgekit.converters.gguf_vocab import add_tokenizer
 from edgekit.errors import EdgekitError
 from edgekit.formats.gguf import FORMAT
 from edgekit.llamacpp_log import GGML_LOG_LEVEL_ERROR, route_llama_log
+if TYPE_CHECKING:  # annotations only: gguf is imported where it is used
+    import gguf
 
 Progress = Callable[[str, float, float], None]  # (label, done, total)
 
-BASE_TYPES = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
-              "BF16": gguf.LlamaFileType.MOSTLY_BF16}
+# name -> its gguf.LlamaFileType member (file_type() reads it; gguf is imported on use)
+BASE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16"}
 # Quantizations llama.cpp makes without an importance matrix, in llama.cpp's spelling.
-QUANT_TYPES = {name: gguf.LlamaFileType[f"MOSTLY_{name}"] for name in (
+QUANT_TYPES = {name: f"MOSTLY_{name}" for name in (
     "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0",
     "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")}
 ALL_TYPES = {**BASE_TYPES, **QUANT_TYPES}
+
+
+def file_type(name: str) -> int:
+    """llama.cpp's file type (general.file_type, llama_ftype) of a quant name of ALL_TYPES."""
+    
+    return int(gguf.LlamaFileType[ALL_TYPES[name]])
 
 
 def parse_quants(text: str) -> list[str]:
@@ -82,6 +91,7 @@ SUPPORTED_ROPE = ("llama3", "linear", "yarn")
 
 
 def add_rope_scaling(w: gguf.GGUFWriter, config: dict) -> None:
+    
     rp = rope_params(config)
     rtype = rp["rope_type"]
     if rtype is None or rtype == "llama3":  # llama3: the rope_freqs tensor carries it
@@ -153,6 +163,7 @@ class TensorPlan:
         return {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[self.out]
 
     def raw_dtype(self):
+        
         return gguf.GGMLQuantizationType.BF16 if self.out == "BF16" else None
 
     def load(self, ckpt: Checkpoint) -> np.ndarray:
@@ -180,6 +191,7 @@ def plan_tensors_from_shapes(cfg: dict, arch: Architecture, shapes: dict[str, tu
                              base: str) -> list[TensorPlan]:
     """The GGUF tensors for Hugging Face tensors of these names and shapes, in their order (no
     checkpoint needed: `edgekit plan` plans a config's shapes). 1-D tensors stay F32, the rest `base`."""
+    
     n_layers = int(cfg["num_hidden_layers"])
     arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch.gguf_arch]
     name_map = gguf.TensorNameMap(arch_enum, n_layers)
@@ -224,12 +236,13 @@ def add_hparams(w: gguf.GGUFWriter, cfg: dict, model_name: str, base: str) -> No
         w.add_key_length(hd)
         w.add_value_length(hd)
     w.add_vocab_size(int(cfg["vocab_size"]))
-    w.add_file_type(int(BASE_TYPES[base]))
+    w.add_file_type(file_type(base))
 
 
 def write_base_gguf(ckpt: Checkpoint, path: Path, base: str = "F16", model_name: str = "model",
                     progress: Progress | None = None) -> dict:
     """Write the unquantized GGUF; returns facts about the tokenizer written."""
+    
     plans = plan_tensors(ckpt, base)
     w = gguf.GGUFWriter(path=None, arch=ckpt.arch.gguf_arch)
     add_hparams(w, ckpt.config, model_name, base)

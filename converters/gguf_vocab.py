@@ -8,16 +8,19 @@ unknown tokenizer is refused rather than guessed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 import re
 from pathlib import Path
 
-import gguf
 
 from edgekit import pretokenizers as pt
 from edgekit.errors import EdgekitError
 from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
 from edgekit.pretokenizers import SUPPORTED_PRE
+if TYPE_CHECKING:  # annotations only: gguf is imported where it is used
+    import gguf
 
 
 def identify_pre(tokenizer_json: dict) -> str:
@@ -49,6 +52,8 @@ def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list
     added tokens USER_DEFINED (always matched, as transformers does), ids the
     tokenizer does not use are padded as UNUSED `[PAD<id>]`.
     """
+    import gguf
+
     model = tokenizer_json["model"]
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise EdgekitError(f"tokenizer model type {model.get('type')!r} is not supported",
@@ -68,6 +73,8 @@ def vocab_tables(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, path: Path, vocab_size: int) -> dict:
+    import gguf
+
     tj = read_tokenizer_json(path)
     pre = identify_pre(tj)
     tokens, types = vocab_tables(tj, vocab_size)

@@ -302,7 +302,7 @@ def dry_run_here(config: dict, quant: str) -> dict:
     import llama_cpp
     import numpy as np
 
-    from edgekit.converters.gguf import QUANT_TYPES
+    from edgekit.converters.gguf import QUANT_TYPES, file_type
 
     plans = [p for _, _, p in gguf_tensors(config)]
     lines: list[str] = []
@@ -330,7 +330,7 @@ def dry_run_here(config: dict, quant: str) -> dict:
         os.truncate(src, (size + align - 1) // align * align + data)  # sparse: nothing is written or read
         route_llama_log(lambda _level, text: lines.append(text.decode("utf-8", "replace")))
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = int(QUANT_TYPES[quant]) if quant in QUANT_TYPES else int(gguf.LlamaFileType.MOSTLY_F16)
+        params.ftype = file_type(quant) if quant in QUANT_TYPES else int(gguf.LlamaFileType.MOSTLY_F16)
         params.dry_run = True
         if llama_cpp.llama_model_quantize(str(src).encode(), str(Path(d) / "out.gguf").encode(),
                                           ctypes.byref(params)) != 0:
