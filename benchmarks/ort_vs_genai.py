@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import add_run_args, cached_export, edgekit_exe, ratio_verdict
 
 

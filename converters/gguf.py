@@ -9,23 +9,27 @@ model. Quantized files are produced from the base file by llama.cpp's own
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import ctypes
 import math
+import os
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from edgekit import native, parity
 from edgekit.architectures import Architecture, head_dim, n_kv_heads
-from edgekit.checkpoint import Checkpoint, model_basename
+from edgekit.atomic import atomic_dir, check_output_dir
+from edgekit.checkpoint import Checkpoint, model_basename, open_checkpoint
 from edgekit.converters.gguf_vocab import add_tokenizer
 from edgekit.errors import EdgekitError
 from edgekit.formats.gguf import FORMAT
 from edgekit.llamacpp_log import GGML_LOG_LEVEL_ERROR, route_llama_log
+from edgekit.manifest import ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions, verify_decision
+from edgekit.targets.host import host_facts
+
 if TYPE_CHECKING:  # annotations only: gguf is imported where it is used
     import gguf
 
@@ -285,8 +289,6 @@ def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None,
     llama.cpp becomes an error message instead of killing the CLI, and progress
     comes back through the child's progress callback.
     """
-    from edgekit import native
-
     if quant not in QUANT_TYPES:
         raise EdgekitError(f"unknown quantization '{quant}'", f"choose from: {', '.join(QUANT_TYPES)}")
     label = f"quantize → {dst.name}"
@@ -344,15 +346,6 @@ def export_gguf(checkpoint: str, out_dir: Path, quants: list[str], verify: bool 
     transformers), so a failure leaves no half-written export behind.
     `verify=None` verifies models up to 3B parameters.
     """
-    import os
-
-    from edgekit import parity
-    from edgekit.atomic import atomic_dir, check_output_dir
-    from edgekit.checkpoint import open_checkpoint
-    from edgekit.manifest import (ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions,
-                                  verify_decision)
-    from edgekit.targets.host import host_facts
-
     t_start = time.perf_counter()
     quants = [q.upper() for q in quants]
     for q in quants:

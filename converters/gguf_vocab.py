@@ -8,17 +8,16 @@ unknown tokenizer is refused rather than guessed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
 import re
 from pathlib import Path
-
+from typing import TYPE_CHECKING
 
 from edgekit import pretokenizers as pt
 from edgekit.errors import EdgekitError
 from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
 from edgekit.pretokenizers import SUPPORTED_PRE
+
 if TYPE_CHECKING:  # annotations only: gguf is imported where it is used
     import gguf
 

@@ -35,13 +35,19 @@ from edgekit.architectures import head_dim, n_kv_heads
 from edgekit.atomic import atomic_dir, check_output_dir
 from edgekit.checkpoint import model_basename, open_checkpoint
 from edgekit.converters.onnx_genai import genai_config
-from edgekit.converters.onnx_graph import (fuse_for_onnxruntime, group_attention, move_model, onnx_logits, quiet,
-                                           slice_logits_to_last)
+from edgekit.converters.onnx_graph import (
+    fuse_for_onnxruntime,
+    group_attention,
+    move_model,
+    onnx_logits,
+    quiet,
+    slice_logits_to_last,
+)
 from edgekit.converters.onnx_int4 import Int4Options, quantize_int4, verify_int4
 from edgekit.errors import EdgekitError
-from edgekit.runners.onnxruntime import check_onnx_complete
 from edgekit.hf_schema import check_tokenizer_fits, read_tokenizer_json
 from edgekit.manifest import ArtifactFile, ExportManifest, SourceInfo, sha256_of, tool_versions, verify_decision
+from edgekit.runners.onnxruntime import check_onnx_complete
 from edgekit.targets.host import host_facts, parse_meminfo_bytes
 
 Progress = Callable[[str, float, float], None]

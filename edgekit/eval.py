@@ -28,18 +28,27 @@ edgekit.native child: a crash is one error line.
 
 from __future__ import annotations
 
+import ctypes as c
 import hashlib
 import time
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from edgekit import __version__, native
+from edgekit.bench import default_threads, host_info
+from edgekit.checkpoint import HUB_ID, read_config, resolve, weight_files
 from edgekit.errors import EdgekitError
-from edgekit.formats import FORMATS, get_format
-from edgekit.parity import log_softmax
+from edgekit.formats import FORMATS, all_formats, get_format, resolve_artifact
+from edgekit.formats.gguf import _ggml_gguf, _InitParams, file_type_name
+from edgekit.manifest import sha256_of
+from edgekit.parity import _load_model, log_softmax
+from edgekit.results import ArtifactInfo, EvalResult, EvalSettings, EvalText, KLInfo, RuntimeInfo, ToolInfo
+from edgekit.runners.llamacpp import LlamaCppRunner, quiet_llama_logs
+from edgekit.runners.onnxruntime import OrtRunner
 
 Progress = Callable[[str, float, float], None]
 
@@ -174,22 +183,17 @@ class Model:
 def resolve_reference(spec: str) -> Model:
     """--reference: a GGUF, an ONNX export (file or folder), or a Hugging Face checkpoint (a folder
     with config.json, or a hub id in the local cache)."""
-    from edgekit.formats import all_formats, resolve_artifact
-
     path = Path(spec).expanduser()
     holds_model = path.is_dir() and any(fmt.find_in(path) for fmt in all_formats())
     if path.is_file() or holds_model:
         model, fmt = resolve_artifact(path)
         return Model(str(model), fmt.name, spec)
     if path.is_dir() and (path / "config.json").is_file():
-        from edgekit.checkpoint import weight_files
-
         weight_files(path)  # refused here when it has no safetensors
         return Model(str(path), "hf", spec)
     if path.is_dir():
         raise EdgekitError(f"--reference {spec} holds no .gguf, no .onnx and no config.json",
                            "pass an F16 GGUF, an FP32 ONNX export folder or a Hugging Face checkpoint folder")
-    from edgekit.checkpoint import HUB_ID, resolve
 
     if not HUB_ID.match(spec):
         raise EdgekitError(f"--reference {spec} does not exist",
@@ -217,9 +221,6 @@ def library_of(kind: str) -> str:
 def run_eval(artifact: Path, reference: str | None = None, text: Path | None = None, chunks: int | None = None,
              ctx: int | None = None, threads: int | None = None, progress: Progress | None = None):
     """Check the inputs here, then evaluate in an edgekit.native child; returns an EvalResult."""
-    from edgekit import native
-    from edgekit.formats import get_format, resolve_artifact
-
     check_options(ctx, chunks, threads)
     path, fmt = resolve_artifact(Path(artifact))
     name, body = read_text(text)
@@ -281,10 +282,6 @@ _GGUF_STRING, _GGUF_ARRAY = 8, 9  # enum gguf_type
 def gguf_meta(path: Path) -> Meta | None:
     """The few header values eval needs, through ggml's C GGUF reader (milliseconds, where gguf-py's
     reader takes seconds on a 262k-token vocabulary); None where that library is not there."""
-    import ctypes as c
-
-    from edgekit.formats.gguf import _ggml_gguf, _InitParams, file_type_name
-
     lib = _ggml_gguf()
     if lib is None:
         return None
@@ -333,8 +330,6 @@ def model_meta(model: Model) -> Meta:
 
     path = Path(model.path)
     if model.kind == "hf":
-        from edgekit.checkpoint import read_config, weight_files
-
         config = read_config(path)
         text = config.get("text_config") or {}
         vocab = config.get("vocab_size") or text.get("vocab_size")
@@ -354,8 +349,6 @@ def model_meta(model: Model) -> Meta:
 
 class _GGUF(_Loaded):
     def __init__(self, path: Path, threads: int, ctx: int):
-        from edgekit.runners.llamacpp import LlamaCppRunner
-
         self.runner = LlamaCppRunner(path, threads=threads, gpu_layers=0, ctx=ctx, n_batch=ctx, n_ubatch=ctx,
                                      flash_attn="auto")
         self.runner.load()
@@ -412,8 +405,6 @@ class _GGUF(_Loaded):
 
 class _Onnx(_Loaded):
     def __init__(self, path: Path, threads: int, ctx: int):
-        from edgekit.runners.onnxruntime import OrtRunner
-
         self.runner = OrtRunner(path.parent, threads=threads, model_file=path.name, n_batch=ctx)
         self.runner.load()
         self.n_vocab = self.runner.n_vocab
@@ -464,8 +455,6 @@ class _HF(_Loaded):
     """A Hugging Face checkpoint through transformers, float32 (a reference only: no tokenizer here)."""
 
     def __init__(self, path: Path, threads: int, ctx: int):
-        from edgekit.parity import _load_model
-
         self.model = _load_model(path, threads)
         self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self.bos, self.notes = None, {}
@@ -490,10 +479,6 @@ def _open(model: Model, threads: int, ctx: int) -> _Loaded:
 
 def _infos(model: Model, loaded: _Loaded, meta: Meta):
     """(ArtifactInfo, RuntimeInfo) as bench writes them ("hf": the checkpoint through transformers)."""
-    from importlib import metadata
-
-    from edgekit.results import ArtifactInfo, RuntimeInfo
-
     path = Path(model.path)
     fields = dict(format=meta.format, quant=meta.quant, size_bytes=meta.size_bytes,
                   n_params=meta.n_params or loaded.n_params(), architecture=meta.architecture)
@@ -501,8 +486,6 @@ def _infos(model: Model, loaded: _Loaded, meta: Meta):
         return (ArtifactInfo(path=model.source or str(path), sha256=None, **fields),
                 RuntimeInfo(name="transformers", version=f"transformers {metadata.version('transformers')}, torch "
                             f"{metadata.version('torch')}", backend="CPU", build_flags="float32"))
-    from edgekit.formats import get_format
-    from edgekit.manifest import sha256_of
 
     form, runner = get_format(model.kind), loaded.runner
     extra = runner.runtime_facts() if hasattr(runner, "runtime_facts") else {"runtime": {}, "artifact": {}}
@@ -516,11 +499,6 @@ def _infos(model: Model, loaded: _Loaded, meta: Meta):
 def evaluate(artifact: Model, text_name: str, text: str, reference: Model | None = None, ctx: int | None = None,
              chunks: int | None = None, threads: int | None = None, progress: Progress | None = None):
     """The evaluation, in this process (what the native child runs): see the module's docstring."""
-    from edgekit import __version__
-    from edgekit.bench import default_threads, host_info
-    from edgekit.results import EvalResult, EvalSettings, EvalText, KLInfo, ToolInfo
-    from edgekit.runners.llamacpp import quiet_llama_logs
-
     t0 = time.perf_counter()
     check_options(ctx, chunks, threads)
     threads = threads or default_threads()

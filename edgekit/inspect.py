@@ -6,18 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from edgekit.formats import get_format
+from edgekit.formats import all_formats, get_format, resolve_artifact
+from edgekit.manifest import ExportManifest
 
 
 def inspect_artifact(path: Path) -> dict:
-    from edgekit.formats import all_formats, resolve_artifact
-
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"{path} does not exist", "pass a .gguf file or an edgekit export folder")
     if path.is_dir():
-        from edgekit.manifest import ExportManifest
-
         facts = {"kind": "export", "path": str(path), **ExportManifest.read(path).model_dump()}
         if get_format(facts["format"]).one_model_per_folder:
             model, fmt = resolve_artifact(path)
@@ -31,12 +28,8 @@ def inspect_artifact(path: Path) -> dict:
 
 
 def inspect_gguf(path: Path) -> dict:
-    from edgekit.formats import get_format
-
     return get_format("gguf").inspect(Path(path))
 
 
 def inspect_onnx(path: Path) -> dict:
-    from edgekit.formats import get_format
-
     return get_format("onnx").inspect(Path(path))

@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -166,8 +167,6 @@ def forbidden_instructions(disassembly: str) -> dict[str, int]:
 def extract_llama_cpp(dest: Path, parts: tuple[str, ...] = ()) -> Path:
     """vendor/llama.cpp of the sdist under `dest` (whole, or only the top-level `parts`, e.g.
     ("convert_hf_to_gguf.py", "conversion", "gguf-py") for the converter); returns its path."""
-    import tarfile
-
     root = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp"
     tree = Path(dest) / root
     with tarfile.open(fetch_sdist()) as tar:

@@ -18,6 +18,7 @@ Contract of `call(function, *args, library=..., what=..., **kwargs)`:
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
@@ -25,9 +26,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from edgekit.atomic import is_disk_full
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import RUNTIMES
 
@@ -118,8 +121,6 @@ def _report(label: str, done: float, total: float) -> None:
 
 
 def _child(request: str, response: str) -> int:
-    import importlib
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once, even inside a C call
     target, args, kwargs, wants_progress = pickle.loads(Path(request).read_bytes())
     if wants_progress:
@@ -130,14 +131,10 @@ def _child(request: str, response: str) -> int:
     except EdgekitError as e:
         result = ("edgekit", e.problem, e.fix)
     except Exception as e:  # crosses the process boundary as text; the parent raises an EdgekitError
-        from edgekit.atomic import is_disk_full
-
         if is_disk_full(e):
             result = ("edgekit", f"disk full while writing ({getattr(e, 'filename', None) or 'output'}); nothing was "
                       "left at the output path", "free space or choose an output folder on another disk")
         else:
-            import traceback
-
             traceback.print_exc()
             result = ("exception", type(e).__name__, str(e))
     tmp = f"{response}.tmp"

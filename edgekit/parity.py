@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import native
 from edgekit.errors import EdgekitError
+from edgekit.runners.llamacpp import LlamaCppRunner, quiet_llama_logs
 
 PROBE_TEXT = (
     "Edge devices measure tokens per second. Die Messung zählt. "
@@ -138,8 +140,6 @@ def _emulate(model, p: Precision) -> None:
 def llamacpp_logits(gguf_path: Path, ids: list[int], threads: int | None = None) -> np.ndarray:
     """llama.cpp's logits for every position of `ids`, computed in a child process: a crash
     inside llama.cpp (an AMX build, a wheel for another CPU) is one error line, not a dead CLI."""
-    from edgekit import native
-
     return native.call("edgekit.parity:llamacpp_logits_here", str(gguf_path), list(ids), threads,
                        library="llama.cpp", what=f"decode of {Path(gguf_path).name} (logits check)")
 
@@ -147,8 +147,6 @@ def llamacpp_logits(gguf_path: Path, ids: list[int], threads: int | None = None)
 def llamacpp_logits_here(gguf_path: str, ids: list[int], threads: int | None = None) -> np.ndarray:
     """The same, in this process (what the child runs), through the bench's own runner: one batch,
     every position's logits, flash attention off."""
-    from edgekit.runners.llamacpp import LlamaCppRunner, quiet_llama_logs
-
     errors = quiet_llama_logs()
     n = max(32, len(ids))
     runner = LlamaCppRunner(Path(gguf_path), threads=threads or 1, gpu_layers=0, ctx=max(64, len(ids) + 8),

@@ -24,18 +24,33 @@ Contract:
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import math
+import os
 import re
 import statistics
+import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
+from edgekit import native
+from edgekit.architectures import architecture_of, head_dim, n_kv_heads, tensor_shapes
+from edgekit.converters.gguf import QUANT_TYPES, add_hparams, file_type, plan_tensors_from_shapes
 from edgekit.errors import EdgekitError
-from edgekit.formats import get_format
-from edgekit.runtimes import get_runtime
+from edgekit.formats import get_format, resolve_artifact
+from edgekit.llamacpp_build import cache_root
 from edgekit.llamacpp_log import route_llama_log
+from edgekit.report import result_files
+from edgekit.results import BenchResult
+from edgekit.roofline import host_bandwidth_gb_s
+from edgekit.runtimes import get_runtime
+from edgekit.synth import PRESETS
+from edgekit.targets.host import host_facts
+from edgekit.targets.specs import SPECS
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
@@ -72,7 +87,6 @@ def resolve_models(spec: str) -> list[ModelSpec]:
     if spec in family:
         v = family[spec]
         return [ModelSpec(spec, v["config"], f"published config.json of {v['hub_id']}", v.get("published_params"))]
-    from edgekit.synth import PRESETS
 
     if spec in PRESETS:
         config = dict(PRESETS[spec].config)
@@ -82,8 +96,6 @@ def resolve_models(spec: str) -> list[ModelSpec]:
         return [ModelSpec(spec, config, f"edgekit synth preset {spec}")]
     path = Path(spec)
     if path.is_file() or (path.is_dir() and (path / "manifest.json").is_file()):
-        from edgekit.formats import resolve_artifact
-
         model, fmt = resolve_artifact(path)
         return [ModelSpec(model.name, None, f"the artifact {model} itself ({fmt.name})", facts=fmt.facts(model))]
     if path.is_dir() and (path / "config.json").is_file():
@@ -132,7 +144,6 @@ def moe_counts(c: dict) -> dict[str, int]:
 def n_params(config: dict) -> int:
     if is_moe(config):
         return moe_counts(config)["total"]
-    from edgekit.architectures import tensor_shapes
 
     return sum(math.prod(s) for s in tensor_shapes(config).values())
 
@@ -141,7 +152,6 @@ def kv_bytes_per_position(config: dict) -> int:
     """F16 KV cache per position of context (llama.cpp's default cache type)."""
     if is_moe(config) and config.get("kv_lora_rank"):  # MLA caches the compressed latent and the rope key
         return int(config["num_hidden_layers"] * (config["kv_lora_rank"] + config["qk_rope_head_dim"]) * 2)
-    from edgekit.architectures import head_dim, n_kv_heads
 
     return int(2 * config["num_hidden_layers"] * n_kv_heads(config) * head_dim(config) * 2)
 
@@ -254,8 +264,6 @@ def gguf_tensors(config: dict) -> list[tuple]:
     llama.cpp's deepseek2 names for DeepSeek-V3/R1."""
     if is_moe(config):
         return [(t.gguf_name, tuple(reversed(t.shape)), t) for t in deepseek2_tensors(config)]
-    from edgekit.architectures import architecture_of, tensor_shapes
-    from edgekit.converters.gguf import plan_tensors_from_shapes
 
     plans = plan_tensors_from_shapes(config, architecture_of(config), tensor_shapes(config), "F16")
     return [(p.gguf_name, tuple(reversed(p.shape)), p) for p in plans]
@@ -265,11 +273,6 @@ def dry_run_types(config: dict, quant: str) -> dict[str, str]:
     """tensor name -> the ggml type llama.cpp's quantizer gives it for `quant` (a dry run on a
     header-only GGUF of `config`'s shapes; cached in edgekit's cache by shapes, quant and
     llama-cpp-python version)."""
-    import hashlib
-    from importlib import metadata
-
-    from edgekit.llamacpp_build import cache_root
-
     tensors = gguf_tensors(config)
     try:
         version = metadata.version("llama_cpp_python")
@@ -282,7 +285,6 @@ def dry_run_types(config: dict, quant: str) -> dict[str, str]:
     cache = cache_root() / "plan" / f"{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))["types"]
-    from edgekit import native
 
     found = native.call("edgekit.plan:dry_run_here", config, quant, library="llama.cpp",
                         what=f"llama.cpp's dry-run quantization to {quant}", timeout_s=600)
@@ -294,15 +296,9 @@ def dry_run_types(config: dict, quant: str) -> dict[str, str]:
 def dry_run_here(config: dict, quant: str) -> dict:
     """dry_run_types in this process: the header-only GGUF (sparse data) and the dry run ->
     {"types": tensor -> type, "quant_size_mib": llama.cpp's own total of the quantized size}."""
-    import ctypes
-    import os
-    import tempfile
-
     import gguf
     import llama_cpp
     import numpy as np
-
-    from edgekit.converters.gguf import QUANT_TYPES, file_type
 
     plans = [p for _, _, p in gguf_tensors(config)]
     lines: list[str] = []
@@ -313,9 +309,6 @@ def dry_run_here(config: dict, quant: str) -> dict:
             w = gguf.GGUFWriter(path=None, arch="deepseek2")
             add_deepseek2_hparams(w, config)
         else:
-            from edgekit.architectures import architecture_of
-            from edgekit.converters.gguf import add_hparams
-
             w = gguf.GGUFWriter(path=None, arch=architecture_of(config).gguf_arch)
             add_hparams(w, config, "plan", "F16")
         for p in plans:
@@ -355,8 +348,6 @@ def parse_dry_run(log: str) -> dict[str, str]:
 
 
 def gguf_weights(config: dict, quant: str) -> Weights:
-    from collections import Counter
-
     tensors = gguf_tensors(config)
     types = dry_run_types(config, quant)
     tied = not any(n == "output.weight" for n, _, _ in tensors)
@@ -378,8 +369,6 @@ def gguf_weights(config: dict, quant: str) -> Weights:
 def onnx_int4_weights(config: dict, block_size: int = 32, scale_bytes: int = 4) -> Weights:
     """MatMulNBits INT4 (edgekit export onnx --precision int4 defaults: symmetric, block 32, FP32
     scales and activations, the embedding and norms kept FP32; a separate lm_head packed too)."""
-    from edgekit.architectures import tensor_shapes
-
     if is_moe(config):
         raise EdgekitError("ONNX INT4 sizes for a mixture of experts are not planned", "plan GGUF quants for it")
     total = per_token = 0
@@ -400,8 +389,6 @@ def tensorrt_weights(config: dict, quant: str, group: int = 128) -> Weights:
     """A TensorRT engine's weights: FP16 throughout (TRT-FP16), or weight-only INT4 of every linear
     layer with one FP16 scale per `group` weights (TRT-INT4: AWQ/GPTQ-style, as TensorRT-LLM and
     TensorRT Edge-LLM build them), the embedding, the output layer and the norms kept FP16."""
-    from edgekit.architectures import tensor_shapes
-
     if is_moe(config):
         raise EdgekitError("TensorRT sizes for a mixture of experts are not planned", "plan GGUF quants for it")
     total = per_token = 0
@@ -473,8 +460,6 @@ def memory_need(weights_bytes: int, kv_bytes: int, n_vocab: int | None) -> int:
 
 
 def resolve_targets(name: str) -> list[Target]:
-    from edgekit.targets.specs import SPECS
-
     def of(spec) -> Target:
         ram = int(spec.ram_gb * 10**9) if spec.ram_gb else None
         usable, why = usable_memory(spec.family, ram) if ram else (None, "RAM not in the spec")
@@ -485,9 +470,6 @@ def resolve_targets(name: str) -> list[Target]:
     if name == "all":
         return [of(s) for s in SPECS.values() if s.ram_gb and s.bandwidth_gb_s]
     if name == "local":
-        from edgekit.roofline import host_bandwidth_gb_s
-        from edgekit.targets.host import host_facts
-
         ram = host_facts()["ram_bytes"]
         usable, why = usable_memory("linux", ram)
         bw, source = host_bandwidth_gb_s()
@@ -515,8 +497,6 @@ def calibrate(results_dir: Path | None) -> Calibration:
     cal = Calibration()
     if results_dir is None:
         return cal
-    from edgekit.report import result_files
-    from edgekit.results import BenchResult
 
     groups: dict[tuple[str, str], list] = {}
     for p in result_files([results_dir]):

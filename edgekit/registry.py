@@ -30,6 +30,7 @@ Contract:
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError
@@ -56,8 +57,6 @@ class Registry:
     def plugins(self) -> dict[str, EntryPoint]:
         """The group's installed entry points that no builtin shadows, by name (sorted)."""
         if self._plugins is None:
-            from importlib import metadata
-
             found: dict[str, EntryPoint] = {}
             for entry_point in metadata.entry_points(group=self.group):
                 found.setdefault(entry_point.name, entry_point)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import statistics
 from pathlib import Path
 
+from edgekit.atomic import atomic_file
 from edgekit.errors import EdgekitError
 from edgekit.formats import FORMATS, get_format
 from edgekit.results import BenchResult, EvalResult
-import statistics
 from edgekit.runtimes import LLAMA_CPP, RUNTIMES
 
 COLUMNS = ["artifact", "runtime", "target", "pp tok/s", "tg tok/s", "TTFT s", "peak mem", "W (tg)",
@@ -189,8 +191,6 @@ def result_files(paths: list[Path]) -> list[Path]:
 
 def load_results(paths: list[Path]) -> tuple[list[BenchResult], list[EvalResult]]:
     """Each file as a BenchResult, or as an EvalResult when its content says "kind": "eval"."""
-    import json
-
     bench, evals = [], []
     for p in paths:
         try:
@@ -369,8 +369,6 @@ def _plan_html(results: list[BenchResult]) -> str:
 
 
 def write_report(result_paths: list[Path], out: Path, with_plan: bool = False) -> Path:
-    from edgekit.atomic import atomic_file
-
     if not result_paths:
         raise EdgekitError("no result files given", "pass one or more JSON files written by edgekit bench -o")
     results, evals = load_results(result_files(result_paths))

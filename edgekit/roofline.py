@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def measure_copy_bandwidth_gb_s(mib: int = 256, threads: int | None = None, repeats: int = 5) -> float:
     """Best-of-N multi-threaded numpy copy: (read + write) bytes / seconds, in GB/s."""
     threads = threads or os.cpu_count() or 1

@@ -30,8 +30,8 @@ Each entry names, for its runtime:
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 from edgekit.errors import EdgekitError

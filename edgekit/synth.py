@@ -113,8 +113,17 @@ def corpus_lines() -> list[str]:
 
 def train_tokenizer(family: str, vocab_size: int):
     """A byte-level BPE with the family's split regex and the R1 special tokens."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     if family == "qwen2":

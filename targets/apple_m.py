@@ -12,10 +12,12 @@ is divided by the interval.
 from __future__ import annotations
 
 import dataclasses
-import plistlib
 import math
+import plistlib
 import re
 
+from edgekit.power import SensorUnavailable
+from edgekit.power.stream import StreamSensor
 from edgekit.targets.specs import TargetSpec, clean
 
 FAMILY = "apple-m"
@@ -203,9 +205,6 @@ def frame_watts(record: bytes) -> float | None:
 
 
 def open_sensor(interval_ms: int = 100, command: list[str] | None = None):
-    from edgekit.power import SensorUnavailable
-    from edgekit.power.stream import StreamSensor
-
     try:
         return StreamSensor("powermetrics:combined CPU+GPU+ANE", EXCLUDES,
                             command or POWERMETRICS_COMMAND.format(interval_ms=interval_ms).split(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from pathlib import Path
 
 
@@ -72,8 +73,6 @@ def host_facts_from(facts: dict[str, str]) -> dict:
     - ram_bytes: MemTotal of /proc/meminfo, else hw.memsize (sysctl)
     - python: the `python` fact if a caller gathered one (no fact command reads it), else None
     A field the facts do not give is None."""
-    import re
-
     sysctl = _sysctl_lines(facts)
     system, release = _clean(facts.get("uname_s")), _clean(facts.get("uname_r"))
     ncpu = _clean(facts.get("ncpu"))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from edgekit.power import SensorUnavailable
+from edgekit.power.stream import StreamSensor
 from edgekit.targets.linux import LINUX_STATE_COMMANDS, LINUX_STATE_PARSERS
 from edgekit.targets.specs import TargetSpec, clean, parse_compatible, ram_gb
 
@@ -275,8 +277,6 @@ class JetsonRailSensor:
         rails = read_rails(root)
         total = total_power(rails)
         if total is None:
-            from edgekit.power import SensorUnavailable
-
             raise SensorUnavailable(f"no INA3221 rails with VDD_IN or the AGX Orin rails under {root}")
         self.what = total[1]
         self.name = f"jetson-ina3221:{self.what}"
@@ -302,8 +302,6 @@ def tegrastats_watts(record: bytes) -> float | None:
 
 
 def open_tegrastats(interval_ms: int = 100, command: list[str] | None = None):
-    from edgekit.power.stream import StreamSensor
-
     return StreamSensor("tegrastats", EXCLUDES_RAIL_SUM + " (VDD_IN where the module has it)",
                         command or ["tegrastats", "--interval", str(interval_ms)], tegrastats_watts)
 

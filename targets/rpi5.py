@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 
+from edgekit.power import SensorUnavailable
 from edgekit.targets.linux import LINUX_STATE_COMMANDS, LINUX_STATE_PARSERS
 from edgekit.targets.specs import TargetSpec, clean, parse_compatible, ram_gb
 
@@ -138,10 +140,6 @@ class PmicSensor:
     excludes = PMIC_EXCLUDES
 
     def __init__(self, run=None):
-        import subprocess
-
-        from edgekit.power import SensorUnavailable
-
         self._run = run or (lambda: subprocess.run(PMIC_COMMAND.split(), capture_output=True, text=True,
                                                    timeout=5, check=True).stdout)
         try:

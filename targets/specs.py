@@ -14,6 +14,7 @@ a Transport.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import LLAMA_CPP_PYTHON_VERSION, arch_cmake_args
 from edgekit.registry import TARGET_FAMILIES_GROUP, Registry
 from edgekit.runtimes import deployable, get_runtime
+from edgekit.targets.family import missing_members
+from edgekit.targets.host import parse_meminfo_total_bytes
 
 if TYPE_CHECKING:
     from edgekit.targets.family import Family
@@ -76,8 +79,6 @@ FACT_COMMANDS: dict[str, str] = {
 def family_module(family: str) -> Family:
     """The module of `family` (imported on first use). An unknown family raises KeyError naming the
     known ones; a module that fails to import or lacks a Family member raises EdgekitError."""
-    from edgekit.targets.family import missing_members
-
     module = FAMILY_REGISTRY.load(family)
     missing = missing_members(module)
     if missing:
@@ -129,8 +130,6 @@ class PipInstall:
     note: str = ""
 
     def command(self, pip: str = "pip") -> str:
-        import shlex
-
         env = "".join(f"{k}={shlex.quote(v) if k != 'CMAKE_ARGS' else chr(34) + v + chr(34)} " for k, v in self.env)
         line = f"{env}{pip} install {' '.join(shlex.quote(a) for a in self.args)}"
         return f"{line}  # {self.note}" if self.note else line
@@ -153,8 +152,6 @@ def parse_pip_command(line: str) -> PipInstall:
     """A family's recipe line, `[K=V ...] pip install ARGS...  # note`, as a PipInstall. The line is
     read as POSIX sh words; anything else (a pipe, `&&`, another program) is refused with ValueError:
     deploy runs recipes with the device venv's own pip, never through a shell."""
-    import shlex
-
     code, _, note = line.partition("#")
     words = shlex.split(code)
     env = []
@@ -200,8 +197,6 @@ def clean(text: str | None) -> str:
 
 def ram_gb(facts: dict[str, str]) -> float | None:
     """MemTotal in GiB, one decimal (what the kernel sees: a little below the installed RAM)."""
-    from edgekit.targets.host import parse_meminfo_total_bytes
-
     total = parse_meminfo_total_bytes(facts.get("meminfo") or "")
     return round(total / 2**30, 1) if total else None
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.bench import bench_artifact, parse_vm_hwm_bytes
 from edgekit.cli import cli
 from edgekit.results import BenchResult, Stat
 from edgekit.settings import BenchSettings
-
-from helpers import assert_one_line_error
 
 
 @pytest.fixture(scope="session")

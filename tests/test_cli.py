@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.cli import cli
-
-from helpers import assert_one_line_error
 
 
 def run(*args, env=None):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from devices import DEVICE_ROOTS, ONNX_ROOTS, flags, free_port, serve, wheelhouse
-from edgekit.cli import cli
 from helpers import assert_one_line_error
+
+from edgekit.cli import cli
 
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
 AWKWARD_DIR = "dev it's \"here\""
@@ -310,9 +310,9 @@ def test_a_device_python_too_old_is_refused_with_what_to_install(device, gguf):
 def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path):
     """The model the run opens is a FIFO nobody writes: the run hangs in open(); --timeout ends
     it there, process group and all, and says so."""
+    from edgekit.device.runs import remote_bench
     from edgekit.device.transport import open_transport
     from edgekit.errors import EdgekitError
-    from edgekit.device.runs import remote_bench
     from edgekit.settings import BenchSettings
 
     invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
@@ -332,9 +332,9 @@ def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path
 
 
 def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, tmp_path):
+    from edgekit.device.runs import remote_bench
     from edgekit.device.transport import open_transport
     from edgekit.errors import EdgekitError
-    from edgekit.device.runs import remote_bench
     from edgekit.settings import BenchSettings
 
     invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])

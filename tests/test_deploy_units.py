@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.device.transport import parse_destination
 from edgekit.device.checks import runtime_problems
 from edgekit.device.facts import Device, choose_python, parse_device_report, remote_dir_expr, rsync_can_resume
 from edgekit.device.preflight import Need, preflight
-from edgekit.plan import OS_RESERVE_BYTES, Target, fits, memory_need, plan, resolve_models, usable_memory
+from edgekit.device.transport import host_key_problem, parse_destination
 from edgekit.errors import EdgekitError
-from edgekit.device.transport import host_key_problem
+from edgekit.plan import OS_RESERVE_BYTES, Target, fits, memory_need, plan, resolve_models, usable_memory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deploy"
 

@@ -11,13 +11,12 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.cli import cli
 from edgekit.errors import EdgekitError
 from edgekit.eval import Scores, chunk_plan, run_eval, shipped_text
 from edgekit.results import EvalResult
-
-from helpers import assert_one_line_error
 
 FAST = dict(ctx=64, chunks=6, threads=2)  # 6 chunks x 31 scored positions of a tiny model: about a second
 

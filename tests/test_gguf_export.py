@@ -267,8 +267,9 @@ def test_rope_settings_from_both_config_schemas(tmp_path):
 
 
 def test_chat_markers_are_control_tokens_think_is_not():
-    from edgekit.converters.gguf_vocab import vocab_tables
     from gguf import TokenType
+
+    from edgekit.converters.gguf_vocab import vocab_tables
 
     tj = {"model": {"type": "BPE", "vocab": {"a": 0}}, "added_tokens": [
         {"id": 1, "content": "<｜User｜>", "special": False},
@@ -283,8 +284,9 @@ def test_chat_markers_are_control_tokens_think_is_not():
 
 def test_tied_embeddings_and_wide_heads_convert_exactly(tmp_path, monkeypatch):
     """Qwen2.5-0.5B/Llama-3.2-1B style: no lm_head (tied), and head_dim != hidden / heads."""
-    import edgekit.synth as synth
     from gguf import GGUFReader
+
+    import edgekit.synth as synth
 
     base = synth.PRESETS["tiny-llama"]
     variant = synth.Preset("tiny-llama-tied", base.family, {**base.config, "tie_word_embeddings": True,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.cli import cli
-from helpers import assert_one_line_error
 
 EDGEKIT = [sys.executable, "-c", "import sys; from edgekit.cli import main; sys.argv[0] = 'edgekit'; main()"]
 

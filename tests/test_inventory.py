@@ -5,6 +5,7 @@ ansible-core in one test."""
 
 from __future__ import annotations
 
+import importlib.util  # noqa: E402  (ansible is never imported here: it patches process-wide state)
 import json
 import os
 import subprocess
@@ -14,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import importlib.util  # noqa: E402  (ansible is never imported here: it patches process-wide state)
-
 if importlib.util.find_spec("ansible") is None:
     pytest.skip("ansible-core is not installed (the fleet extra: pip install 'edgekit[fleet]')",
                 allow_module_level=True)
 
-from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.device.inventory import InventoryHost, read_inventory  # noqa: E402
+from edgekit.errors import EdgekitError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

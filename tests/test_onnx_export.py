@@ -10,13 +10,12 @@ import stat
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.cli import cli
 from edgekit.converters import onnx as onnx_conv
 from edgekit.converters import onnx_graph, onnx_int4
 from edgekit.errors import EdgekitError
-
-from helpers import assert_one_line_error
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.exporters.onnx")

@@ -10,11 +10,22 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from edgekit.cli import cli
-from edgekit.plan import (Calibration, fits, kv_bytes_per_position, moe_counts, n_params, plan, r1_family,
-                          resolve_models, resolve_targets, usable_memory, weights_for)
-from helpers import assert_one_line_error
+from edgekit.plan import (
+    Calibration,
+    fits,
+    kv_bytes_per_position,
+    moe_counts,
+    n_params,
+    plan,
+    r1_family,
+    resolve_models,
+    resolve_targets,
+    usable_memory,
+    weights_for,
+)
 
 
 def test_parameter_counts_match_the_published_ones():

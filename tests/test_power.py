@@ -4,8 +4,7 @@ import types
 
 import pytest
 
-from edgekit.power import Sampler, energy_between, open_sensor
-from edgekit.power import rapl
+from edgekit.power import Sampler, energy_between, open_sensor, rapl
 from edgekit.power.nvml import open_nvml
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 import edgekit.cli as cli_module
 import edgekit.power as power
@@ -24,8 +25,6 @@ from edgekit.errors import EdgekitError
 from edgekit.registry import COMMANDS_GROUP, POWER_SENSORS_GROUP, TARGET_FAMILIES_GROUP, Registry
 from edgekit.targets import specs
 from edgekit.targets.family import FAMILY_MEMBERS, Family, missing_members
-
-from helpers import assert_one_line_error
 
 PLUGIN = '''
 import click

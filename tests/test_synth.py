@@ -92,8 +92,9 @@ def test_llama_preset_uses_llama3_split(tiny_llama):
 
 
 def test_sharded_checkpoint_has_index_and_loads(tmp_path, monkeypatch):
-    import edgekit.synth as synth
     from transformers import AutoModelForCausalLM
+
+    import edgekit.synth as synth
 
     monkeypatch.setattr(synth, "SHARD_MAX_BYTES", 1_000_000)
     summary = synthesize("tiny-llama", tmp_path / "sharded", seed=3)

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.device.probe import probe
-from edgekit.targets.specs import FACT_COMMANDS, SPECS, detect
 from edgekit.device.transport import RecordedTransport
+from edgekit.targets.specs import FACT_COMMANDS, SPECS, detect
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "targets"
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"

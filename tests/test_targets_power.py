@@ -166,9 +166,9 @@ def test_power_parse_cli_on_recorded_logs(tmp_path):
     import json
 
     from click.testing import CliRunner
+    from helpers import assert_one_line_error
 
     from edgekit.cli import cli
-    from helpers import assert_one_line_error
 
     pmic = (FIXTURES / "pmic_read_adc-rpi5.txt").read_text()
     log = tmp_path / "pmic.log"

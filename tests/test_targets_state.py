@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.targets import apple_m, jetson, linux, rpi5, state
 from edgekit.device.transport import CommandResult, RecordedTransport
+from edgekit.targets import apple_m, jetson, linux, rpi5, state
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDINGS = FIXTURES / "targets"

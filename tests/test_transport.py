@@ -13,19 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from helpers import streaming_gate
 from click.testing import CliRunner
+from helpers import streaming_gate
 
 from edgekit.cli import cli
-from edgekit.errors import EdgekitError
-from edgekit.device.probe import gather_facts, probe
+from edgekit.device.probe import gather_facts, host_facts_of, probe
 from edgekit.device.recording import write_recording
-from edgekit.device.probe import host_facts_of
+from edgekit.device.transport import LocalTransport, RecordedTransport
+from edgekit.errors import EdgekitError
 from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from
 from edgekit.targets.specs import FACT_COMMANDS
 from edgekit.targets.state import run_commands, state_commands
-from edgekit.device.transport import LocalTransport, RecordedTransport
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "targets"
 AWKWARD = "dir with space/it's \"quoted\" [1]*?.bin"

@@ -10,11 +10,11 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
+from devices import free_port, serve
+from helpers import assert_one_line_error, streaming_gate
 
 from edgekit.cli import cli
 from edgekit.device.transport import SSHTransport
-from devices import free_port, serve
-from helpers import assert_one_line_error, streaming_gate
 
 
 def _serve(d, sftp: bool):

@@ -9,11 +9,15 @@ imports any of them. Choice lists and help texts come from edgekit.options.
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from edgekit import __version__
+from edgekit.atomic import is_disk_full
 from edgekit.errors import EdgekitError
 from edgekit.registry import COMMANDS_GROUP, Registry
+from edgekit.terminal import printable
 
 # name -> "module:attribute" of a click command: edgekit's own; plugins add "edgekit.commands" entry points
 COMMANDS: dict[str, str] = {
@@ -77,8 +81,6 @@ class EdgekitGroup(click.Group):
         except EdgekitError as e:
             fail(str(e))
         except OSError as e:
-            from edgekit.atomic import is_disk_full
-
             if is_disk_full(e):
                 fail(f"disk full while writing ({e.filename or 'output'}); nothing was left at the output path; "
                      "free space or choose an output folder on another disk")
@@ -96,8 +98,6 @@ class EdgekitGroup(click.Group):
 def fail(message: str) -> None:
     """The one error line. Messages quote paths and what devices and native libraries said, so
     they go through edgekit.terminal.printable here, once: no escape codes, one line."""
-    from edgekit.terminal import printable
-
     click.echo(f"error: {printable(message, 4000)}", err=True)
     raise click.exceptions.Exit(1)
 
@@ -118,7 +118,5 @@ def _on_sigterm(_signum, _frame) -> None:
 
 
 def main() -> None:
-    import signal
-
     signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="edgekit")

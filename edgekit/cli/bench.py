@@ -1,13 +1,26 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from edgekit import options
-from edgekit.cli.deploy import deploy_options, remote_run_options
+from edgekit import native, options
+from edgekit.atomic import check_output_file, write_text_atomic
+from edgekit.bench import check_settings, resolve_artifact
+from edgekit.cli._fleet_table import FleetTable
+from edgekit.cli._progress import progress_bars, stdout_console
+from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
+from edgekit.cli.report import results_table
+from edgekit.device.fleet import Host, bench_fleet
+from edgekit.device.inventory import read_inventory
+from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
+from edgekit.report import COLUMNS, rows, write_report
+from edgekit.runners.onnxruntime import parse_providers
+from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions
+from edgekit.terminal import printable  # warnings quote the device's own state text
 
 
 @click.command()
@@ -61,13 +74,6 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     ARTIFACT is a GGUF file (llama.cpp), an .onnx decoder (ONNX Runtime) or an edgekit export folder.
     With --host or --inventory the run happens on each device (deployed first), with the same settings.
     """
-    from edgekit import native
-    from edgekit.bench import resolve_artifact
-    from edgekit.cli._progress import progress_bars
-    from edgekit.runners.onnxruntime import parse_providers
-
-    from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions
-
     path, artifact_fmt = resolve_artifact(artifact)
     settings = BenchSettings(  # sent whole to the run: a child process here, or a device
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, ctx=ctx, power=power,
@@ -75,13 +81,8 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
         llama_cpp=LlamaCppOptions(gpu_layers=gpu_layers, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
         onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch))
     if output:  # before minutes of work: never over the model, never a folder
-        from edgekit.atomic import check_output_file
-
         check_output_file(output, inputs=(Path(artifact), path))
     if hosts or inventory:
-        from edgekit.bench import check_settings
-        from edgekit.cli.deploy import make_options
-
         need = check_settings(n_prompt, n_gen, repetitions, ctx)  # refused here, before any device is touched
         options = make_options(target, remote_dir, runtime, device_python, wheels, max(need, ctx), bwlimit_kib_s,
                                build_timeout_s)
@@ -99,17 +100,12 @@ def _emit(result, output, fmt, as_json) -> None:
     """The result as -o FILE, --json, or a table with its power line and warnings."""
     text = json.dumps(result.to_llama_bench(), indent=2) if fmt == "llama-bench" else result.to_json()
     if output:
-        from edgekit.atomic import write_text_atomic
-
         write_text_atomic(output, text + "\n")
     if as_json:
         click.echo(text)
         return
     path = Path(result.artifact.path)
-    from edgekit.cli._progress import stdout_console
     from rich.table import Table
-
-    from edgekit.report import COLUMNS, rows
 
     console = stdout_console()
     table = Table(show_header=False, title=f"{path.name} ({result.runtime.name} {result.runtime.backend}, "
@@ -120,7 +116,6 @@ def _emit(result, output, fmt, as_json) -> None:
     console.print(table)
     if result.power.source is None:
         console.print(f"power: none ({result.power.unavailable})")
-    from edgekit.terminal import printable  # warnings quote the device's own state text
 
     for w in result.warnings:
         console.print(f"warning: {printable(w)}", markup=False)
@@ -132,16 +127,8 @@ def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel
                   ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json) -> None:
     """bench --host/--inventory: every host through edgekit.device.fleet; one line per failed host on
     stderr, exit 1 when any failed; the merged table (grouped by device) and report file."""
-    import sys
-
-    from edgekit.errors import EdgekitError
-    from edgekit.cli._fleet_table import FleetTable
-    from edgekit.device.fleet import Host, bench_fleet
-
     fleet: list[Host] = [Host(h, h, tuple(ssh_options)) for h in hosts]
     if inventory:
-        from edgekit.device.inventory import read_inventory
-
         fleet += [Host(h.name, h.destination, (*ssh_options, *h.ssh_options), h.python)
                   for h in read_inventory(inventory, limit)]
     elif limit:
@@ -162,10 +149,6 @@ def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel
         _emit(done[0].result, output, fmt, as_json)
         click.echo(f"result and logs: {done[0].folder}", err=as_json)
     elif done:
-        from edgekit.cli._progress import stdout_console
-        from edgekit.cli.report import results_table
-        from edgekit.report import write_report
-
         if as_json:
             click.echo(json.dumps([json.loads(o.result.to_json()) for o in done], indent=2))
         else:
@@ -173,7 +156,6 @@ def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel
         stamp = done[0].folder.name
         report = write_report([o.folder / "result.json" for o in done], results_dir / f"fleet-{stamp}.md")
         click.echo(f"merged report: {report}", err=as_json)
-    from edgekit.terminal import printable
 
     for o in outcomes:
         for w in o.warnings:

@@ -4,6 +4,11 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._progress import progress_bars, stdout_console
+from edgekit.cli.report import results_table
+from edgekit.demo import GEMMA_PROMPT, run_demo
+from edgekit.results import BenchResult
+
 
 @click.command()
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("demo-out"),
@@ -15,21 +20,12 @@ import click
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists and is not empty.")
 def demo(out_dir, n_prompt, n_gen, repetitions, threads, force):
     """Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0 and ONNX INT4, bench, report."""
-    from edgekit.cli._progress import stdout_console
-
-    from edgekit.cli._progress import progress_bars
-    from edgekit.cli.report import results_table
-    from edgekit.demo import run_demo
-    from edgekit.results import BenchResult
-
     with progress_bars() as report:
         outcome = run_demo(out_dir, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
                            force=force, progress=report, say=lambda s: click.echo(s, err=True))
     console = stdout_console()
     console.print(results_table([BenchResult.load(p) for p in outcome.result_files]))
     if outcome.completion is not None:
-        from edgekit.demo import GEMMA_PROMPT
-
         console.print(f"[bold]Gemma-3-270M Q4_K_M says:[/bold] {GEMMA_PROMPT}[italic]{outcome.completion}[/italic]")
     for note in outcome.notes:
         console.print(f"note: {note}")

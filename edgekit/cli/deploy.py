@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from edgekit.cli._ssh import ssh_options
+from edgekit.device.deploy import Deployer, DeployOptions
 from edgekit.device.transport import open_transport
 from edgekit.runtimes import deployable
+from edgekit.terminal import printable
 
 
 def deploy_options(f):
@@ -42,8 +45,6 @@ def remote_run_options(f):
 
 
 def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s):
-    from edgekit.device.deploy import DeployOptions
-
     return DeployOptions(remote_dir=remote_dir, target=target, runtime=runtime, python=device_python, wheels=wheels,
                          ctx=ctx, bwlimit_kib_s=bwlimit_kib_s, build_timeout_s=build_timeout_s)
 
@@ -55,7 +56,6 @@ class StageLines:
     def __init__(self, host: str, quiet: bool = False):
         self.host, self.quiet, self.last = host, quiet, None
         self.status = None
-        import sys
 
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
@@ -64,8 +64,6 @@ class StageLines:
             self.status.start()
 
     def __call__(self, stage: str, detail: str) -> None:
-        from edgekit.terminal import printable
-
         if self.status is not None:
             self.status.update(printable(f"{self.host}: {stage} {detail}", 160))
         elif not self.quiet and stage != self.last:
@@ -92,8 +90,6 @@ def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, whee
     venv with this machine's edgekit, the runtime by the target's recipe, the model into a
     content-addressed store (resumable, sha256 verified there), `edgekit doctor` on the device.
     """
-    from edgekit.device.deploy import Deployer
-
     options = make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s)
     lines = StageLines(host, quiet=as_json)
     try:
@@ -108,8 +104,6 @@ def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, whee
 
 
 def print_summary(result) -> None:
-    from edgekit.terminal import printable
-
     for step in result.steps:
         click.echo(f"  {step.name}: {printable(step.detail, 300)}")
     for w in result.warnings:

@@ -6,6 +6,9 @@ import json
 
 import click
 
+from edgekit.cli._progress import stdout_console
+from edgekit.doctor import run_doctor
+
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "missing": "red", "info": "dim"}
 
 
@@ -17,16 +20,12 @@ def doctor(as_json):
     Python, llama.cpp's build against this CPU (AMX, instruction sets it lacks), ONNX Runtime and its
     providers, export libraries, power sensors, SSH clients, the detected target. Problems are printed
     as `warning: <problem>; <fix>`; the exit code is 0 with warnings too (it is a report)."""
-    from edgekit.doctor import run_doctor
-
     report = run_doctor()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     from rich.table import Table
     from rich.text import Text
-
-    from edgekit.cli._progress import stdout_console
 
     table = Table()
     for col in ("check", "status", "detail"):

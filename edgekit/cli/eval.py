@@ -4,8 +4,18 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
+from edgekit.atomic import check_output_file, write_text_atomic
+from edgekit.cli._progress import progress_bars, stdout_console
+from edgekit.cli.deploy import StageLines, deploy_options, make_options, remote_run_options
+from edgekit.device.deploy import Deployer
 from edgekit.device.job import EvalJob
+from edgekit.device.runs import remote_job
+from edgekit.device.transport import open_transport
+from edgekit.errors import EdgekitError
+from edgekit.eval import check_options, run_eval
+from edgekit.formats import resolve_artifact
+from edgekit.results import EvalResult
+from edgekit.terminal import printable
 
 
 @click.command("eval")
@@ -39,14 +49,8 @@ def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, h
     default) is stepped token by token through the scored half: the same numbers, slower than one written
     with `edgekit export onnx --logits all`.
     """
-    from edgekit.cli._progress import progress_bars
-    from edgekit.eval import check_options, run_eval
-
     check_options(ctx, chunks, threads)  # before anything is read
     if output:
-        from edgekit.atomic import check_output_file
-        from edgekit.formats import resolve_artifact
-
         model, _fmt = resolve_artifact(artifact)
         inputs = tuple(p for p in (Path(artifact), model, text, Path(reference) if reference else None) if p)
         check_output_file(output, inputs=inputs)
@@ -66,14 +70,6 @@ def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeo
                     ssh_options, ssh_config, accept_new_host_key, as_json):
     """Deploy ARTIFACT (and a GGUF reference), run edgekit eval there detached (edgekit.device.agent), bring
     the run back; the EvalResult as the device computed it."""
-    from edgekit.device.transport import open_transport
-    from edgekit.cli.deploy import StageLines
-    from edgekit.device.deploy import Deployer
-    from edgekit.errors import EdgekitError
-    from edgekit.formats import resolve_artifact
-    from edgekit.device.runs import remote_job
-    from edgekit.results import EvalResult
-
     resolve_artifact(artifact)  # a GGUF or an ONNX export (deploy installs tokenizers with onnxruntime)
     if reference is not None:
         ref_path = Path(reference)
@@ -109,16 +105,11 @@ def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeo
 def _emit(result, output: Path | None, as_json: bool) -> None:
     text = result.to_json()
     if output:
-        from edgekit.atomic import write_text_atomic
-
         write_text_atomic(output, text + "\n")
     if as_json:
         click.echo(text)
         return
     from rich.table import Table
-
-    from edgekit.cli._progress import stdout_console
-    from edgekit.terminal import printable
 
     console = stdout_console()
     table = Table(show_header=False, title=f"{Path(result.artifact.path).name} ({result.runtime.name} "

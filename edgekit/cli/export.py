@@ -6,6 +6,10 @@ from pathlib import Path
 import click
 
 from edgekit import options
+from edgekit.cli._progress import progress_bars, stdout_console
+from edgekit.converters.gguf import export_gguf, parse_quants
+from edgekit.converters.onnx import export_onnx
+from edgekit.converters.onnx_int4 import Int4Options
 
 
 @click.group()
@@ -28,9 +32,6 @@ def export():
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
     """Convert CHECKPOINT (a local folder or a hub id) to GGUF and quantize it."""
-    from edgekit.cli._progress import progress_bars
-    from edgekit.converters.gguf import export_gguf, parse_quants
-
     quants = parse_quants(quant)
     with progress_bars(not as_json) as report:
         manifest = export_gguf(checkpoint, out_dir, quants, verify=verify, threads=threads, force=force,
@@ -86,10 +87,6 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_level, quantize_embedding, verify,
              threads, logits, fuse, memory_check, force, as_json):
     """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
-    from edgekit.cli._progress import progress_bars
-    from edgekit.converters.onnx import export_onnx
-    from edgekit.converters.onnx_int4 import Int4Options
-
     opts = Int4Options(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                        quantize_embedding=quantize_embedding)
     with progress_bars(not as_json) as report:
@@ -103,7 +100,6 @@ def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_lev
 
 
 def _print_files(manifest, title: str) -> None:
-    from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
     table = Table(title=title)

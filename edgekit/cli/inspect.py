@@ -5,6 +5,9 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._progress import stdout_console
+from edgekit.inspect import inspect_artifact
+
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
@@ -14,13 +17,10 @@ def inspect_cmd(path, as_json):
 
     PATH is a GGUF file or an edgekit export folder.
     """
-    from edgekit.inspect import inspect_artifact
-
     facts = inspect_artifact(path)
     if as_json:
         click.echo(json.dumps(facts, indent=2, default=str))
         return
-    from edgekit.cli._progress import stdout_console
     from rich.table import Table
 
     table = Table(show_header=False, title=str(path))

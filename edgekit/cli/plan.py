@@ -5,6 +5,12 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._progress import stdout_console
+from edgekit.converters.gguf import QUANT_TYPES
+from edgekit.errors import EdgekitError
+from edgekit.plan import QUANTS, TENSORRT_QUANTS, calibrate, resolve_models, resolve_targets
+from edgekit.plan import plan as make_plan
+
 
 @click.command()
 @click.argument("model")
@@ -26,12 +32,8 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
     MODEL: r1 (the DeepSeek-R1 family: 1.5B, 7B, 8B, 14B, 32B, 70B distills and the 671B MoE, from
     their published configs), one of them (r1-distill-qwen-7b, ...), a checkpoint folder, or a hub id.
     """
-    from edgekit.errors import EdgekitError
-    from edgekit.plan import QUANTS, TENSORRT_QUANTS, calibrate, plan as make_plan, resolve_models, resolve_targets
-
     if ctx < 1 or prompt < 1:
         raise EdgekitError("--ctx and --prompt must be at least 1", "pass a positive number of tokens")
-    from edgekit.converters.gguf import QUANT_TYPES
 
     quants = list(QUANTS) if quant == "all" else [q.strip() for q in quant.split(",") if q.strip()]
     for q in quants:
@@ -45,8 +47,6 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, sort_keys=True))
         return
     from rich.table import Table
-
-    from edgekit.cli._progress import stdout_console
 
     def gib(n):
         return "-" if n is None else f"{n / 2**30:.2f}"

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import click
 
 from edgekit import options
+from edgekit.errors import EdgekitError
+from edgekit.power.logs import parse_log
 
 
 @click.group()
@@ -21,11 +24,6 @@ def power():
 def parse(sensor, logfile, as_json):
     """Watts per reading from a raw LOGFILE of SENSOR (the help names options.POWER_LOG_SENSORS); an unknown
     SENSOR is one error line naming the known ones (edgekit.power.logs.parse_log)."""
-    import statistics
-
-    from edgekit.errors import EdgekitError
-    from edgekit.power.logs import parse_log
-
     if logfile.is_dir():
         raise EdgekitError(f"{logfile} is a folder, not a log file", "pass the raw sensor log kept beside the results")
     if not logfile.is_file():

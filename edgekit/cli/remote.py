@@ -5,6 +5,8 @@ from pathlib import Path
 import click
 
 from edgekit.cli._ssh import ssh_options
+from edgekit.device.facts import resolve_remote_dir
+from edgekit.device.runs import fetch_runs
 from edgekit.device.transport import open_transport
 
 
@@ -16,9 +18,6 @@ from edgekit.device.transport import open_transport
 @ssh_options
 def fetch(host, remote_dir, results_dir, ssh_options, ssh_config, accept_new_host_key):
     """Bring back every finished remote bench run not pulled yet (e.g. after a dropped connection)."""
-    from edgekit.device.facts import resolve_remote_dir
-    from edgekit.device.runs import fetch_runs
-
     with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
         folders, running = fetch_runs(transport, resolve_remote_dir(transport, remote_dir), host=host,
                                       results=results_dir)

@@ -5,6 +5,20 @@ from pathlib import Path
 import click
 
 from edgekit import options
+from edgekit.atomic import check_output_file
+from edgekit.cli._progress import stdout_console
+from edgekit.report import (
+    COLUMNS,
+    REPRO_COLUMNS,
+    device_name,
+    label,
+    load_results,
+    reproducibility_rows,
+    result_files,
+    rows,
+    write_report,
+)
+from edgekit.report import by_device as grouped
 
 
 def results_table(results, by_device: bool = False):
@@ -12,9 +26,6 @@ def results_table(results, by_device: bool = False):
     table of what makes each number reproducible (power mode, clocks, throttling, runtime build,
     edgekit version): rich renders a list of tables in order."""
     from rich.table import Table
-
-    from edgekit.report import COLUMNS, REPRO_COLUMNS, by_device as grouped, device_name, label, reproducibility_rows
-    from edgekit.report import rows
 
     if by_device:
         results = grouped(results)
@@ -46,18 +57,9 @@ def report(results, output, with_plan):
     """Compare RESULTS (JSON files from edgekit bench -o or edgekit eval -o, or folders such as
     results/ from edgekit bench --host) in a table and plots, grouped by device, with quality
     (perplexity, KL) beside speed where an eval of the same artifact is given."""
-    from edgekit.cli._progress import stdout_console
-
-    from edgekit.report import write_report
-
-    from edgekit.atomic import check_output_file
-
-    from edgekit.report import result_files
-
     files = result_files(list(results))
     check_output_file(output, inputs=tuple(files))
     path = write_report(files, output, with_plan)
-    from edgekit.report import load_results
 
     loaded, _evals = load_results(files)  # eval results fill the report's quality columns
     if loaded:

@@ -5,6 +5,8 @@ from pathlib import Path
 import click
 
 from edgekit import options
+from edgekit.cli._progress import progress_bars
+from edgekit.synth import PRESETS, synthesize
 
 
 @click.command(help="Write a Hugging Face checkpoint with random seeded weights.\n\n"
@@ -17,8 +19,6 @@ from edgekit import options
 @click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
 def synth(preset, out_dir, seed, force, list_presets):
     """Write a Hugging Face checkpoint with random seeded weights of PRESET (edgekit.synth.PRESETS) to OUT_DIR."""
-    from edgekit.synth import PRESETS, synthesize
-
     if list_presets or not preset:
         for p in PRESETS.values():
             click.echo(f"{p.name:24s} {p.description}")
@@ -27,7 +27,6 @@ def synth(preset, out_dir, seed, force, list_presets):
         return
     if out_dir is None:
         raise click.UsageError("give an OUT_DIR")
-    from edgekit.cli._progress import progress_bars
 
     with progress_bars() as report:
         summary = synthesize(preset, out_dir, seed=seed, force=force, progress=report)

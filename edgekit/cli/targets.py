@@ -5,21 +5,25 @@ from pathlib import Path
 
 import click
 
+from edgekit.atomic import check_output_dir
+from edgekit.cli._progress import stdout_console
 from edgekit.cli._ssh import ssh_options
+from edgekit.device.probe import probe as run_probe
+from edgekit.device.transport import RecordedTransport, open_transport
+from edgekit.errors import EdgekitError
+from edgekit.targets.specs import SPECS
+from edgekit.targets.state import describe
+from edgekit.terminal import printable  # the device (or recording) may say anything: escape codes too
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the specs as JSON.")
 def targets(as_json):
     """Known device targets: memory, bandwidth, CPU, accelerator, power sensor (with sources in --json)."""
-    from edgekit.targets.specs import SPECS
-
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in SPECS.values()], indent=2))
         return
     from rich.table import Table
-
-    from edgekit.cli._progress import stdout_console
 
     table = Table()
     for col in ("target", "RAM GB", "bandwidth GB/s", "CPU", "accelerator", "power sensor"):
@@ -44,14 +48,8 @@ def targets(as_json):
 def probe(record, force, replay, host, ssh_options, ssh_config, accept_new_host_key, as_json):
     """Detect the target this machine is, print its facts and its clock/power-mode/thermal state
     (--record keeps the raw outputs, so a device's owner can contribute them as test fixtures)."""
-    from edgekit.atomic import check_output_dir
-    from edgekit.device.probe import probe as run_probe
-
     if record:
         check_output_dir(record, force)
-    from edgekit.errors import EdgekitError
-    from edgekit.device.transport import open_transport
-    from edgekit.device.transport import RecordedTransport
 
     if host and replay:
         raise EdgekitError("--host and --replay both name where the facts come from", "pass one of them")
@@ -63,14 +61,12 @@ def probe(record, force, replay, host, ssh_options, ssh_config, accept_new_host_
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    from edgekit.terminal import printable  # the device (or recording) may say anything: escape codes too
 
     click.echo(f"target: {result['target']} ({result['family']}) via {printable(result['transport'])}")
     for k, v in result["detected"].items():
         click.echo(f"  {k}: {printable(v)}")
     if result["state"]:
         click.echo("state:")
-        from edgekit.targets.state import describe
 
         for k, v in result["state"].items():
             click.echo(f"  {k}: {printable(describe(k, v))}")

@@ -26,9 +26,12 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+
 from edgekit import native
+from edgekit.atomic import atomic_file, pid_alive
 from edgekit.device.job import EvalJob, read_job
 from edgekit.errors import EdgekitError
 
@@ -36,8 +39,6 @@ POLL_S = 0.2
 
 
 def _write_whole(path: Path, text: str) -> None:
-    from edgekit.atomic import atomic_file
-
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -104,8 +105,6 @@ def run(run: Path) -> int:
         _status(run, False, "was ended by a signal (edgekit's --timeout, or kill)")
         return 1
     except Exception as e:  # a bug: said in the status, the traceback in the log
-        import traceback
-
         traceback.print_exc()
         _status(run, False, f"failed: {type(e).__name__}: {e}")
         return 1
@@ -142,8 +141,6 @@ def _pid(run: Path) -> int | None:
 
 
 def _alive(run: Path) -> bool:
-    from edgekit.atomic import pid_alive
-
     pid = _pid(run)
     return pid is not None and pid_alive(pid)
 

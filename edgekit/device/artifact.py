@@ -12,7 +12,8 @@ from typing import Callable
 
 from edgekit.device.wheels import cached_sha256
 from edgekit.errors import EdgekitError
-
+from edgekit.formats import resolve_artifact
+from edgekit.manifest import MANIFEST_NAME, ExportManifest
 
 # ---------------------------------------------------------------- the artifact
 
@@ -44,9 +45,6 @@ def artifact_files(artifact: Path, hash_progress: Callable[[str, float, float], 
     device reads: the model file, its external data, and the small metadata files beside it in an
     export folder. sha256 of each, checked against the export manifest's where it has one (a
     mismatch means the file changed since its export: refused)."""
-    from edgekit.formats import resolve_artifact
-    from edgekit.manifest import MANIFEST_NAME, ExportManifest
-
     artifact = Path(artifact)
     model, fmt = resolve_artifact(artifact)
     fmt.check(model)

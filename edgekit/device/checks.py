@@ -4,7 +4,6 @@ output."""
 
 from __future__ import annotations
 
-
 from edgekit.runtimes import Runtime, get_runtime
 from edgekit.targets.specs import runtime_install
 

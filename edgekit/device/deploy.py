@@ -36,23 +36,38 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-
-from edgekit.errors import EdgekitError
-from edgekit.device.facts import (PYTHON_CANDIDATES, REMOTE_DIR, Device, PythonFound, choose_python, device_script,
-                                  local_rsync_version, parse_device_report, resolve_remote_dir, rsync_can_resume)
-from edgekit.device.manifest import (MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord,
-                                     now_utc)
-from edgekit.device.preflight import VENV_BYTES, Need, build_tools_problem, preflight
-from edgekit.device.wheels import device_wheel_dir, edgekit_wheel
-from edgekit.runtimes import Runtime, get_runtime, runtime_of_format
-from edgekit.targets.specs import runtime_install
+from edgekit import __version__
 from edgekit.device.artifact import ArtifactFiles, artifact_files
 from edgekit.device.checks import runtime_backends, runtime_problems
+from edgekit.device.facts import (
+    PYTHON_CANDIDATES,
+    REMOTE_DIR,
+    Device,
+    PythonFound,
+    choose_python,
+    device_script,
+    local_rsync_version,
+    parse_device_report,
+    resolve_remote_dir,
+    rsync_can_resume,
+)
+from edgekit.device.manifest import MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord, now_utc
+from edgekit.device.preflight import VENV_BYTES, Need, build_tools_problem, preflight
+from edgekit.device.probe import gather_facts
+from edgekit.device.wheels import device_wheel_dir, edgekit_wheel
+from edgekit.errors import EdgekitError
+from edgekit.llamacpp_build import cache_root
+from edgekit.manifest import sha256_of
+from edgekit.runtimes import Runtime, get_runtime, runtime_of_format
+from edgekit.targets.specs import SPECS, detect, runtime_install
+from edgekit.terminal import printable
 
 Stage = Callable[[str, str], None]  # (stage, detail): "connecting", "installing", "uploading 42%", ...
 
@@ -135,8 +150,6 @@ class Deployer:
     def sh(self, command: str, what: str, timeout_s: float = 120, on_output=None, check: bool = True):
         r = self.t.run(command, timeout_s=timeout_s, on_output=on_output)
         if check and r.returncode != 0:
-            from edgekit.terminal import printable
-
             why = "timed out" if r.returncode == 124 else printable(
                 (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or [f"exit {r.returncode}"])[-1], 300)
             raise EdgekitError(f"{what} failed on {self.host} ({why})",
@@ -153,8 +166,6 @@ class Deployer:
             return RemoteManifest()  # unreadable: everything is checked again and it is rewritten
 
     def write_manifest(self, R: str, manifest: RemoteManifest) -> None:
-        import tempfile
-
         manifest.updated_utc = now_utc()
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / MANIFEST
@@ -164,9 +175,6 @@ class Deployer:
     # ------------------------------------------------------------ the steps
 
     def run(self, artifact: Path) -> DeployResult:
-        from edgekit.device.probe import gather_facts
-        from edgekit.targets.specs import SPECS, detect
-
         o = self.o
         self.stage("connecting", self.host)
         facts = gather_facts(self.t)
@@ -250,9 +258,6 @@ class Deployer:
                 fail_fix: str) -> Path:
         """`cmd` on the device, its output streamed to a local log file (edgekit's cache, logs/) and
         its last line to stage(); a timeout or a failure is one EdgekitError naming the log."""
-        from edgekit.llamacpp_build import cache_root
-        from edgekit.terminal import printable
-
         logs = cache_root() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -310,9 +315,6 @@ class Deployer:
                 self.t.put(p, f"{R}/wheels/{p.name}")
 
     def _edgekit(self, R: str, manifest: RemoteManifest, result: DeployResult) -> None:
-        from edgekit import __version__
-        from edgekit.manifest import sha256_of
-
         wheel = edgekit_wheel()
         sha = sha256_of(wheel) if wheel else f"edgekit=={__version__}"
         ok = self.t.run(f"{self.q(R)}/venv/bin/python -c 'import edgekit; print(edgekit.__version__)'", timeout_s=60)
@@ -423,8 +425,6 @@ class Deployer:
 
     def _upload(self, R: str, device: Device, files: ArtifactFiles, have: dict[str, int],
                 result: DeployResult) -> None:
-        import shutil
-
 
         q = self.q
         todo = {}
@@ -513,8 +513,6 @@ class Deployer:
         try:
             report = json.loads(r.stdout)
         except json.JSONDecodeError:
-            from edgekit.terminal import printable
-
             why = printable((r.stderr.strip().splitlines() or ["no output"])[-1], 300)
             raise EdgekitError(f"edgekit doctor did not run on {self.host} ({why})",
                                f"run {R}/venv/bin/python -m edgekit doctor on the device") from None

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass, field
-
 
 from edgekit.errors import EdgekitError
 
@@ -152,8 +152,6 @@ def rsync_can_resume(version_line: str | None) -> bool:
 
 
 def local_rsync_version(rsync: str) -> str | None:
-    import subprocess
-
     try:
         out = subprocess.run([rsync, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):

@@ -8,11 +8,15 @@ uploading NN%, benching d/t, done, failed: reason), for a live table or plain li
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from edgekit.device.deploy import Deployer
+from edgekit.device.runs import remote_bench
+from edgekit.device.transport import open_transport
 from edgekit.errors import EdgekitError
+from edgekit.results import BenchResult
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,6 @@ def bench_host(host: Host, artifact: Path, settings, deploy_options, *, no_deplo
                results: Path, ssh_config=None, accept_new_host_key: bool = False,
                on_update: Callable[[str, str, str], None] | None = None) -> HostOutcome:
     """Deploy (unless no_deploy), bench and fetch on one host. Errors end in the outcome, never raised."""
-    from dataclasses import replace
-
-    from edgekit.device.transport import open_transport
-    from edgekit.device.deploy import Deployer
-    from edgekit.device.runs import remote_bench
-    from edgekit.results import BenchResult
-
     outcome = HostOutcome(host)
     update = on_update or (lambda *a: None)
 

@@ -51,12 +51,18 @@ Contract of `read_inventory(path, limit=None) -> list[InventoryHost]`:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import re
 import shlex
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import native
 from edgekit.errors import EdgekitError
 
 FLEET_FIX = "install the fleet extra: pip install 'edgekit[fleet]'"
@@ -97,10 +103,6 @@ def read_inventory(path: Path, limit: str | None = None) -> list[InventoryHost]:
     Ansible is imported in a child interpreter (edgekit.native), never in this process: importing
     ansible-core patches process-wide state (sys.intern among it, which torch's compiler then
     refuses to import beside), and its Display owns the terminal."""
-    import importlib.util
-
-    from edgekit import native
-
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"inventory file {path} does not exist",
@@ -116,10 +118,6 @@ def read_inventory(path: Path, limit: str | None = None) -> list[InventoryHost]:
 
 def read_inventory_here(path: Path, limit: str | None = None) -> list[InventoryHost]:
     """read_inventory in this process (ansible-core imported here: see read_inventory)."""
-    import contextlib
-    import io
-    import warnings
-
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,8 +127,6 @@ def read_inventory_here(path: Path, limit: str | None = None) -> list[InventoryH
 
 def _import_ansible() -> dict:
     """ansible-core's pieces, imported now (with a temp folder Ansible can write, see the docstring)."""
-    import tempfile
-
     added = "ANSIBLE_LOCAL_TEMP" not in os.environ
     if added:
         os.environ["ANSIBLE_LOCAL_TEMP"] = tempfile.gettempdir()

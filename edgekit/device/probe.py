@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekit.atomic import atomic_dir
+from edgekit.device.recording import write_recording
 from edgekit.device.transport import LocalTransport, Transport
 from edgekit.targets.host import HOST_COMMANDS, host_facts, host_facts_from
-from edgekit.targets.specs import FACT_COMMANDS
-from edgekit.targets.state import run_commands
+from edgekit.targets.specs import FACT_COMMANDS, detect
+from edgekit.targets.state import parse_state, run_commands, state_commands, throttle_warnings
 
 
 def gather_facts(transport: Transport) -> dict[str, str]:
-    from edgekit.targets.specs import FACT_COMMANDS
-    from edgekit.targets.state import run_commands
-
     return run_commands(transport, FACT_COMMANDS)
 
 
@@ -23,11 +22,6 @@ def probe(transport: Transport | None = None, record: Path | None = None, force:
     output is written to the folder `record` (whole or not at all; `force` replaces a non-empty one)
     in the recording layout of edgekit.device.recording, which RecordedTransport replays and the tests read
     their fixtures from."""
-    from edgekit.atomic import atomic_dir
-    from edgekit.device.recording import write_recording
-    from edgekit.targets.specs import FACT_COMMANDS, detect
-    from edgekit.targets.state import parse_state, run_commands, state_commands, throttle_warnings
-
     transport = transport or LocalTransport()
     facts = gather_facts(transport)
     spec, seen = detect(facts)

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekit.errors import EdgekitError
+from edgekit.targets import specs
+from edgekit.targets.specs import FACT_COMMANDS
+
 COMMANDS_FILE = "commands.txt"
 STATE_DIR = "state"
 FILES_DIR = "files"
@@ -55,9 +59,6 @@ class Recording:
     recording without facts would detect nothing and is certainly the wrong folder)."""
 
     def __init__(self, folder):
-        from edgekit.errors import EdgekitError
-        from edgekit.targets.specs import FACT_COMMANDS
-
         self.folder = Path(folder)
         if not self.folder.is_dir() or not any((self.folder / fact_file(n)).is_file() for n in FACT_COMMANDS):
             names = ", ".join(fact_file(n) for n in FACT_COMMANDS)
@@ -71,7 +72,6 @@ class Recording:
         if listing.is_file():
             pairs = [line.split("\t", 1) for line in listing.read_text().splitlines() if "\t" in line]
             return {command: name for name, command in pairs}
-        from edgekit.targets import specs
 
         # every family's state commands (plugins' too, where the registry lists them)
         families = specs.family_names() if hasattr(specs, "family_names") else list(specs.FAMILIES)

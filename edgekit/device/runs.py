@@ -15,18 +15,20 @@ Contract:
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from edgekit.device.job import JOB_FILE, BenchJob, EvalJob, job_json, parse_job
 from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
-from edgekit.device.job import JOB_FILE, BenchJob, EvalJob, job_json, parse_job
 
 RUN_FILES = ("job.json", "status.json", "result.json", "eval.json", "progress.log", "log")
 
@@ -123,9 +125,6 @@ def remote_job(transport, remote_dir: str, job: BenchJob | EvalJob, *, host: str
 def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Path) -> Path:
     """Bring one run's files back into <results>/<host>/<artifact key>/<run id>/ (whole, or not at
     all) and mark it pulled on the device. The folder's path is returned."""
-    import os
-    import shutil
-
     q = shlex.quote
     run = f"{remote_dir}/runs/{run_id}"
     listed = transport.run(f"cd -- {q(run)} && ls -A", timeout_s=30)

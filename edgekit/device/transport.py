@@ -4,12 +4,21 @@ through the Transport protocol: run() for commands, put()/get() for files, close
 
 from __future__ import annotations
 
+import os
+import queue
 import re
+import shlex
+import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from edgekit.device.recording import FILES_DIR, Recording
 from edgekit.errors import EdgekitError
 
 PARTIAL_MARK = ".partial-"  # as edgekit.atomic names its temporary outputs
@@ -78,12 +87,6 @@ def _stream(args, timeout_s: float, on_output: Callable[[str], None] | None, she
     killed (its whole process group with `own_group`, so a shell's children go too). The pipes are
     read by threads and the deadline kept here, so a command that stalls without printing still
     ends on time."""
-    import os
-    import queue
-    import signal
-    import threading
-    import time
-
     deadline = time.monotonic() + timeout_s
     proc = subprocess.Popen(args, shell=shell, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=own_group)
@@ -160,8 +163,6 @@ def _check_source(src: Path, label: str) -> None:
 
 
 def _check_destination(dst: Path, label: str, source_name: str) -> None:
-    import os
-
     if dst.is_dir():
         raise EdgekitError(f"{label} is a folder", f"name the file to write, e.g. {label.rstrip('/')}/{source_name}")
     parent = dst.parent
@@ -175,9 +176,6 @@ def _check_destination(dst: Path, label: str, source_name: str) -> None:
 def _copy_file(src: Path, dst: Path, src_label: str | None = None, dst_label: str | None = None) -> None:
     """Copy `src` to `dst` on this machine through `<dst>.partial-<pid>` and os.replace, with the
     contract of Transport.put/get. The labels name the paths in errors (default: the paths)."""
-    import os
-    import shutil
-
     src_label, dst_label = src_label or str(src), dst_label or str(dst)
     _check_source(src, src_label)
     _check_destination(dst, dst_label, src.name)
@@ -252,8 +250,6 @@ class RecordedTransport(_ClosesOnExit):
     resumable_methods: tuple[str, ...] = ()
 
     def __init__(self, folder):
-        from edgekit.device.recording import Recording
-
         self.recording = Recording(folder)
         self.folder = self.recording.folder
         self.files = self.recording.files  # command -> recorded file name
@@ -277,8 +273,6 @@ class RecordedTransport(_ClosesOnExit):
 
     def get(self, remote: str, local: Path) -> None:
         """Copy the file recorded for `remote` (<recording>/files/<remote>) to `local`."""
-        from edgekit.device.recording import FILES_DIR
-
         source = self.recording.file(_check_remote_path(remote, remote))
         if source is None:
             raise EdgekitError(f"{remote} is not in the recording {self.folder} (no file under {FILES_DIR}/ for it)",
@@ -307,10 +301,6 @@ class SSHTransport(_ClosesOnExit):
     resumable_methods: tuple[str, ...] = ("rsync", "sftp")
 
     def __init__(self, destination: str, options: list[str] | tuple[str, ...] = (), config: str | None = None):
-        import os
-        import shutil
-        import tempfile
-
         if not destination or destination.startswith("-"):
             raise EdgekitError(f"'{destination}' is not an SSH destination",
                                "pass user@host, a Host alias from ~/.ssh/config, or ssh://user@host:port")
@@ -337,8 +327,6 @@ class SSHTransport(_ClosesOnExit):
     def run(self, command: str, timeout_s: float = 30.0,
             on_output: Callable[[str], None] | None = None) -> CommandResult:
         """`command` through the device's POSIX sh (login shells differ: zsh on macOS, fish, ...)."""
-        import shlex
-
         argv = [*self.base, self.destination, "--", "sh -c " + shlex.quote(command)]
         returncode, out, err = _stream(argv, timeout_s, on_output)
         if returncode is None:
@@ -363,9 +351,6 @@ class SSHTransport(_ClosesOnExit):
 
     def put(self, local: Path, remote: str) -> None:
         """Copy the local file `local` to `remote` on the device (see Transport for the contract)."""
-        import os
-        import shlex
-
         local = Path(local)
         label = f"{self.destination}:{remote}"
         _check_source(local, str(local))
@@ -398,9 +383,6 @@ class SSHTransport(_ClosesOnExit):
 
     def get(self, remote: str, local: Path) -> None:
         """Copy `remote` on the device to the local file `local` (see Transport for the contract)."""
-        import os
-        import shlex
-
         local = Path(local)
         label = f"{self.destination}:{remote}"
         source = self._remote(_check_remote_path(remote, label))
@@ -435,9 +417,6 @@ class SSHTransport(_ClosesOnExit):
         "sftp": sftp's `reput` (no check here: the caller's sha256 is the check). Both go through
         the master connection; `bwlimit_kib_s` caps the rate; `on_progress(bytes)` is told how far
         the file is. An unreachable device or a failed copy is one EdgekitError."""
-        import os
-        import shlex
-
         local = Path(local)
         _check_source(local, str(local))
         target = self._remote(_check_remote_path(remote, f"{self.destination}:{remote}"))
@@ -458,8 +437,6 @@ class SSHTransport(_ClosesOnExit):
             return min(sent, size) if m else size
         if method != "sftp":
             raise ValueError(method)
-        import shutil
-        import tempfile
 
         sftp = shutil.which("sftp")
         if sftp is None:
@@ -497,8 +474,6 @@ class SSHTransport(_ClosesOnExit):
         """The destination as scp spells a host (`[user@]host`, an IPv6 literal in brackets) and the
         options it needs (the port of an ssh:// destination). User options come first, so a Port
         given there wins, as it does for ssh."""
-        import re
-
         dest, extra = self.destination, []
         if dest.startswith("ssh://"):
             m = re.fullmatch(r"ssh://(?:([^@/]*)@)?(\[[^\]/]*\]|[^:/]*)(?::(\d+))?/?", dest)
@@ -524,9 +499,6 @@ class SSHTransport(_ClosesOnExit):
         mode the remote shell reads the path, so it is shell-quoted (and -T, since scp cannot match
         what the shell will expand). A refused SFTP subsystem switches this transport to the legacy
         protocol and copies again (a connection that is really lost fails that copy too)."""
-        import shlex
-        import shutil
-
         scp = shutil.which("scp")
         if scp is None:
             raise EdgekitError("the OpenSSH scp client is not installed",
@@ -561,8 +533,6 @@ class SSHTransport(_ClosesOnExit):
 
     def close(self) -> None:
         """End the master connection and remove its socket folder; a second call does nothing."""
-        import shutil
-
         if self._closed:
             return
         self._closed = True
@@ -592,8 +562,6 @@ def host_key_problem(stderr: str) -> tuple[str, str] | None:
 def _run_split(argv: list[str], on_line: Callable[[str], None] | None = None) -> tuple[int, str, str]:
     """Run `argv` (stdin from /dev/null), handing each piece of stdout between a \\r or \\n to
     `on_line` as it comes (rsync's progress rewrites its line with \\r). (returncode, stdout, stderr)."""
-    import threading
-
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err: list[bytes] = []
     pump = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
@@ -628,8 +596,6 @@ def _rsync_progress(line: str, on_progress: Callable[[int], None] | None) -> Non
 
 def _glob_escape(path: str) -> str:
     """`path` with the characters a glob reads (* ? [ ] and the backslash) escaped."""
-    import re
-
     return re.sub(r"([][*?\\])", r"\\\1", path)
 
 
@@ -644,8 +610,6 @@ _VERSIONS: dict[str, tuple[int, int] | None] = {}
 
 def _openssh_version(ssh: str) -> tuple[int, int] | None:
     """(major, minor) of the OpenSSH client at `ssh` (scp comes with it), None for another client."""
-    import re
-
     if ssh not in _VERSIONS:
         try:
             out = subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=10)

@@ -5,23 +5,26 @@ files (per real path, size and modification time)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-
+import edgekit
+from edgekit.atomic import atomic_file
 from edgekit.errors import EdgekitError
+from edgekit.llamacpp_build import cache_root
+from edgekit.manifest import sha256_of
 
 
 def cached_sha256(path: Path) -> str:
     """sha256 of `path`, remembered in edgekit's cache (sha256.json) under its real path, size and
     modification time, so that deploying a multi-GB model again does not read it again."""
-    import os
-
-    from edgekit.llamacpp_build import cache_root
-    from edgekit.manifest import sha256_of
-
     st = Path(path).stat()
     key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
     store = cache_root() / "sha256.json"
@@ -35,8 +38,6 @@ def cached_sha256(path: Path) -> str:
     known = known if isinstance(known, dict) else {}
     known[key] = digest
     try:
-        from edgekit.atomic import atomic_file
-
         store.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(store) as tmp:
             tmp.write_text(json.dumps(dict(list(known.items())[-2000:])), encoding="utf-8")
@@ -51,8 +52,6 @@ def cached_sha256(path: Path) -> str:
 def source_tree() -> Path | None:
     """The folder edgekit was installed from when it is an editable install of a source tree
     (pyproject.toml naming the project edgekit beside the package), else None."""
-    import edgekit
-
     root = Path(edgekit.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
     if pyproject.is_file() and re.search(r'^name\s*=\s*"edgekit"', pyproject.read_text(encoding="utf-8"), re.M):
@@ -79,13 +78,6 @@ def edgekit_wheel() -> Path | None:
     """A wheel of this machine's edgekit, built from its source tree once per source state (cached
     under the edgekit cache, edgekit-wheels/<digest>/), or None when edgekit is not installed from
     a source tree (the device then installs edgekit==<this version> from its index)."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-
-    from edgekit.llamacpp_build import cache_root
-
     root = source_tree()
     if root is None:
         return None
@@ -96,8 +88,6 @@ def edgekit_wheel() -> Path | None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
     try:
-        import importlib.util
-
         isolation = [] if importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel") else None
         # from a copy of the sources alone: an in-tree build would reuse a stale build/ folder (files
         # since deleted or not packaged any more) and write build/ and *.egg-info into the tree
@@ -130,7 +120,5 @@ def device_wheel_dir(family: str, runtime: str, version: str, machine: str, reci
     """Where runtime wheels built on a device are kept on this machine: one folder per target
     family, runtime version, CPU architecture and recipe (its flags), so that the next device of
     the same kind installs in seconds. `--wheels` accepts it."""
-    from edgekit.llamacpp_build import cache_root
-
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return cache_root() / "device-wheels" / f"{family}-{runtime}-{version}-{machine}-{digest}"

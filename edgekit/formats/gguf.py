@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 from collections import Counter
 from pathlib import Path
 
+from edgekit import native
 from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
+from edgekit.runners.llamacpp import LlamaCppRunner
 from edgekit.runtimes import LLAMA_CPP
 
 MAGIC = b"GGUF"
@@ -20,8 +23,6 @@ class _InitParams(ctypes.Structure):
 def _ggml_gguf():
     """ggml's own GGUF reader (libggml-base, shipped with llama-cpp-python): it reads the
     header and tensor infos in C, where gguf-py's reader walks every token string in Python."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llama_cpp")  # its folder only: importing it would load libllama too
     if spec is None or not spec.origin:
         return None
@@ -45,8 +46,6 @@ def _ggml_gguf():
 def gguf_data_end(path: Path) -> int | None:
     """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable.
     ggml's C parser reads the (possibly hostile) file in a child process: a crash there is one line."""
-    from edgekit import native
-
     return native.call("edgekit.formats.gguf:gguf_data_end_here", str(path), library="ggml's GGUF reader",
                        what=f"reading the header of {Path(path).name}")
 
@@ -200,8 +199,6 @@ class GGUFFormat:
                           details=d)
 
     def make_runner(self, path: Path, settings, spec):
-        from edgekit.runners.llamacpp import LlamaCppRunner
-
         o = settings.llama_cpp
         gpu_layers = spec.default_gpu_layers if o.gpu_layers is None else o.gpu_layers
         return LlamaCppRunner(path, threads=settings.threads, gpu_layers=gpu_layers, ctx=settings.ctx,

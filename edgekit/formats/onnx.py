@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 from edgekit.formats import ModelFacts
+from edgekit.runners.onnxruntime import (
+    OrtRunner,
+    available_providers,
+    check_onnx_complete,
+    choose_providers,
+    find_model,
+    load_graph,
+)
 from edgekit.runtimes import ONNXRUNTIME
-import json
-from edgekit.runners.onnxruntime import check_onnx_complete, load_graph
-
 
 ONNX_ELEM_BYTES = {1: 4, 10: 2, 16: 2, 11: 8, 7: 8, 6: 4, 2: 1, 3: 1, 9: 1, 21: 0.5, 22: 0.5}  # TensorProto types
 
@@ -120,8 +126,6 @@ class ONNXFormat:
         return Path(path).suffix == ".onnx" and Path(path).is_file()
 
     def find_in(self, folder: Path) -> list[Path]:
-        from edgekit.runners.onnxruntime import find_model
-
         return [find_model(folder)] if any(Path(folder).glob("*.onnx")) else []
 
     def check(self, path: Path) -> None:
@@ -146,8 +150,6 @@ class ONNXFormat:
                           details=d)
 
     def make_runner(self, path: Path, settings, spec):
-        from edgekit.runners.onnxruntime import OrtRunner, available_providers, choose_providers
-
         o = settings.onnxruntime
         providers = choose_providers(o.providers, spec.onnxruntime_providers, available_providers())
         return OrtRunner(Path(path).parent, threads=settings.threads, providers=providers, graph_opt=o.graph_opt,

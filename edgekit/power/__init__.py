@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Callable, Protocol
 if TYPE_CHECKING:
     from edgekit.results import PowerInfo
 
+from edgekit.errors import EdgekitError
 from edgekit.registry import POWER_SENSORS_GROUP, Registry
+from edgekit.results import PowerInfo
+from edgekit.targets.specs import family_module, family_names
 
 
 class Sensor(Protocol):
@@ -137,8 +140,6 @@ def sensor_registry() -> Registry:
 def device_sensors() -> dict[str, list[str]]:
     """A device family's own sensor -> the sensors `--power auto` tries for it (Family.SENSORS_IN_ORDER,
     whose first is the family's own), across the families that have one."""
-    from edgekit.targets.specs import family_module, family_names
-
     orders = (list(family_module(family).SENSORS_IN_ORDER) for family in family_names())
     return {order[0]: order for order in orders if order}
 
@@ -154,8 +155,6 @@ def auto_sensors(on_gpu: bool, target_sensor: str | None = None, family: str | N
     own sensor (it sees the SoC: CPU and GPU alike), else NVML when the work runs on an NVIDIA GPU and
     RAPL when it runs on the CPU. The family is `family`, else the one whose own sensor (the first of
     its SENSORS_IN_ORDER) is `target_sensor`, a spec's power_sensor."""
-    from edgekit.targets.specs import family_module, family_names
-
     order: tuple[str, ...] | list[str] = ()
     if family is not None:
         order = family_module(family).SENSORS_IN_ORDER
@@ -182,8 +181,6 @@ def open_sensor(name: str, on_gpu: bool = False, target_sensor: str | None = Non
     elif name in registry:
         order = [name]
     else:
-        from edgekit.errors import EdgekitError
-
         raise EdgekitError(f"unknown power sensor '{name}'",
                            f"choose auto, none or one of: {', '.join(registry.names())}")
     reasons = []
@@ -203,8 +200,6 @@ def open_sensor(name: str, on_gpu: bool = False, target_sensor: str | None = Non
 def summarise_power(sampler, idle_window, pp_windows, tg_windows, n_prompt, n_gen, warnings) -> PowerInfo:
     """Watts and joules per phase from the samples (`idle_window`, the pp and tg windows, timed on
     the sampler's clock); none at all when sampling broke off. Warnings go to `warnings`."""
-    from edgekit.results import PowerInfo
-
     sensor = sampler.sensor
     if sampler.errors or not sampler.samples:
         reason = sampler.errors[0] if sampler.errors else "no samples were taken"

@@ -5,19 +5,18 @@ from __future__ import annotations
 import re
 
 from edgekit.errors import EdgekitError
+from edgekit.targets.apple_m import frame_power_w, parse_powermetrics_text, split_frames
+from edgekit.targets.jetson import tegrastats_watts
+from edgekit.targets.rpi5 import parse_pmic_read_adc
 
 
 def _tegrastats(data: bytes) -> list[float]:
-    from edgekit.targets.jetson import tegrastats_watts
-
     return [w for line in data.splitlines() if (w := tegrastats_watts(line)) is not None]
 
 
 def _pmic(data: bytes) -> list[float]:
     """pmic_read_adc outputs one after another; a new reading starts at a blank or '#' line,
     or when a rail that was already read appears again."""
-    from edgekit.targets.rpi5 import parse_pmic_read_adc
-
     readings, block, seen = [], [], set()
     for line in data.decode(errors="replace").splitlines() + [""]:
         stem = re.match(r"^\s*(\S+_[AV])\s", line)
@@ -35,8 +34,6 @@ def _pmic(data: bytes) -> list[float]:
 
 def _powermetrics(data: bytes) -> list[float]:
     """plist frames (what edgekit's sensor records), or the text format powermetrics prints by default."""
-    from edgekit.targets.apple_m import frame_power_w, parse_powermetrics_text, split_frames
-
     if b"<plist" not in data[:4096]:
         return [s["combined"] for s in parse_powermetrics_text(data.decode(errors="replace"))]
     frames, _ = split_frames(data)

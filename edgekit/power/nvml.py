@@ -7,6 +7,8 @@ millijoules, Volta and newer); falls back to sampling nvmlDeviceGetPowerUsage
 
 from __future__ import annotations
 
+import os
+
 from edgekit.power import SensorUnavailable
 
 EXCLUDES = "GPU board only: not the CPU, host memory, disks or power-supply losses"
@@ -20,8 +22,6 @@ def visible_device(env: dict) -> tuple[str, str | int]:
 
 class NvmlSensor:
     def __init__(self, nvml, index: int | None = None):
-        import os
-
         self.nvml = nvml
         kind, ref = ("index", index) if index is not None else visible_device(dict(os.environ))
         if kind == "index":

@@ -22,7 +22,6 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.runners import LoadedInContext
 
-
 # ---------------------------------------------------------------- the model file
 
 
