@@ -46,6 +46,8 @@ ALL_TYPES = {**BASE_TYPES, **QUANT_TYPES}
 
 def file_type(name: str) -> int:
     """llama.cpp's file type (general.file_type, llama_ftype) of a quant name of ALL_TYPES."""
+    import gguf
+
     
     return int(gguf.LlamaFileType[ALL_TYPES[name]])
 
@@ -95,7 +97,8 @@ SUPPORTED_ROPE = ("llama3", "linear", "yarn")
 
 
 def add_rope_scaling(w: gguf.GGUFWriter, config: dict) -> None:
-    
+    import gguf
+
     rp = rope_params(config)
     rtype = rp["rope_type"]
     if rtype is None or rtype == "llama3":  # llama3: the rope_freqs tensor carries it
@@ -167,7 +170,8 @@ class TensorPlan:
         return {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[self.out]
 
     def raw_dtype(self):
-        
+        import gguf
+
         return gguf.GGMLQuantizationType.BF16 if self.out == "BF16" else None
 
     def load(self, ckpt: Checkpoint) -> np.ndarray:
@@ -195,6 +199,8 @@ def plan_tensors_from_shapes(cfg: dict, arch: Architecture, shapes: dict[str, tu
                              base: str) -> list[TensorPlan]:
     """The GGUF tensors for Hugging Face tensors of these names and shapes, in their order (no
     checkpoint needed: `edgekit plan` plans a config's shapes). 1-D tensors stay F32, the rest `base`."""
+    import gguf
+
     
     n_layers = int(cfg["num_hidden_layers"])
     arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch.gguf_arch]
@@ -246,6 +252,8 @@ def add_hparams(w: gguf.GGUFWriter, cfg: dict, model_name: str, base: str) -> No
 def write_base_gguf(ckpt: Checkpoint, path: Path, base: str = "F16", model_name: str = "model",
                     progress: Progress | None = None) -> dict:
     """Write the unquantized GGUF; returns facts about the tokenizer written."""
+    import gguf
+
     
     plans = plan_tensors(ckpt, base)
     w = gguf.GGUFWriter(path=None, arch=ckpt.arch.gguf_arch)

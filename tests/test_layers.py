@@ -465,6 +465,35 @@ def check_startup(imports: list[Import], modules: dict[str, Path], banned: froze
     return found
 
 
+def check_type_checking_only(modules: dict[str, Path], root: Path = REPO) -> list[str]:
+    """Names imported only under `if TYPE_CHECKING:` (for annotations) and used at run time in a
+    function that does not import them itself: a NameError waiting for that call, which neither
+    ruff nor the import graph sees (the guarded import defines the name for both)."""
+    out = []
+    for module, path in sorted(modules.items()):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {(a.asname or a.name).split(".")[0] for n in tree.body
+                   if isinstance(n, ast.If) and _is_type_checking(n.test)
+                   for s in n.body if isinstance(s, (ast.Import, ast.ImportFrom)) for a in s.names}
+        if not guarded:
+            continue
+        in_annotations = set()
+        for node in ast.walk(tree):
+            for annotation in ((node.annotation,) if isinstance(node, (ast.arg, ast.AnnAssign)) else
+                               (node.returns,) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else ()):
+                if annotation is not None:
+                    in_annotations.update(id(x) for x in ast.walk(annotation))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            local = {(a.asname or a.name).split(".")[0] for s in ast.walk(fn)
+                     if isinstance(s, (ast.Import, ast.ImportFrom)) for a in s.names}
+            out += [f"{_relative(path, root)}:{n.lineno}: {n.id} in {fn.name}() is imported only under TYPE_CHECKING"
+                    for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in guarded - local
+                    and id(n) not in in_annotations]
+    return _unique(out)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The tests
 # --------------------------------------------------------------------------------------------------------------
@@ -514,6 +543,11 @@ def test_imports_inside_functions_are_of_heavy_libraries_only(tree):
 
 def test_every_edgekit_import_resolves(tree):
     _assert_none("edgekit imports of missing modules or names", check_resolved(tree.imports, tree.modules))
+
+
+def test_no_run_time_use_of_type_checking_imports(tree):
+    _assert_none("run-time uses of names imported only for type checking (import them where they are used)",
+                 check_type_checking_only(tree.modules))
 
 
 def test_cli_startup_imports_no_heavy_library(tree):
@@ -591,3 +625,15 @@ def test_toy_missing_name_and_heavy_startup_are_caught(toy, tmp_path):
         "edgekit/app.py:3: from edgekit.core import nothing  [edgekit.core defines no nothing]"]
     assert check_startup(toy.imports, toy.modules, root=tmp_path) == [
         "edgekit.cli -> gguf: edgekit/cli/__init__.py:1 -> converters/gguf.py:1: import gguf"]
+
+
+def test_toy_type_checking_name_used_at_run_time_is_caught(tmp_path):
+    (tmp_path / "edgekit").mkdir()
+    (tmp_path / "edgekit" / "__init__.py").write_text("")
+    (tmp_path / "edgekit" / "w.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gguf\n\n\n"
+        "def ok(w: gguf.GGUFWriter) -> gguf.GGUFWriter:\n    import gguf\n    return gguf.GGUFWriter(w)\n\n\n"
+        "def bad(w: gguf.GGUFWriter) -> None:\n    w.add(gguf.TokenType.NORMAL)\n")
+    modules = discover({tmp_path / "edgekit": "edgekit"})
+    assert check_type_checking_only(modules, root=tmp_path) == [
+        "edgekit/w.py:12: gguf in bad() is imported only under TYPE_CHECKING"]

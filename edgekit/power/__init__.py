@@ -18,10 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
-
-if TYPE_CHECKING:
-    from edgekit.results import PowerInfo
+from typing import Callable, Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import POWER_SENSORS_GROUP, Registry
