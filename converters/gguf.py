@@ -320,7 +320,7 @@ def quantize_here(src: str, dst: str, quant: str, nthread: int, progress: Progre
 
     route_llama_log(on_log)
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(QUANT_TYPES[quant])
+    params.ftype = file_type(quant)
     params.nthread = nthread
     if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)) != 0:
         detail = errors[-1] if errors else "llama_model_quantize returned an error"
