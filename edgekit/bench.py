@@ -34,7 +34,7 @@ from edgekit.results import (
 from edgekit.roofline import above_roofline_warning, host_bandwidth_gb_s, last_level_cache_bytes
 from edgekit.runtimes import get_runtime
 from edgekit.settings import BenchSettings
-from edgekit.targets.specs import SPECS, detect
+from edgekit.targets.specs import all_specs, detect
 from edgekit.targets.state import capture, throttle_warnings
 
 Progress = Callable[[str, float, float], None]
@@ -266,8 +266,8 @@ def _target(name: str, transport):
     if name == "auto":
         facts = gather_facts(transport)
         return (*detect(facts), facts)
-    if name in SPECS:
-        return SPECS[name], {}, None
+    if name in all_specs():
+        return all_specs()[name], {}, None
     raise EdgekitError(f"unknown target '{name}'",
                        "pass --target auto (detect this machine) or a name from `edgekit targets`")
 

@@ -47,7 +47,7 @@ from edgekit.device.probe import gather_facts
 from edgekit.device.transport import LocalTransport
 from edgekit.errors import EdgekitError
 from edgekit.native import call
-from edgekit.power import DEVICE_SENSORS, SENSORS, open_sensor
+from edgekit.power import SENSORS, device_sensors, open_sensor
 from edgekit.runtimes import ONNXRUNTIME, TENSORRT
 from edgekit.targets.specs import detect, install_recipes
 from edgekit.terminal import printable as clean  # one sanitiser for all outside text
@@ -406,7 +406,7 @@ def _target_job() -> tuple[Any, dict, dict[str, str]]:
 def sensor_keys(spec_sensor: str | None) -> list[str]:
     """The power sensors worth trying here: the target's own (and what else reads that device, per
     DEVICE_SENSORS), then RAPL and NVML."""
-    keys = DEVICE_SENSORS.get(spec_sensor or "") or ([spec_sensor] if spec_sensor else [])
+    keys = device_sensors().get(spec_sensor or "") or ([spec_sensor] if spec_sensor else [])
     return [k for k in dict.fromkeys([*keys, "rapl", "nvml"]) if k in SENSORS]
 
 

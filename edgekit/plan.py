@@ -50,7 +50,7 @@ from edgekit.roofline import host_bandwidth_gb_s
 from edgekit.runtimes import get_runtime
 from edgekit.synth import PRESETS
 from edgekit.targets.host import host_facts
-from edgekit.targets.specs import SPECS
+from edgekit.targets.specs import all_specs
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
@@ -468,14 +468,14 @@ def resolve_targets(name: str) -> list[Target]:
                       "NVIDIA" in spec.accelerator or spec.family == "jetson")
 
     if name == "all":
-        return [of(s) for s in SPECS.values() if s.ram_gb and s.bandwidth_gb_s]
+        return [of(s) for s in all_specs().values() if s.ram_gb and s.bandwidth_gb_s]
     if name == "local":
         ram = host_facts()["ram_bytes"]
         usable, why = usable_memory("linux", ram)
         bw, source = host_bandwidth_gb_s()
         return [Target("local host", ram, usable, why, bw, source, "linux")]
-    if name in SPECS:
-        return [of(SPECS[name])]
+    if name in all_specs():
+        return [of(all_specs()[name])]
     raise EdgekitError(f"unknown target '{name}'", "pass all, local, or a name from `edgekit targets`")
 
 

@@ -216,3 +216,11 @@ def open_sensor(interval_ms: int = 100, command: list[str] | None = None):
 
 
 SENSORS_IN_ORDER = ("powermetrics",)  # edgekit.power.SENSORS["powermetrics"] is open_sensor above
+
+
+def parse_powermetrics_log(data: bytes) -> list[float]:
+    """plist frames (what edgekit's sensor records), or the text format powermetrics prints by default."""
+    if b"<plist" not in data[:4096]:
+        return [s["combined"] for s in parse_powermetrics_text(data.decode(errors="replace"))]
+    frames, _ = split_frames(data)
+    return [w["combined"] for f in frames if "combined" in (w := frame_power_w(f))]

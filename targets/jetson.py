@@ -308,3 +308,8 @@ def open_tegrastats(interval_ms: int = 100, command: list[str] | None = None):
 
 # the INA3221 rails through sysfs first (no child process), then tegrastats, which reads the same rails
 SENSORS_IN_ORDER = ("jetson", "tegrastats")
+
+
+def parse_tegrastats_log(data: bytes) -> list[float]:
+    """A tegrastats log (one line a reading) as watts per reading (`edgekit power parse`)."""
+    return [w for line in data.splitlines() if (w := tegrastats_watts(line)) is not None]

@@ -165,3 +165,21 @@ SENSORS_IN_ORDER = ("rpi5",)  # edgekit.power.SENSORS["rpi5"] is open_sensor abo
 
 STATE_PARSERS = {**LINUX_STATE_PARSERS, "arm_hz": parse_measure_clock, "throttled": parse_throttled,
                  "soc_temp": parse_measure_temp}
+
+
+def parse_pmic_log(data: bytes) -> list[float]:
+    """pmic_read_adc outputs one after another; a new reading starts at a blank or '#' line,
+    or when a rail that was already read appears again."""
+    readings, block, seen = [], [], set()
+    for line in data.decode(errors="replace").splitlines() + [""]:
+        stem = re.match(r"^\s*(\S+_[AV])\s", line)
+        if not line.strip() or line.lstrip().startswith("#") or (stem and stem.group(1) in seen):
+            if block:
+                rails = parse_pmic_read_adc("\n".join(block))
+                if rails:
+                    readings.append(sum(rails.values()))
+            block, seen = [], set()
+        if stem:
+            block.append(line)
+            seen.add(stem.group(1))
+    return readings

@@ -361,3 +361,13 @@ def test_options_and_help_import_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent).stdout.strip()
     assert out == "", f"--help imported {out}"
+
+
+def test_the_short_help_table_is_each_commands_own():
+    """`edgekit --help` lists edgekit's commands from SHORT_HELP without importing them: each entry
+    must be the command's own first help line, and every builtin must have one."""
+    from edgekit.cli import COMMAND_REGISTRY, COMMANDS, SHORT_HELP
+
+    assert set(SHORT_HELP) == set(COMMANDS)
+    for name in COMMANDS:
+        assert SHORT_HELP[name] == COMMAND_REGISTRY.load(name).get_short_help_str(10_000), name

@@ -2,9 +2,10 @@
 
 Commands are a registry (edgekit.registry): edgekit's own in the plain dict COMMANDS, plus the
 "edgekit.commands" entry points of installed plugins (a builtin wins over a plugin of the same
-name). Each is imported only when invoked or listed, and each command module imports the library
-(torch, transformers, llama_cpp, onnx) inside its function body, so `edgekit --help` never
-imports any of them. Choice lists and help texts come from edgekit.options.
+name). A command module is imported only when its command runs or shows its own --help:
+`edgekit --help` lists edgekit's commands from SHORT_HELP. Command modules import the library at
+their top; the library imports heavy libraries (torch, transformers, llama_cpp, onnx, gguf) where
+it uses them, so no --help imports any of them. Choice lists come from edgekit.options.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import signal
 
 import click
+from click.utils import make_default_short_help
 
 from edgekit import __version__
 from edgekit.atomic import is_disk_full
@@ -37,6 +39,24 @@ COMMANDS: dict[str, str] = {
     "eval": "edgekit.cli.eval:eval_cmd",
 }
 COMMAND_REGISTRY = Registry(COMMANDS_GROUP, COMMANDS, what="command")
+# name -> the first line of its help, as `edgekit --help` lists it without importing the command
+# (its module imports the library it drives); tests/test_registry.py checks each against the command
+SHORT_HELP: dict[str, str] = {
+    "synth": 'Write a Hugging Face checkpoint with random seeded weights.',
+    "export": 'Export a Hugging Face checkpoint to a deployable format.',
+    "inspect": 'Show architecture, parameters, quantization, size and tokenizer facts of PATH.',
+    "bench": 'Measure prompt processing, generation, TTFT, memory and power of ARTIFACT.',
+    "report": 'Compare RESULTS (JSON files from edgekit bench -o or edgekit eval -o, or folders such as results/ from edgekit bench --host) in a table and plots, grouped by device, with quality (perplexity, KL) beside speed where an eval of the same artifact is given.',
+    "demo": 'Offline end to end: synth a small Qwen2, export GGUF Q4_K_M + Q8_0 and ONNX INT4, bench, report.',
+    "power": 'Power sensors: recompute figures from raw logs.',
+    "targets": 'Known device targets: memory, bandwidth, CPU, accelerator, power sensor (with sources in --json).',
+    "probe": "Detect the target this machine is, print its facts and its clock/power-mode/thermal state (--record keeps the raw outputs, so a device's owner can contribute them as test fixtures).",
+    "doctor": 'What this install can do, one line each.',
+    "deploy": 'Put edgekit, a runtime and ARTIFACT on a device over SSH; every step is skipped when done.',
+    "fetch": 'Bring back every finished remote bench run not pulled yet (e.g. after a dropped connection).',
+    "plan": "What fits where and how fast: memory (weights per quant by llama.cpp's own quantizer, KV cache, overhead) against each target's usable memory, and predicted tokens/s from bandwidth.",
+    "eval": 'Perplexity of ARTIFACT on real English text, and with --reference its divergence from it.',
+}
 
 
 class EdgekitGroup(click.Group):
@@ -58,22 +78,25 @@ class EdgekitGroup(click.Group):
         return command
 
     def format_commands(self, ctx, formatter):
-        """The command list of --help. A plugin that fails to load is listed with its error instead of
-        ending the help with a traceback: one broken package does not hide the other commands."""
-        rows: list[tuple[str, str | click.Command]] = []
+        """The command list of --help: edgekit's own from SHORT_HELP (nothing imported), plugins
+        loaded. A plugin that fails to load is listed with its error instead of ending the help with
+        a traceback: one broken package does not hide the other commands."""
+        rows: list[tuple[str, str]] = []
+        limit = formatter.width - 6 - max((len(name) for name in self.list_commands(ctx)), default=0)
         for name in self.list_commands(ctx):
+            if name in SHORT_HELP:  # a builtin wins over a plugin of the same name
+                rows.append((name, make_default_short_help(SHORT_HELP[name], limit)))
+                continue
             try:
                 command = self.get_command(ctx, name)
             except EdgekitError as e:
                 rows.append((name, f"(unusable: {e.problem})"))
                 continue
             if command is not None and not command.hidden:
-                rows.append((name, command))
+                rows.append((name, command.get_short_help_str(limit)))
         if rows:
-            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
             with formatter.section("Commands"):
-                formatter.write_dl([(name, c if isinstance(c, str) else c.get_short_help_str(limit))
-                                    for name, c in rows])
+                formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:

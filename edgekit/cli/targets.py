@@ -11,7 +11,7 @@ from edgekit.cli._ssh import ssh_options
 from edgekit.device.probe import probe as run_probe
 from edgekit.device.transport import RecordedTransport, open_transport
 from edgekit.errors import EdgekitError
-from edgekit.targets.specs import SPECS
+from edgekit.targets.specs import all_specs
 from edgekit.targets.state import describe
 from edgekit.terminal import printable  # the device (or recording) may say anything: escape codes too
 
@@ -21,14 +21,14 @@ from edgekit.terminal import printable  # the device (or recording) may say anyt
 def targets(as_json):
     """Known device targets: memory, bandwidth, CPU, accelerator, power sensor (with sources in --json)."""
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in SPECS.values()], indent=2))
+        click.echo(json.dumps([s.to_dict() for s in all_specs().values()], indent=2))
         return
     from rich.table import Table
 
     table = Table()
     for col in ("target", "RAM GB", "bandwidth GB/s", "CPU", "accelerator", "power sensor"):
         table.add_column(col)
-    for s in SPECS.values():
+    for s in all_specs().values():
         table.add_row(s.name, "-" if s.ram_gb is None else f"{s.ram_gb:g}",
                       "measured" if s.bandwidth_gb_s is None else f"{s.bandwidth_gb_s:g}", s.cpu, s.accelerator,
                       s.power_sensor or "-")

@@ -66,7 +66,7 @@ from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import sha256_of
 from edgekit.runtimes import Runtime, get_runtime, runtime_of_format
-from edgekit.targets.specs import SPECS, detect, runtime_install
+from edgekit.targets.specs import all_specs, detect, runtime_install
 from edgekit.terminal import printable
 
 Stage = Callable[[str, str], None]  # (stage, detail): "connecting", "installing", "uploading 42%", ...
@@ -180,9 +180,9 @@ class Deployer:
         facts = gather_facts(self.t)
         spec, _seen = detect(facts)
         if o.target != "auto":
-            if o.target not in SPECS:
+            if o.target not in all_specs():
                 raise EdgekitError(f"unknown target '{o.target}'", "pass --target auto or a name from `edgekit targets`")
-            spec = SPECS[o.target]
+            spec = all_specs()[o.target]
         self.stage("reading", "the artifact")
         files = artifact_files(artifact)
         own = runtime_of_format(files.format).name
