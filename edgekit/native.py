@@ -14,6 +14,11 @@ Contract of `call(function, *args, library=..., what=..., **kwargs)`:
 - Progress: the child's `report(label, done, total)` (passed to the target as the
   keyword `progress` when `progress=` is given here) arrives at the parent's callback.
 - Ctrl-C or any exception here kills the child; nothing of it outlives the call.
+- The child dies with this process, however this one ends (SIGKILL and the OOM killer too): it
+  runs in a process group of its own and watches a pipe whose other end only this process
+  holds; at its end of file it kills its whole group (itself and anything it started, a power
+  sensor's process say). Its temporary folder is named after this process, and a later call
+  removes the folders of processes that are gone.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit.atomic import is_disk_full
+from edgekit.atomic import is_disk_full, pid_alive
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import RUNTIMES
 
@@ -59,14 +66,38 @@ def child_command(*args: str) -> list[str]:
     return [sys.executable, "-I", *args]
 
 
+CHILD_DIR_PREFIX = "edgekit-child-"
+
+
+def remove_stale_child_dirs(root: Path | None = None, min_age_s: float = 60.0) -> list[Path]:
+    """Remove the temporary folders of native calls whose parent process is gone (a parent killed
+    with SIGKILL never removes its own), older than `min_age_s` (a recycled pid aside). Returns
+    what was removed; a folder it cannot read or remove is left alone."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for d in root.glob(f"{CHILD_DIR_PREFIX}*"):
+        pid = d.name[len(CHILD_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or pid_alive(int(pid)) or time.time() - d.stat().st_mtime < min_age_s:
+                continue
+            shutil.rmtree(d)
+            removed.append(d)
+        except OSError:
+            continue
+    return removed
+
+
 def call(function: str, *args: Any, library: str, what: str, progress: Callable[[str, float, float], None] | None = None,
          timeout_s: float | None = None, fixes: dict[str, str] | None = None, **kwargs: Any) -> Any:
-    with tempfile.TemporaryDirectory(prefix="edgekit-child-") as tmp:
+    remove_stale_child_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{CHILD_DIR_PREFIX}{os.getpid()}-") as tmp:
         request, response, errlog = Path(tmp, "in.pickle"), Path(tmp, "out.pickle"), Path(tmp, "stderr.txt")
         request.write_bytes(pickle.dumps((function, args, kwargs, progress is not None)))
         with open(errlog, "w+b") as err:
+            # stdin: the pipe the child watches (nothing is written; its end of file is this process's end)
             proc = subprocess.Popen(child_command("-m", "edgekit.native", str(request), str(response)),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                    start_new_session=True)
 
             def relay() -> None:  # progress lines, read apart so that the timeout below holds
                 for raw in proc.stdout:
@@ -85,8 +116,9 @@ def call(function: str, *args: Any, library: str, what: str, progress: Callable[
                                    "check the machine's load, or report this") from None
             finally:
                 if proc.poll() is None:
-                    proc.kill()
+                    _kill_group(proc.pid)
                     proc.wait()
+                proc.stdin.close()
             err.seek(0)
             lines = [ln.strip() for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
         if rc < 0 or not response.exists():
@@ -120,7 +152,29 @@ def _report(label: str, done: float, total: float) -> None:
     sys.stdout.flush()
 
 
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _watch_parent() -> None:
+    """End this child's process group when the parent's end of stdin closes (the parent ended)."""
+    def watch() -> None:
+        try:  # the raw descriptor: a buffered stdin's lock would abort the interpreter's exit
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        _kill_group(os.getpgrp())
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgekit-parent-watch", daemon=True).start()
+
+
 def _child(request: str, response: str) -> int:
+    _watch_parent()
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once, even inside a C call
     target, args, kwargs, wants_progress = pickle.loads(Path(request).read_bytes())
     if wants_progress:

@@ -20,6 +20,7 @@ from edgekit.errors import EdgekitError
 from edgekit.formats import FORMATS, get_format
 from edgekit.results import BenchResult, EvalResult
 from edgekit.runtimes import LLAMA_CPP, RUNTIMES
+from edgekit.terminal import printable
 
 COLUMNS = ["artifact", "runtime", "target", "pp tok/s", "tg tok/s", "TTFT s", "peak mem", "W (tg)",
            "J/token (tg)", "roofline %"]
@@ -42,10 +43,19 @@ def artifact_name(fmt: str, path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if fmt in FORMATS and get_format(fmt).one_model_per_folder else path.name
 
 
+def clean(cells: list) -> list[str]:
+    """Each cell as one printable line (edgekit.terminal.printable): a result's text may come from a
+    device, which may say anything (escape codes, bidi overrides). Every table below is made of
+    cleaned cells, so Markdown, HTML and the terminal show the same, harmless text; the renderers
+    add only their own escaping (`|`, HTML entities, rich markup)."""
+    return [printable(c, 300) for c in cells]
+
+
 def label(r: BenchResult) -> str:
     path = Path(r.artifact.path)
     name = artifact_name(r.artifact.format, path)
-    return name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})"
+    return printable(name if r.artifact.quant is None or r.artifact.quant in name else f"{name} ({r.artifact.quant})",
+                     200)
 
 
 def columns(evals: list[EvalResult] | None = None) -> list[str]:
@@ -70,34 +80,35 @@ def rows(results: list[BenchResult], evals: list[EvalResult] | None = None) -> l
     for r in results:
         m, p = r.metrics, r.power
         mem = m.peak_rss_bytes + (m.peak_gpu_mem_bytes or 0)
-        out.append([
+        out.append(clean([
             label(r), f"{r.runtime.name} {r.runtime.backend}", r.target,
             _pm(m.pp_tok_s), _pm(m.tg_tok_s), _fmt(m.ttft_s.mean if m.ttft_s else None, ".3f"),
             f"{mem / 2**20:.0f} MiB", _fmt(p.tg_avg_w, ".1f"), _fmt(p.tg_j_per_tok, ".3f"),
             _fmt(r.roofline.efficiency * 100 if r.roofline and r.roofline.efficiency else None, ".0f"),
             *(_quality_cells(quality_of(r, evals)) if evals else []),
-        ])
+        ]))
     return out
 
 
 def eval_label(e: EvalResult) -> str:
     path = Path(e.artifact.path)
     name = artifact_name(e.artifact.format, path)
-    return name if e.artifact.quant is None or e.artifact.quant in name else f"{name} ({e.artifact.quant})"
+    return printable(name if e.artifact.quant is None or e.artifact.quant in name else f"{name} ({e.artifact.quant})",
+                     200)
 
 
 def eval_rows(evals: list[EvalResult]) -> list[list[str]]:
     out = []
     for e in evals:
         kl = e.kl
-        out.append([
+        out.append(clean([
             eval_label(e), f"{e.runtime.name} {e.runtime.backend}", Path(e.text.name).name, f"{e.chunks} x {e.ctx}",
             f"{e.perplexity:.3f} ± {e.perplexity_stderr:.3f}",
             f"{Path(kl.reference.path).name} ({kl.reference.quant or kl.reference.format})" if kl else "-",
             _fmt(kl.kl_divergence.mean if kl else None, ".5f"), _fmt(kl.kl_divergence.p99 if kl else None, ".5f"),
             _fmt(kl.same_top_rate * 100 if kl else None, ".1f") + ("%" if kl else ""),
             _fmt(kl.delta_p_mean * 100 if kl else None, "+.3f") + ("%" if kl else ""),
-        ])
+        ]))
     return out
 
 
@@ -137,7 +148,7 @@ def device_name(r: BenchResult) -> str:
     its hostname; with its target and RAM."""
     h = r.host
     ram = f", {h.ram_bytes / 2**30:.0f} GiB" if h.ram_bytes else ""
-    return f"{h.reached_as or h.hostname or '?'} ({r.target}{ram})"
+    return printable(f"{h.reached_as or h.hostname or '?'} ({r.target}{ram})", 200)
 
 
 REPRO_COLUMNS = ["device", "OS", "power mode", "clocks locked", "throttled", "runtime", "build", "edgekit"]
@@ -159,8 +170,8 @@ def reproducibility_rows(results: list[BenchResult]) -> list[list[str]]:
             build = runtime.hook("build_describer")(build) or build
         if r.runtime.build_commit:
             build = f"{build} @{r.runtime.build_commit}"
-        out.append([device_name(r), os_text, power_mode(r), clocks_locked(r), throttled(r),
-                    f"{r.runtime.name} {r.runtime.version} {r.runtime.backend}", build[:120], r.tool.version])
+        out.append(clean([device_name(r), os_text, power_mode(r), clocks_locked(r), throttled(r),
+                          f"{r.runtime.name} {r.runtime.version} {r.runtime.backend}", build[:120], r.tool.version]))
     return out
 
 
@@ -275,26 +286,30 @@ def to_markdown(results: list[BenchResult], evals: list[EvalResult] | None = Non
         cols = columns(evals)
         lines += ["", f"Settings: {settings_line(results)}.", "",
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows(results, evals)]
+        lines += [_md_row(row) for row in rows(results, evals)]
     if evals:
         lines += ["", "## Quality", "", "Perplexity as llama-perplexity computes it (the second half of each chunk "
                   "scored); KL(reference || artifact) in nats.", "",
                   "| " + " | ".join(EVAL_COLUMNS) + " |", "|" + "---|" * len(EVAL_COLUMNS)]
-        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in eval_rows(evals)]
+        lines += [_md_row(row) for row in eval_rows(evals)]
     if _devices_differ(results):
         lines += ["", "## What each number ran on", "", "| artifact | " + " | ".join(REPRO_COLUMNS) + " |",
                   "|" + "---|" * (len(REPRO_COLUMNS) + 1)]
-        lines += ["| " + " | ".join([label(r), *(c.replace("|", "/") for c in row)]) + " |"
-                  for r, row in zip(results, reproducibility_rows(results))]
+        lines += [_md_row([label(r), *row]) for r, row in zip(results, reproducibility_rows(results))]
     if with_plan:
         lines += ["", "## Plan vs measured", "", "tg predicted = efficiency x the run's bandwidth / its bytes read per "
                   "token (edgekit plan's model), the efficiency fitted on the other results.", "",
                   "| " + " | ".join(PLAN_COLUMNS) + " |", "|" + "---|" * len(PLAN_COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in predicted_vs_measured(results)]
+        lines += [_md_row(row) for row in predicted_vs_measured(results)]
     notes = _notes(results)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _md_row(cells: list[str]) -> str:
+    """A Markdown table row of cleaned cells: a `|` in a cell would start a new column."""
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
 
 def _notes(results: list[BenchResult]) -> list[str]:
@@ -305,8 +320,8 @@ def _notes(results: list[BenchResult]) -> list[str]:
                  f"power from {r.power.source}; it does not see: {r.power.excludes}", *r.warnings]
         for text in texts:
             by_text.setdefault(text, []).append(label(r))
-    return [f"{text} ({'all results' if len(names) == len(results) > 1 else ', '.join(names)})"
-            for text, names in by_text.items()]
+    return clean([f"{text} ({'all results' if len(names) == len(results) > 1 else ', '.join(names)})"
+                  for text, names in by_text.items()])
 
 
 def to_html(results: list[BenchResult], evals: list[EvalResult] | None = None, with_plan: bool = False) -> str:
@@ -406,6 +421,6 @@ def predicted_vs_measured(results: list) -> list[list[str]]:
         source = f"median of {len(others)} other result(s)" if others else f"default {eff:g}"
         predicted = eff * r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token
         measured = r.metrics.tg_tok_s.mean
-        out.append([label(r), r.target, r.runtime.name, f"{measured:.1f}", f"{predicted:.1f}",
-                    f"{(predicted / measured - 1) * 100:+.0f}%", source])
+        out.append(clean([label(r), r.target, r.runtime.name, f"{measured:.1f}", f"{predicted:.1f}",
+                          f"{(predicted / measured - 1) * 100:+.0f}%", source]))
     return out

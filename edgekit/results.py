@@ -11,22 +11,52 @@ import math
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import LLAMA_CPP, RUNTIMES
+from edgekit.terminal import printable
 
 SCHEMA_VERSION = 2  # 2: runtime options in settings.llama_cpp / settings.onnxruntime (1 is read too)
 
+# What a measurement can be: finite, not negative, and within what any machine edgekit measures
+# could reach (generous: a result beyond them is broken or made up, as a hostile device's can be).
+MAX_TOK_S = 1e8                  # tokens per second
+MAX_SECONDS = 1e7                # ~116 days
+MAX_BYTES = 2**50                # 1 PiB
+MAX_WATTS = 1e5                  # 100 kW
+MAX_GB_S = 1e5                   # memory bandwidth, GB/s
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TokS = Annotated[float, Field(ge=0, le=MAX_TOK_S, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Watts = Annotated[float, Field(ge=0, le=MAX_WATTS, allow_inf_nan=False)]
+Bytes = Annotated[int, Field(ge=0, le=MAX_BYTES)]
+Count = Annotated[int, Field(ge=0)]
+
+
+def problem_of(e: Exception) -> str:
+    """A validation error as one short clause naming the field: `metrics.tg_tok_s.mean: Input should be
+    a finite number (got nan)`; any other error as its text."""
+    if isinstance(e, ValidationError) and e.errors():
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "the document"
+        got = first.get("input")
+        got = "" if isinstance(got, (dict, list)) else f" (got {printable(repr(got), 60)})"
+        more = f"; {e.error_count() - 1} more" if e.error_count() > 1 else ""
+        return printable(f"{where}: {first.get('msg', 'invalid')}{got}{more}", 240)
+    return printable(" ".join(str(e).split()), 160)
+
 
 class Stat(BaseModel):
-    """Mean, sample standard deviation and every sample."""
+    """Mean, sample standard deviation and every sample (finite and not negative: speeds and times)."""
 
-    mean: float
-    stdev: float
-    samples: list[float]
+    mean: NonNegative
+    stdev: NonNegative
+    samples: list[NonNegative]
 
     @classmethod
     def of(cls, samples: list[float]) -> "Stat":
@@ -46,8 +76,8 @@ class HostInfo(BaseModel):
     os: str | None = None
     machine: str | None = None
     cpu_model: str | None = None
-    cpu_cores: int | None = None
-    ram_bytes: int | None = None
+    cpu_cores: Count | None = None
+    ram_bytes: Bytes | None = None
     python: str | None = None
     accelerators: list[str] = []
     reached_as: str | None = None   # the SSH destination the run was started through (bench --host)
@@ -57,9 +87,9 @@ class ArtifactInfo(BaseModel):
     path: str
     format: str                     # gguf, onnx, tensorrt
     quant: str | None = None        # llama.cpp spelling
-    size_bytes: int
+    size_bytes: Bytes
     sha256: str | None = None       # of the file; for ONNX, of model.onnx followed by its external data
-    n_params: int | None = None
+    n_params: Count | None = None
     architecture: str | None = None
     model_type: str | None = None   # the runtime's own: llama.cpp's llama_model_desc ("qwen2 1.5B Q4_K - Medium")
     tensor_bytes: int | None = None  # llama.cpp's llama_model_size: bytes of all tensors (less than the file)
@@ -163,33 +193,41 @@ class Metrics(BaseModel):
     pp_tok_s: Stat | None = None
     tg_tok_s: Stat | None = None
     ttft_s: Stat | None = None      # prompt of n_prompt tokens + the first generated token
-    load_s: float
-    peak_rss_bytes: int
-    peak_gpu_mem_bytes: int | None = None
+    load_s: Seconds
+    peak_rss_bytes: Bytes
+    peak_gpu_mem_bytes: Bytes | None = None
+
+    @model_validator(mode="after")
+    def _within_bounds(self):
+        for name, bound in (("pp_tok_s", MAX_TOK_S), ("tg_tok_s", MAX_TOK_S), ("ttft_s", MAX_SECONDS)):
+            stat = getattr(self, name)
+            if stat is not None and max([stat.mean, *stat.samples]) > bound:
+                raise ValueError(f"{name} of {max([stat.mean, *stat.samples]):g} is beyond {bound:g}: not a measurement")
+        return self
 
 
 class PowerInfo(BaseModel):
     source: str | None = None       # e.g. "rapl:package-0+dram", "nvml:GPU0 total energy"
     excludes: str | None = None     # what the sensor cannot see
     unavailable: str | None = None  # why there is no power figure, when there is none
-    sample_interval_s: float | None = None
-    idle_w: float | None = None
-    pp_avg_w: float | None = None
-    tg_avg_w: float | None = None
-    pp_j_per_tok: float | None = None
-    tg_j_per_tok: float | None = None
-    pp_j_per_tok_above_idle: float | None = None
-    tg_j_per_tok_above_idle: float | None = None
-    samples: list[tuple[float, float]] = []   # (seconds since run start, watts)
+    sample_interval_s: Seconds | None = None
+    idle_w: Watts | None = None
+    pp_avg_w: Watts | None = None
+    tg_avg_w: Watts | None = None
+    pp_j_per_tok: NonNegative | None = None
+    tg_j_per_tok: NonNegative | None = None
+    pp_j_per_tok_above_idle: Finite | None = None  # below idle by noise: may be negative
+    tg_j_per_tok_above_idle: Finite | None = None
+    samples: list[tuple[Seconds, Watts]] = []   # (seconds since run start, watts)
     raw_log: str | None = None
 
 
 class Roofline(BaseModel):
-    bandwidth_gb_s: float
+    bandwidth_gb_s: Annotated[float, Field(gt=0, le=MAX_GB_S, allow_inf_nan=False)]
     bandwidth_source: str           # "measured: ..." or a spec sheet
-    bytes_per_token: int            # weights read per token + KV cache at the mean context of the tg run
-    tg_bound_tok_s: float
-    efficiency: float | None = None  # achieved tg / bound
+    bytes_per_token: Bytes          # weights read per token + KV cache at the mean context of the tg run
+    tg_bound_tok_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    efficiency: NonNegative | None = None  # achieved tg / bound (above 1 is warned about, not refused)
 
 
 class BenchResult(BaseModel):
@@ -232,7 +270,7 @@ class BenchResult(BaseModel):
         try:
             return cls.model_validate(data)
         except Exception as e:
-            raise EdgekitError(f"{path} is not an edgekit bench result ({' '.join(str(e).split())[:160]})",
+            raise EdgekitError(f"{path} is not an edgekit bench result ({problem_of(e)})",
                                "pass result files written by edgekit bench -o (llama-bench format is output only)") from None
 
     def to_llama_bench(self) -> list[dict[str, Any]]:
@@ -337,10 +375,10 @@ class EvalSettings(BaseModel):
 class Distribution(BaseModel):
     """Of one per-position quantity over all scored positions."""
 
-    mean: float
-    median: float
-    p99: float
-    max: float
+    mean: Finite
+    median: Finite
+    p99: Finite
+    max: Finite
 
 
 class KLInfo(BaseModel):
@@ -349,11 +387,11 @@ class KLInfo(BaseModel):
     reference: ArtifactInfo         # format "hf" for a Hugging Face checkpoint run through transformers
     reference_runtime: RuntimeInfo
     kl_divergence: Distribution     # KL(reference || artifact) of the next-token distributions, nats
-    same_top_rate: float            # positions where both give the same most likely token
-    delta_p_mean: float             # mean of p_artifact - p_reference of the correct next token (fraction, not %)
-    delta_p_stdev: float
-    reference_perplexity: float
-    ln_ppl_ratio: float             # mean of nll_artifact - nll_reference = ln(PPL / reference PPL)
+    same_top_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]  # positions where both agree on the top token
+    delta_p_mean: Finite            # mean of p_artifact - p_reference of the correct next token (fraction, not %)
+    delta_p_stdev: NonNegative
+    reference_perplexity: NonNegative
+    ln_ppl_ratio: Finite             # mean of nll_artifact - nll_reference = ln(PPL / reference PPL)
 
 
 class EvalResult(BaseModel):
@@ -368,12 +406,12 @@ class EvalResult(BaseModel):
     ctx: int                        # tokens per chunk
     chunks: int                     # chunks evaluated
     n_tokens: int                   # positions scored (chunks x settings.scored_per_chunk)
-    perplexity: float               # exp(mean negative log-likelihood of the scored tokens)
-    perplexity_stderr: float        # llama-perplexity's "+/-": PPL x the standard error of the mean nll
-    nll_mean: float
+    perplexity: NonNegative         # exp(mean negative log-likelihood of the scored tokens)
+    perplexity_stderr: NonNegative  # llama-perplexity's "+/-": PPL x the standard error of the mean nll
+    nll_mean: NonNegative
     settings: EvalSettings
     kl: KLInfo | None = None        # with --reference
-    seconds: float
+    seconds: Seconds
     warnings: list[str] = []
 
     def to_json(self) -> str:
@@ -399,5 +437,4 @@ class EvalResult(BaseModel):
         try:
             return cls.model_validate(data)
         except Exception as e:
-            detail = " ".join(str(e).split())[:160]
-            raise EdgekitError(f"{path} is not an edgekit eval result ({detail})", fix) from None
+            raise EdgekitError(f"{path} is not an edgekit eval result ({problem_of(e)})", fix) from None

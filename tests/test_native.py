@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -111,3 +112,56 @@ def test_cli_bench_runs_in_a_child_and_survives_its_crash(tiny_qwen2, tmp_path, 
     assert run.stderr.strip().splitlines()[-1].startswith(
         "error: llama.cpp crashed (SIGSEGV) in the benchmark of tiny-qwen2-Q4_0.gguf"), run.stderr
     assert "Fatal Python error" not in run.stderr and not (tmp_path / "r.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    from edgekit.atomic import pid_alive
+
+    return pid_alive(pid)
+
+
+def test_a_child_and_what_it_started_die_with_a_parent_killed_by_sigkill(tmp_path):
+    """kill -9 of edgekit (a CI timeout, the OOM killer) used to leave its native child running,
+    slowing every later measurement. Here the parent calls a child that starts a grandchild (as a
+    power sensor's process would) and waits; the parent is then SIGKILLed: neither stays."""
+    import time
+
+    pids = tmp_path / "pids"
+    # the child runs sh (the grandchild), which writes both pids and sleeps
+    script = f'echo $PPID $$ > {pids}.tmp && mv {pids}.tmp {pids} && sleep 300'
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+from edgekit import native
+native.call("subprocess:run", ["sh", "-c", {script!r}], library="test", what="a long call")
+"""])
+    deadline = time.monotonic() + 60  # a hang guard, not a speed check
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+        time.sleep(0.1)
+    child, grandchild = map(int, pids.read_text().split())
+    assert _alive(child) and _alive(grandchild)
+    parent.kill()
+    parent.wait()
+    while (_alive(child) or _alive(grandchild)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the native child outlived its parent"
+    assert not _alive(grandchild), "what the child started outlived it"
+
+
+def test_the_folders_of_dead_parents_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - 3600
+    stale, mine, fresh = (tmp_path / f"{native.CHILD_DIR_PREFIX}{dead}-abc", tmp_path / f"{native.CHILD_DIR_PREFIX}"
+                          f"{os.getpid()}-abc", tmp_path / f"{native.CHILD_DIR_PREFIX}{dead}-new")
+    for d in (stale, mine, fresh):
+        d.mkdir()
+        (d / "in.pickle").write_bytes(b"x")
+    for d in (stale, mine):
+        os.utime(d, (old, old))
+    other = tmp_path / "edgekit-children-of-someone"  # not ours by name: never touched
+    other.mkdir()
+    assert native.remove_stale_child_dirs(tmp_path) == [stale]
+    assert not stale.exists() and mine.exists() and fresh.exists() and other.exists()

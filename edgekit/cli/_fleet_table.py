@@ -23,7 +23,7 @@ class FleetTable:
         self.live = None
         self.last: dict[str, str] = {}
         if live:
-            self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4)
+            self.live = Live(self._table(), console=Console(stderr=True, markup=False), refresh_per_second=4)
             self.live.start()
 
     def _table(self):

@@ -10,7 +10,7 @@ import sys
 def progress_bars(enabled: bool = True):
     from rich.console import Console
 
-    console = Console(file=sys.stderr)
+    console = Console(file=sys.stderr, markup=False)  # labels may come from a device
     if not enabled or not console.is_terminal:  # bars only on a terminal: a log or a pipe gets no blank lines
         yield None
         return
@@ -29,8 +29,10 @@ def progress_bars(enabled: bool = True):
 
 
 def stdout_console():
-    """A rich console for tables: its real width on a terminal, 160 columns in logs and pipes."""
+    """A rich console for tables: its real width on a terminal, 160 columns in logs and pipes.
+    Markup is off: table cells and lines hold text from results and devices, and a `[link=...]`
+    or `[red]` there must print as written (styles come as rich Text objects)."""
     from rich.console import Console
 
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+    console = Console(markup=False)
+    return console if console.is_terminal else Console(width=160, markup=False)

@@ -3,11 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from edgekit.cli._progress import progress_bars, stdout_console
 from edgekit.cli.report import results_table
 from edgekit.demo import GEMMA_PROMPT, run_demo
 from edgekit.results import BenchResult
+from edgekit.terminal import printable
 
 
 @click.command()
@@ -26,7 +28,8 @@ def demo(out_dir, n_prompt, n_gen, repetitions, threads, force):
     console = stdout_console()
     console.print(results_table([BenchResult.load(p) for p in outcome.result_files]))
     if outcome.completion is not None:
-        console.print(f"[bold]Gemma-3-270M Q4_K_M says:[/bold] {GEMMA_PROMPT}[italic]{outcome.completion}[/italic]")
+        console.print(Text.assemble(("Gemma-3-270M Q4_K_M says:", "bold"), f" {GEMMA_PROMPT}",
+                                    (printable(outcome.completion, 2000), "italic")))
     for note in outcome.notes:
         console.print(f"note: {note}")
     click.echo(f"report: {outcome.report.resolve()}")

@@ -30,6 +30,10 @@ def deploy_options(f):
                      help="Cap the model upload's rate (KiB/s)."),
         click.option("--build-timeout", "build_timeout_s", type=float, default=3 * 3600.0, show_default=True,
                      help="Seconds a runtime build on the device may take."),
+        click.option("--share-device-builds", is_flag=True,
+                     help="Let a runtime wheel another device of the same kind built serve this one too (its "
+                          "origin is recorded in deploy.json). By default a wheel a device built serves only "
+                          "that device."),
     ]):
         f = option(f)
     return ssh_options(f)
@@ -44,9 +48,11 @@ def remote_run_options(f):
                         help="With --host: seconds a device's run may take before it is ended there.")(f)
 
 
-def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s):
+def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s,
+                 share_device_builds=False):
     return DeployOptions(remote_dir=remote_dir, target=target, runtime=runtime, python=device_python, wheels=wheels,
-                         ctx=ctx, bwlimit_kib_s=bwlimit_kib_s, build_timeout_s=build_timeout_s)
+                         ctx=ctx, bwlimit_kib_s=bwlimit_kib_s, build_timeout_s=build_timeout_s,
+                         share_device_builds=share_device_builds)
 
 
 class StageLines:
@@ -60,7 +66,7 @@ class StageLines:
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
 
-            self.status = Console(stderr=True).status(f"{host}: connecting")
+            self.status = Console(stderr=True, markup=False).status(f"{host}: connecting")
             self.status.start()
 
     def __call__(self, stage: str, detail: str) -> None:
@@ -83,6 +89,7 @@ class StageLines:
 @deploy_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s,
+           share_device_builds,
            ssh_options, ssh_config, accept_new_host_key, as_json):
     """Put edgekit, a runtime and ARTIFACT on a device over SSH; every step is skipped when done.
 
@@ -90,7 +97,8 @@ def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, whee
     venv with this machine's edgekit, the runtime by the target's recipe, the model into a
     content-addressed store (resumable, sha256 verified there), `edgekit doctor` on the device.
     """
-    options = make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s)
+    options = make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s,
+                           share_device_builds)
     lines = StageLines(host, quiet=as_json)
     try:
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:

@@ -8,6 +8,7 @@ from edgekit.cli._ssh import ssh_options
 from edgekit.device.facts import resolve_remote_dir
 from edgekit.device.runs import fetch_runs
 from edgekit.device.transport import open_transport
+from edgekit.terminal import printable
 
 
 @click.command()
@@ -19,12 +20,15 @@ from edgekit.device.transport import open_transport
 def fetch(host, remote_dir, results_dir, ssh_options, ssh_config, accept_new_host_key):
     """Bring back every finished remote bench run not pulled yet (e.g. after a dropped connection)."""
     with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
-        folders, running = fetch_runs(transport, resolve_remote_dir(transport, remote_dir), host=host,
-                                      results=results_dir)
+        fetched = fetch_runs(transport, resolve_remote_dir(transport, remote_dir), host=host, results=results_dir)
+    folders, running = fetched.folders, fetched.running
     for f in folders:
         status = "result" if (f / "result.json").is_file() else "failed run (status.json says why)"
         click.echo(f"fetched {f} ({status})")
     if running:
-        click.echo(f"still running on {host}: {', '.join(running)} (fetch again when they end)")
+        click.echo(f"still running on {printable(host, 100)}: {', '.join(running)} (fetch again when they end)")
+    for name in fetched.refused:
+        click.echo(f"warning: {printable(host, 100)} lists a run {name}, which is not a run id edgekit makes: "
+                   "not fetched", err=True)
     if not folders and not running:
-        click.echo(f"nothing to fetch from {host}: every finished run is already here")
+        click.echo(f"nothing to fetch from {printable(host, 100)}: every finished run is already here")

@@ -61,7 +61,8 @@ from edgekit.device.facts import (
 from edgekit.device.manifest import MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord, now_utc
 from edgekit.device.preflight import VENV_BYTES, Need, build_tools_problem, preflight
 from edgekit.device.probe import gather_facts
-from edgekit.device.wheels import device_wheel_dir, edgekit_wheel
+from edgekit.device.untrusted import inside, wheel_name
+from edgekit.device.wheels import BuiltWheel, built_wheels, device_wheel_dir, edgekit_wheel, keep_built_wheel
 from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import sha256_of
@@ -130,6 +131,7 @@ class DeployOptions:
     bwlimit_kib_s: int | None = None
     build_timeout_s: float = 3 * 3600
     install_timeout_s: float = 1800
+    share_device_builds: bool = False   # a wheel another device built may serve this one too
 
 
 
@@ -193,6 +195,8 @@ class Deployer:
         rt = get_runtime(runtime)
         device = parse_device_report(self.sh(device_script(o.remote_dir, (o.python,) if o.python else
                                                            PYTHON_CANDIDATES), "reading the device").stdout)
+        if device.machine:  # it names local cache folders: a word, never a path
+            machine_name(device.machine, self.host)
         R = device.remote_dir
         python = choose_python(device, o.python, spec.family)
         manifest = self.read_manifest(R) if device.free_dir == R else RemoteManifest()
@@ -353,47 +357,58 @@ class Deployer:
             return
         self._push_wheels(R)
         if rt.builds_on_device:
-            wheel = self._built_wheel(R, spec, device, rt, recipe, recipe_text, result)
+            wheel, origin, wheel_sha = self._built_wheel(R, spec, device, rt, recipe, recipe_text, result)
             self._pip(R, [wheel], f"installing {rt.distributions[0]}", log_name=rt.distributions[0])
             installed_wheel = wheel.rsplit("/", 1)[-1]
         else:
             self.stage("installing", runtime)
             self._pip(R, [*recipe.args, *rt.device_extras], f"installing {runtime}", env=recipe.env, log_name=runtime)
-            installed_wheel = None
+            installed_wheel = origin = wheel_sha = None
         installed = self._installed_version(R, rt.distributions)
         if installed is None:
             raise EdgekitError(f"{runtime} is not installed on {self.host} after its recipe ran",
                                f"run it by hand on the device: {recipe_text}")
         manifest.runtimes[runtime] = RuntimeRecord(name=runtime, distribution=installed[0], version=installed[1],
-                                                   recipe=recipe_text, wheel=installed_wheel)
+                                                   recipe=recipe_text, wheel=installed_wheel, wheel_origin=origin,
+                                                   wheel_sha256=wheel_sha)
         result.done(runtime, f"installed {installed[0]} {installed[1]}")
+
+    def _trusted_wheels(self, spec, device: Device, rt: Runtime, recipe_text: str) -> list[BuiltWheel]:
+        """The cached wheels of `rt` this device may install: its own earlier builds, and with
+        --share-device-builds those of other devices of the same kind."""
+        kind = device_wheel_dir(spec.family, rt.distributions[0], rt.version, device.machine, recipe_text)
+        own = built_wheels(kind, rt.wheel_stem, self.host)
+        return own or (built_wheels(kind, rt.wheel_stem) if self.o.share_device_builds else [])
 
     def _wheel_at_hand(self, spec, device: Device, rt: Runtime) -> bool:
         """Is a wheel of `rt` (a runtime built on devices) for this device in the local cache or in
         --wheels, so that nothing is built there?"""
         recipe = runtime_install(spec, rt.name, device.machine).command()
-        if any(device_wheel_dir(spec.family, rt.distributions[0], rt.version, device.machine, recipe).glob(
-                f"{rt.wheel_stem}-*.whl")):
+        if self._trusted_wheels(spec, device, rt, recipe):
             return True
         return bool(self.o.wheels and any(Path(self.o.wheels).glob(f"{rt.wheel_stem}-{rt.version}-*.whl")))
 
     def _built_wheel(self, R: str, spec, device: Device, rt: Runtime, recipe, recipe_text: str,
-                     result: DeployResult) -> str:
-        """The remote path of a wheel of `rt` for this device: from the local cache of wheels built
-        on devices of this kind, from --wheels, or built there now (and brought back)."""
+                     result: DeployResult) -> tuple[str, str, str | None]:
+        """(remote path, origin, sha256) of a wheel of `rt` for this device: this device's own
+        earlier build from the local cache (another device's with --share-device-builds), one from
+        --wheels, or one built there now (brought back into the cache as this device's build)."""
         version, step = rt.version, f"{rt.label} wheel"
-        cache = device_wheel_dir(spec.family, rt.distributions[0], version, device.machine, recipe_text)
-        cached = sorted(cache.glob(f"{rt.wheel_stem}-*.whl"))
+        cached = self._trusted_wheels(spec, device, rt, recipe_text)
         if cached:
-            self.stage("uploading", f"cached wheel {cached[0].name}")
-            self.t.put(cached[0], f"{R}/wheels/{cached[0].name}")
-            result.done(step, f"from the local cache {cache}")
-            return f"{R}/wheels/{cached[0].name}"
+            wheel = cached[0]
+            self.stage("uploading", f"cached wheel {wheel.path.name} ({wheel.origin})")
+            self.t.put(wheel.path, f"{R}/wheels/{wheel.path.name}")
+            result.done(step, f"from the local cache ({wheel.origin}, sha256 {wheel.sha256[:12]})")
+            if wheel.built_on != self.host:
+                result.warnings.append(f"{rt.label} on {self.host} is a wheel {wheel.origin} "
+                                       "(--share-device-builds)")
+            return f"{R}/wheels/{wheel.path.name}", wheel.origin, wheel.sha256
         if self.o.wheels:
             found = sorted(Path(self.o.wheels).glob(f"{rt.wheel_stem}-{version}-*.whl"))
             if found:  # the device's pip checks that it fits the device (platform tags)
                 result.done(step, f"from --wheels ({found[0].name})")
-                return f"{R}/wheels/{found[0].name}"
+                return f"{R}/wheels/{found[0].name}", f"--wheels {found[0].parent}", sha256_of(found[0])
         self.stage("building", f"{rt.label} on the device ({recipe_text})")
         q = self.q
         self.sh(f"rm -rf -- {q(R)}/wheels/built && mkdir -p -- {q(R)}/wheels/built", "preparing the build")
@@ -402,13 +417,17 @@ class Deployer:
         self._logged(cmd, "building", f"the {rt.label} build", rt.build_log_name, self.o.build_timeout_s,
                      "raise --build-timeout for a slow device, or push a wheel built for it with --wheels",
                      "read the log (a compiler, cmake and the Python headers are needed on the device)")
-        r = self.sh(f"cd -- {q(R)}/wheels/built && ls {rt.wheel_stem}-*.whl", "finding the built wheel")
-        name = r.stdout.split()[0]
-        cache.mkdir(parents=True, exist_ok=True)
+        r = self.sh(f"cd -- {q(R)}/wheels/built && ls", "finding the built wheel")
+        found = [n for n in r.stdout.split() if n.endswith(".whl")]
+        name = wheel_name(found[0] if len(found) == 1 else " ".join(found), rt.wheel_stem, self.host)
+        kind = device_wheel_dir(spec.family, rt.distributions[0], version, device.machine, recipe_text)
+        kind.mkdir(parents=True, exist_ok=True)
         self.stage("downloading", f"built wheel {name}")
-        self.t.get(f"{R}/wheels/built/{name}", cache / name)
-        result.done(step, f"built on the device, kept in {cache}")
-        return f"{R}/wheels/built/{name}"
+        with tempfile.TemporaryDirectory(dir=kind, prefix=".download-") as d:
+            self.t.get(f"{R}/wheels/built/{name}", inside(Path(d), name))
+            kept = keep_built_wheel(kind, self.host, Path(d) / name)
+        result.done(step, f"built on the device, kept in {kept.path.parent} (serves this device only)")
+        return f"{R}/wheels/built/{name}", kept.origin, kept.sha256
 
     def _store_sizes(self, R: str, files: ArtifactFiles) -> dict[str, int]:
         """sha256 -> size of the artifact's files already in the store."""

@@ -19,6 +19,8 @@ class RuntimeRecord(BaseModel):
     version: str
     recipe: str                      # the install line it came from (its env and pip arguments)
     wheel: str | None = None         # the wheel installed, when one was
+    wheel_origin: str | None = None  # where that wheel came from ("built on pi@10.0.0.5", "--wheels DIR")
+    wheel_sha256: str | None = None
     backends: list[str] = []         # as the device's doctor reads them (CPU, CUDA, Metal, ...)
     build: str | None = None         # llama.cpp's system info
 

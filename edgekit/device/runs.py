@@ -21,14 +21,16 @@ import secrets
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from edgekit.device.job import JOB_FILE, BenchJob, EvalJob, job_json, parse_job
+from edgekit.device.untrusted import inside, is_run_id
 from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
+from edgekit.terminal import printable
 
 RUN_FILES = ("job.json", "status.json", "result.json", "eval.json", "progress.log", "log")
 
@@ -96,7 +98,7 @@ def remote_job(transport, remote_dir: str, job: BenchJob | EvalJob, *, host: str
             parts = line.split(" ", 3)
             if len(parts) == 4 and progress:
                 try:
-                    progress(parts[3], float(parts[1]), float(parts[2]))
+                    progress(printable(parts[3], 100), float(parts[1]), float(parts[2]))
                 except ValueError:
                     pass
         elif line.startswith("status "):
@@ -124,7 +126,13 @@ def remote_job(transport, remote_dir: str, job: BenchJob | EvalJob, *, host: str
 
 def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Path) -> Path:
     """Bring one run's files back into <results>/<host>/<artifact key>/<run id>/ (whole, or not at
-    all) and mark it pulled on the device. The folder's path is returned."""
+    all) and mark it pulled on the device. The folder's path is returned. `run_id` and the artifact
+    key the device's job.json names are checked (edgekit.device.untrusted) before they become a
+    path; a folder fetched before is kept as it is, never replaced: a fetch deletes nothing it did
+    not create itself."""
+    if not is_run_id(run_id):
+        raise EdgekitError(f"{printable(host, 100)} lists a run {printable(repr(run_id), 100)}, which is not a run id "
+                           "edgekit makes", "nothing was fetched for it; look at the device's runs folder")
     q = shlex.quote
     run = f"{remote_dir}/runs/{run_id}"
     listed = transport.run(f"cd -- {q(run)} && ls -A", timeout_s=30)
@@ -142,11 +150,10 @@ def fetch_run(transport, remote_dir: str, run_id: str, *, host: str, results: Pa
             key = parse_job((tmp / JOB_FILE).read_text(encoding="utf-8")).artifact_key
         except ValueError:  # not a job edgekit wrote
             key = "artifact"
-        final = results / safe_name(host) / safe_name(key or "artifact") / run_id
+        final = inside(results, safe_name(host), safe_name(key or "artifact"), run_id)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if not final.exists():  # else fetched before, whole (a rename): kept, this copy dropped
+            os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     transport.run(f"touch -- {q(run + '/pulled')}", timeout_s=30)
@@ -167,14 +174,28 @@ def list_runs(transport, remote_dir: str) -> list[dict]:
     return out
 
 
-def fetch_runs(transport, remote_dir: str, *, host: str, results: Path) -> tuple[list[Path], list[str]]:
-    """Every finished run not pulled yet -> (local folders, ids still running)."""
-    folders, running = [], []
+@dataclass
+class Fetched:
+    """What `fetch_runs` did: the local folders of the runs it brought back, the ids of runs still
+    running there, and what the device listed that is not a run id edgekit makes (never fetched)."""
+
+    folders: list[Path] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def fetch_runs(transport, remote_dir: str, *, host: str, results: Path) -> Fetched:
+    """Every finished run not pulled yet, brought back (fetch_run)."""
+    out = Fetched()
     for run in list_runs(transport, remote_dir):
+        run_id = run.get("id") if isinstance(run, dict) else run
+        if not is_run_id(run_id):
+            out.refused.append(printable(repr(run_id), 100))
+            continue
         if run.get("status") is None:
             if run.get("running"):
-                running.append(run["id"])
+                out.running.append(run_id)
             continue
         if not run.get("pulled"):
-            folders.append(fetch_run(transport, remote_dir, run["id"], host=host, results=results))
-    return folders, running
+            out.folders.append(fetch_run(transport, remote_dir, run_id, host=host, results=results))
+    return out

@@ -13,10 +13,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import edgekit
-from edgekit.atomic import atomic_file
+from edgekit.atomic import atomic_dir, atomic_file
 from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import sha256_of
@@ -117,8 +119,66 @@ def edgekit_wheel() -> Path | None:
 
 
 def device_wheel_dir(family: str, runtime: str, version: str, machine: str, recipe: str) -> Path:
-    """Where runtime wheels built on a device are kept on this machine: one folder per target
-    family, runtime version, CPU architecture and recipe (its flags), so that the next device of
-    the same kind installs in seconds. `--wheels` accepts it."""
+    """Where runtime wheels built on devices are kept on this machine: one folder per target
+    family, runtime version, CPU architecture and recipe (its flags), and in it one folder per
+    device that built one (`built-on/<device>/`: the wheel and its origin.json), since a wheel a
+    device built is that device's word: it serves that device again, and another only when the
+    user shares it (`deploy --share-device-builds`). `machine` is checked by the caller
+    (edgekit.device.untrusted.machine_name)."""
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return cache_root() / "device-wheels" / f"{family}-{runtime}-{version}-{machine}-{digest}"
+
+
+ORIGIN_FILE = "origin.json"
+
+
+def device_key(host: str) -> str:
+    """The folder name of a device's own builds: its name as deploy reached it, made safe, and a
+    digest of it (two names that clean up alike stay apart)."""
+    clean = re.sub(r"[^A-Za-z0-9._@-]+", "_", host).strip("._") or "device"
+    return f"{clean[:60]}-{hashlib.sha256(host.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class BuiltWheel:
+    """A wheel a device built, as the cache keeps it: the file, which device built it, its sha256."""
+
+    path: Path
+    built_on: str
+    sha256: str
+    built_utc: str | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"built on {self.built_on}"
+
+
+def built_wheels(kind_dir: Path, stem: str, host: str | None = None) -> list[BuiltWheel]:
+    """The wheels under `kind_dir` (device_wheel_dir) that `host` built, or every device's (None),
+    each whose file still has the sha256 its origin.json recorded; a changed or unrecorded one is
+    left out."""
+    folders = [kind_dir / "built-on" / device_key(host)] if host else sorted((kind_dir / "built-on").glob("*"))
+    out = []
+    for folder in folders:
+        try:
+            origin = json.loads((folder / ORIGIN_FILE).read_text(encoding="utf-8"))
+            wheel = folder / origin["wheel"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if wheel.name.startswith(f"{stem}-") and wheel.is_file() and sha256_of(wheel) == origin.get("sha256"):
+            out.append(BuiltWheel(wheel, str(origin.get("built_on")), origin["sha256"], origin.get("built_utc")))
+    return out
+
+
+def keep_built_wheel(kind_dir: Path, host: str, wheel: Path) -> BuiltWheel:
+    """Move `wheel` (brought back from `host`, which built it) into the cache as that device's
+    build, with origin.json beside it; the folder is replaced whole."""
+    folder = kind_dir / "built-on" / device_key(host)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    built = BuiltWheel(folder / wheel.name, host, sha256_of(wheel),
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    with atomic_dir(folder, force=True) as tmp:
+        shutil.move(str(wheel), tmp / wheel.name)
+        (tmp / ORIGIN_FILE).write_text(json.dumps({"wheel": wheel.name, "built_on": host, "sha256": built.sha256,
+                                                   "built_utc": built.built_utc}, indent=2) + "\n", encoding="utf-8")
+    return built
