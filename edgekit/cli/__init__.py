@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 
 import click
-from click.utils import make_default_short_help
 
 from edgekit import __version__
 from edgekit.atomic import is_disk_full
@@ -85,7 +84,7 @@ class EdgekitGroup(click.Group):
         limit = formatter.width - 6 - max((len(name) for name in self.list_commands(ctx)), default=0)
         for name in self.list_commands(ctx):
             if name in SHORT_HELP:  # a builtin wins over a plugin of the same name
-                rows.append((name, make_default_short_help(SHORT_HELP[name], limit)))
+                rows.append((name, click.Command(name, help=SHORT_HELP[name]).get_short_help_str(limit)))
                 continue
             try:
                 command = self.get_command(ctx, name)
