@@ -109,6 +109,17 @@ def check_settings(n_prompt: int, n_gen: int, repetitions: int, ctx: int, thread
     return ctx or need
 
 
+def check_context(path: Path, fmt: str, n_prompt: int, n_gen: int) -> None:
+    """Refuse a run that needs more positions than the model was trained for (its GGUF header's or
+    its export's genai_config.json context): a prompt of n_prompt tokens and its first generated
+    one, or n_gen generated tokens. A model that does not say is not checked."""
+    limit = get_format(fmt).context_length(Path(path))
+    need = max(n_prompt + 1, n_gen)
+    if limit and need > limit:
+        raise EdgekitError(f"-p {n_prompt} / -n {n_gen} need {need} positions, more than {Path(path).name}'s context of "
+                           f"{limit} tokens", f"ask for at most {limit - 1} prompt and {limit} generated tokens")
+
+
 def host_info(accelerators: list[str], transport=None, facts: dict[str, str] | None = None) -> HostInfo:
     """The machine the run is on: this one, or the one behind `transport` (from its gathered
     `facts` where the caller has them), so that one result describes one machine."""
@@ -150,6 +161,7 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     ctx = check_settings(n_prompt, n_gen, reps, settings.ctx, threads, batches.n_batch,
                          getattr(batches, "n_ubatch", 1))
     settings = settings.model_copy(update={"threads": threads, "ctx": ctx})
+    check_context(path, form.name, n_prompt, n_gen)
     facts = form.facts(path) if form.reads_header_only else None
     runner = (runner_factory or form.make_runner)(path, settings, spec)
     warnings: list[str] = []

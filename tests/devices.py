@@ -130,3 +130,38 @@ def wheelhouse(out: Path, roots: list[str]) -> Path:
     for w in wheel_dir().glob("llama_cpp_python-*.whl"):
         shutil.copy(w, out / w.name)
     return out
+
+
+# ---------------------------------------------------------------- devices with a PATH of fakes
+
+
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
+AWKWARD_DIR = "dev it's \"here\""
+
+
+class Device:
+    def __init__(self, root: Path, dest: str, options: list[str], port: int):
+        self.root, self.dest, self.options, self.port = root, dest, options, port
+        self.home, self.fakes = root / "home", root / "fakes"
+        self.remote = str(self.home / AWKWARD_DIR)
+
+    def fake(self, name: str, script: str) -> None:
+        p = self.fakes / name
+        p.write_text("#!/bin/sh\n" + script)
+        p.chmod(0o755)
+
+    def clear_fakes(self) -> None:
+        for p in self.fakes.iterdir():
+            p.unlink()
+
+    def args(self, *more: str) -> list[str]:
+        return ["--host", self.dest, *flags(self.options), "--remote-dir", self.remote, "--python", BASE_PYTHON,
+                *more]
+
+
+def _device(root: Path):
+    (root / "home").mkdir(parents=True)
+    (root / "fakes").mkdir()
+    extra = f"SetEnv HOME={root / 'home'} PATH={root / 'fakes'}:/usr/local/bin:/usr/bin:/bin\n"
+    for dest, options, port in serve(root, sftp=True, extra=extra):
+        yield Device(root, dest, options, port)

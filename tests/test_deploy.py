@@ -17,41 +17,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from devices import DEVICE_ROOTS, ONNX_ROOTS, flags, free_port, serve, wheelhouse
+from devices import (
+    AWKWARD_DIR,
+    BASE_PYTHON,
+    DEVICE_ROOTS,
+    ONNX_ROOTS,
+    _device,
+    flags,
+    free_port,
+    wheelhouse,
+)
 from helpers import assert_one_line_error
 
 from edgekit.cli import cli
-
-BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
-AWKWARD_DIR = "dev it's \"here\""
-
-
-class Device:
-    def __init__(self, root: Path, dest: str, options: list[str], port: int):
-        self.root, self.dest, self.options, self.port = root, dest, options, port
-        self.home, self.fakes = root / "home", root / "fakes"
-        self.remote = str(self.home / AWKWARD_DIR)
-
-    def fake(self, name: str, script: str) -> None:
-        p = self.fakes / name
-        p.write_text("#!/bin/sh\n" + script)
-        p.chmod(0o755)
-
-    def clear_fakes(self) -> None:
-        for p in self.fakes.iterdir():
-            p.unlink()
-
-    def args(self, *more: str) -> list[str]:
-        return ["--host", self.dest, *flags(self.options), "--remote-dir", self.remote, "--python", BASE_PYTHON,
-                *more]
-
-
-def _device(root: Path):
-    (root / "home").mkdir(parents=True)
-    (root / "fakes").mkdir()
-    extra = f"SetEnv HOME={root / 'home'} PATH={root / 'fakes'}:/usr/local/bin:/usr/bin:/bin\n"
-    for dest, options, port in serve(root, sftp=True, extra=extra):
-        yield Device(root, dest, options, port)
 
 
 @pytest.fixture(scope="module")
@@ -458,11 +436,14 @@ def _fake_llama_sdist(folder: Path) -> Path:
     return out
 
 
-def test_a_runtime_built_on_the_device_comes_back_to_the_cache(device, device_b, gguf, cache, tmp_path):
+def test_a_runtime_built_on_the_device_serves_that_device_and_others_only_when_shared(device, device_b, gguf, cache,
+                                                                                    tmp_path):
     """No wheel for the device: pip builds one there (a stand-in sdist here), its log streams to the
-    local log folder, the wheel comes back to the device-wheels cache, and the next device of the
-    same kind installs that wheel instead of building. The stand-in has no llama.cpp, so the
-    device's doctor fails both deploys: what a broken build on a device looks like."""
+    local log folder, and the wheel comes back to the cache as that device's build (origin.json:
+    built on whom, sha256). Another device of the same kind builds its own (a wheel a device built
+    is its word only), unless --share-device-builds lets the first one's serve it, which deploy.json
+    and a warning then say. The stand-in has no llama.cpp, so the device's doctor fails each
+    deploy: what a broken build on a device looks like."""
     from edgekit.llamacpp_build import cache_root
 
     wheels = tmp_path / "wheels"
@@ -472,23 +453,36 @@ def test_a_runtime_built_on_the_device_comes_back_to_the_cache(device, device_b,
             shutil.copy(w, wheels / w.name)
     wheelhouse(wheels, ["setuptools"])  # the isolated build environment installs it from --wheels
     _fake_llama_sdist(tmp_path / "sdist").rename(wheels / _fake_llama_sdist(tmp_path / "sdist2").name)
-    built = list((cache_root() / "device-wheels").glob("linux-llama-cpp-python-*/llama_cpp_python-*.whl"))
-    assert built == []
+    kinds = cache_root() / "device-wheels"
+    assert list(kinds.glob("linux-llama-cpp-python-*/built-on/*/llama_cpp_python-*.whl")) == []
     line = assert_one_line_error(invoke(["deploy", str(gguf), *device.args("--wheels", str(wheels)),
                                          "--remote-dir", device.remote + "-build"]), "failed its check")
-    (wheel,) = (cache_root() / "device-wheels").glob("linux-llama-cpp-python-*/llama_cpp_python-*.whl")
+    (wheel,) = kinds.glob("linux-llama-cpp-python-*/built-on/*/llama_cpp_python-*.whl")
+    origin = json.loads((wheel.parent / "origin.json").read_text())
+    from edgekit.manifest import sha256_of
+
+    assert origin["built_on"] == device.dest and origin["sha256"] == sha256_of(wheel)
     (log,) = (cache_root() / "logs").glob("*-llama-build.log")
     text = log.read_text()  # the command (the portable flags of this CPU, never -march=native) and pip's lines
     assert "CMAKE_ARGS='-DGGML_NATIVE=OFF" in text.splitlines()[0] and "Successfully built llama-cpp-python" in text
     assert "llama" in line
     opts = [o for o in device.options if not o.startswith("Port=")]
     (device_b.root / "authorized_keys").write_text((device.root / "client_key.pub").read_text())
-    r = invoke(["deploy", str(gguf), "--host", f"{device_b.dest}:{device_b.port}", *flags(opts), "--remote-dir",
-                str(device_b.home / "build"), "--python", BASE_PYTHON, "--wheels", str(wheels), "--json"])
+    built_b = device_b.home / "build" / "wheels" / "built"
+
+    def deploy_b(*more):
+        return invoke(["deploy", str(gguf), "--host", f"{device_b.dest}:{device_b.port}", *flags(opts), "--remote-dir",
+                       str(device_b.home / "build"), "--python", BASE_PYTHON, "--wheels", str(wheels), "--json",
+                       *more])
+
+    r = deploy_b("--share-device-builds")
     assert r.exit_code == 1 and "failed its check" in r.stderr
-    assert not (device_b.home / "build" / "wheels" / "built").exists() or \
-        not list((device_b.home / "build" / "wheels" / "built").iterdir())  # not built again: the cached wheel
+    assert not built_b.exists() or not list(built_b.iterdir())  # not built again: the first device's wheel, shared
     assert (device_b.home / "build" / "wheels" / wheel.name).is_file()
+    r = deploy_b("--remote-dir", str(device_b.home / "build2"))  # not shared: device b builds its own
+    assert r.exit_code == 1 and "failed its check" in r.stderr
+    assert list((device_b.home / "build2" / "wheels" / "built").glob("llama_cpp_python-*.whl"))
+    assert len(list(kinds.glob("linux-llama-cpp-python-*/built-on/*/origin.json"))) == 2
 
 
 def test_eval_on_the_device_gives_what_eval_gives_here(device, cache, exported, tiny_qwen2, tmp_path):

@@ -8,7 +8,7 @@ import click
 
 from edgekit import native, options
 from edgekit.atomic import check_output_file, write_text_atomic
-from edgekit.bench import check_settings, resolve_artifact
+from edgekit.bench import check_context, check_settings, resolve_artifact
 from edgekit.cli._fleet_table import FleetTable
 from edgekit.cli._progress import progress_bars, stdout_console
 from edgekit.cli.deploy import deploy_options, make_options, remote_run_options
@@ -82,6 +82,7 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
         onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch))
     if output:  # before minutes of work: never over the model, never a folder
         check_output_file(output, inputs=(Path(artifact), path))
+    check_context(path, artifact_fmt, n_prompt, n_gen)  # before a child starts or a device is touched
     if hosts or inventory:
         need = check_settings(n_prompt, n_gen, repetitions, ctx)  # refused here, before any device is touched
         options = make_options(target, remote_dir, runtime, device_python, wheels, max(need, ctx), bwlimit_kib_s,

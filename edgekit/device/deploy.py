@@ -61,7 +61,7 @@ from edgekit.device.facts import (
 from edgekit.device.manifest import MANIFEST, ArtifactRecord, ModelRecord, RemoteManifest, RuntimeRecord, now_utc
 from edgekit.device.preflight import VENV_BYTES, Need, build_tools_problem, preflight
 from edgekit.device.probe import gather_facts
-from edgekit.device.untrusted import inside, wheel_name
+from edgekit.device.untrusted import inside, machine_name, wheel_name
 from edgekit.device.wheels import BuiltWheel, built_wheels, device_wheel_dir, edgekit_wheel, keep_built_wheel
 from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import cache_root

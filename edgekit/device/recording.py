@@ -18,6 +18,7 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.targets import specs
 from edgekit.targets.specs import FACT_COMMANDS
+from edgekit.terminal import printable
 
 COMMANDS_FILE = "commands.txt"
 STATE_DIR = "state"
@@ -51,6 +52,14 @@ def write_recording(folder_tmp: Path, facts: dict[str, str], state: dict[str, st
         + "".join(f"{STATE_DIR}/{n}\t{c}\n" for n, c in state_commands.items() if n in state))
 
 
+def _confined(name: str) -> bool:
+    """Is a commands.txt file name one inside the recording (`<name>` or `state/<name>`: words, no
+    `..`, not absolute)?"""
+    parts = name.split("/")
+    return (0 < len(parts) <= 2 and (len(parts) == 1 or parts[0] == STATE_DIR)
+            and all(p and p not in (".", "..") and "\\" not in p and "\0" not in p for p in parts))
+
+
 class Recording:
     """The reading side of a recording folder: the recorded stdout of a command, and the file
     recorded for a remote path.
@@ -70,7 +79,12 @@ class Recording:
         """command -> file name relative to the folder, without .txt."""
         listing = self.folder / COMMANDS_FILE
         if listing.is_file():
-            pairs = [line.split("\t", 1) for line in listing.read_text().splitlines() if "\t" in line]
+            pairs = [line.split("\t", 1) for line in listing.read_text(errors="replace").splitlines() if "\t" in line]
+            outside = [name for name, _ in pairs if not _confined(name)]
+            if outside:
+                raise EdgekitError(f"{listing} names {printable(repr(outside[0]), 100)}, a file outside the recording",
+                                   "a recording names only files inside its folder (<name> or state/<name>); "
+                                   "fix commands.txt or record again")
             return {command: name for name, command in pairs}
 
         # every family's state commands (plugins' too, where the registry lists them)

@@ -73,6 +73,9 @@ class Format(Protocol):
 
     def facts(self, path: Path) -> ModelFacts: ...
 
+    def context_length(self, path: Path) -> int | None:
+        """The context the model was trained for, read cheaply (a header, a small JSON), or None."""
+
     def make_runner(self, path: Path, settings, spec):
         """A Runner for `path` with these BenchSettings on this TargetSpec."""
 

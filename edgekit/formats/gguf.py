@@ -198,6 +198,9 @@ class GGUFFormat:
                           context_length=d.get("context_length"), n_vocab=d["tokenizer"]["n_tokens"] or None,
                           details=d)
 
+    def context_length(self, path: Path) -> int | None:
+        return self.facts(path).context_length
+
     def make_runner(self, path: Path, settings, spec):
         o = settings.llama_cpp
         gpu_layers = spec.default_gpu_layers if o.gpu_layers is None else o.gpu_layers

@@ -136,11 +136,7 @@ class ONNXFormat:
 
     def facts(self, path: Path) -> ModelFacts:
         d = self.inspect(path)
-        try:  # the context and vocabulary an export was made with (genai_config.json beside it)
-            genai = json.loads((Path(path).parent / "genai_config.json").read_text(encoding="utf-8"))["model"]
-        except (OSError, ValueError, KeyError, TypeError):
-            genai = {}
-        genai = genai if isinstance(genai, dict) else {}
+        genai = _genai_model(path)
         return ModelFacts(format=self.name, path=Path(path), quant=d["quant"], size_bytes=d["size_bytes"],
                           n_params=d["n_params"], architecture=d["architecture"],
                           weight_bytes_per_token=d["weights_bytes"] - d["embedding_bytes"],
@@ -148,6 +144,9 @@ class ONNXFormat:
                           n_layers=d["kv_cache"].get("layers"), external_data=tuple(d["external_data"]),
                           context_length=_int(genai.get("context_length")), n_vocab=_int(genai.get("vocab_size")),
                           details=d)
+
+    def context_length(self, path: Path) -> int | None:
+        return _int(_genai_model(path).get("context_length"))
 
     def make_runner(self, path: Path, settings, spec):
         o = settings.onnxruntime
@@ -160,7 +159,17 @@ class ONNXFormat:
 
 
 def _int(value) -> int | None:
-    return int(value) if value else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _genai_model(path: Path) -> dict:
+    """genai_config.json's "model" part beside an export's model file ({} without one): the context
+    and vocabulary the export was made with."""
+    try:
+        genai = json.loads((Path(path).parent / "genai_config.json").read_text(encoding="utf-8"))["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return genai if isinstance(genai, dict) else {}
 
 
 FORMAT = ONNXFormat()
