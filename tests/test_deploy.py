@@ -309,6 +309,38 @@ def test_a_hung_remote_run_is_ended_at_the_timeout(device, gguf, cache, tmp_path
     assert not _alive(Path(device.remote) / "runs" / folder.parent.name)  # ended there, not left hanging
 
 
+def test_sigterm_during_bench_host_stops_following_at_once_and_the_run_goes_on(device, gguf, cache, tmp_path):
+    """SIGTERM (or Ctrl-C) while bench --host follows a long run: it used to follow the run to its
+    end. Now the follow ends at once, the line says the run goes on there and how to fetch it,
+    and the exit code is 143; the run itself goes on on the device."""
+    from edgekit.device.agent import _alive
+
+    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from edgekit.cli import main; sys.argv[0] = "
+                             "'edgekit'; main()", "bench", str(gguf), *device.args("--no-deploy"), "-p", "8",
+                             "-n", "64", "-r", "100000", "--results", str(tmp_path / "results")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = Path(device.remote) / "runs"
+    deadline = time.monotonic() + 120  # hang guards, not speed checks
+    running = []
+    while not running and time.monotonic() < deadline and proc.poll() is None:
+        running = [r for r in runs.iterdir() if (r / "progress.log").exists() and _alive(r)] if runs.is_dir() else []
+        time.sleep(0.2)
+    assert running, "the remote run never started"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("bench --host went on following after SIGTERM")
+    assert proc.returncode == 143, out
+    assert "goes on on its device" in out and "edgekit fetch --host" in out and "Traceback" not in out
+    (run,) = running
+    assert _alive(run)  # the run goes on there
+    subprocess.run([f"{device.remote}/venv/bin/python", "-m", "edgekit.device.agent", "kill", str(run), "test over"],
+                   check=True, capture_output=True)
+
+
 def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, tmp_path):
     from edgekit.device.runs import remote_bench
     from edgekit.device.transport import open_transport

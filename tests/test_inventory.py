@@ -538,3 +538,42 @@ def test_a_fresh_process_with_an_unwritable_home(tmp_path, unparsed_is_failed):
     assert "got: stray" in result["broken"]  # the ini plugin's reason, not Ansible's "Completely failed to parse"
     assert result["local_temp_left_set"] is False
     assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+SSTI = ["{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() or '127.0.0.1' }}",
+        "{{ '127.0.0.1' if (self.__init__.__globals__.__builtins__.__import__('os').system('touch {marker}') or 1) }}",
+        "{% set x = lookup('pipe', 'touch {marker}') %}127.0.0.1",
+        "{{ ''.join(['127.0.0.1']) }}",
+        "{{ namespace()['__init__'] }}"]
+
+
+@pytest.mark.parametrize("template", SSTI)
+def test_a_templated_host_var_that_would_run_code_is_refused_and_runs_nothing(tmp_path, template):
+    """Reading an inventory must never run a command: a template that calls anything or reaches a
+    dunder attribute (Jinja's way to Python itself) is one line naming the host and the var, for a
+    host var and a group var alike, and nothing it asked for ran."""
+    marker = tmp_path / "ran"
+    value = template.replace("{marker}", str(marker))
+    for where in ("host", "group"):
+        inventory = tmp_path / f"{where}.yml"
+        inventory.write_text(json.dumps({"all": {"children": {"pis": {
+            "hosts": {"pi1": {"ansible_host": value} if where == "host" else {}},
+            "vars": {"ansible_host": value} if where == "group" else {}}}}}))
+        with pytest.raises(EdgekitError) as e:
+            read_inventory(inventory)
+        assert "ansible_host" in e.value.problem and "pi1" in e.value.problem and "\n" not in str(e.value)
+        assert not marker.exists()
+
+
+def test_a_script_or_a_pipe_as_inventory_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    script = tmp_path / "dynamic.py"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\necho '{{}}'\n")
+    script.chmod(0o755)
+    with pytest.raises(EdgekitError) as e:
+        read_inventory(script)
+    assert "never runs one" in e.value.problem and "ansible-inventory" in e.value.fix and not marker.exists()
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(EdgekitError, match="not a regular file"):
+        read_inventory(fifo)  # refused at once: a pipe is never opened (it would block)

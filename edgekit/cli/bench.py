@@ -142,6 +142,10 @@ def _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel
         outcomes = bench_fleet(fleet, artifact, settings, options, parallel=parallel, no_deploy=no_deploy,
                                timeout_s=timeout_s, results=results_dir, ssh_config=ssh_config,
                                accept_new_host_key=accept_new_host_key, on_update=table)
+    except KeyboardInterrupt:  # the CLI's boundary then says interrupted/terminated, exit 130/143
+        click.echo("stopped following: a run already started goes on on its device; `edgekit fetch --host HOST` "
+                   "brings it back when it ends", err=True)
+        raise
     finally:
         if table is not None:
             table.close()

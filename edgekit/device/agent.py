@@ -50,11 +50,40 @@ def _status(run: Path, ok: bool, error: str | None) -> None:
                                                           timespec="seconds")}) + "\n")
 
 
+def process_start(pid: int) -> str | None:
+    """What tells process `pid` from a later one with the same number: its start time (Linux:
+    /proc/<pid>/stat's starttime in clock ticks since boot; elsewhere `ps -o lstart=`), or None."""
+    try:
+        return "ticks " + Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"lstart {' '.join(out.stdout.split())}" if out.returncode == 0 and out.stdout.strip() else None
+
+
+def running_runs(runs: Path, but: Path | None = None) -> list[str]:
+    """The runs under `runs` whose process is alive (and is theirs), `but` aside."""
+    return [d.name for d in sorted(runs.iterdir()) if d.is_dir() and d != but
+            and not (d / "status.json").exists() and _alive(d)] if runs.is_dir() else []
+
+
 def start(run: Path) -> int:
+    """Start the run detached; refused (exit 3) while another run of this device is going on, since
+    two runs at once measure each other."""
+    busy = running_runs(run.parent, but=run)
+    if busy:
+        _status(run, False, f"not started: another edgekit run ({', '.join(busy)}) was going on")
+        (run / "pulled").touch()  # nothing to bring back
+        print(f"another edgekit run is going on on this device ({', '.join(busy)}): one at a time, or each "
+              "measures the other", file=sys.stderr, flush=True)
+        return 3
     log = open(run / "log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "edgekit.device.agent", "run", str(run)], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(run))
-    (run / "pid").write_text(f"{proc.pid}\n")
+    (run / "pid").write_text(f"{proc.pid}\n{process_start(proc.pid) or ''}\n")
     print(proc.pid, flush=True)
     return 0
 
@@ -133,21 +162,30 @@ def follow(run: Path, skip: int = 0) -> int:
         time.sleep(POLL_S)
 
 
-def _pid(run: Path) -> int | None:
+def _pid(run: Path) -> tuple[int, str | None] | None:
+    """(pid, its start time as start() recorded it) of the run's process, from its pid file."""
     try:
-        return int((run / "pid").read_text().strip())
-    except (OSError, ValueError):
+        lines = (run / "pid").read_text().splitlines()
+        return int(lines[0].strip()), (lines[1].strip() or None) if len(lines) > 1 else None
+    except (OSError, ValueError, IndexError):
         return None
 
 
 def _alive(run: Path) -> bool:
-    pid = _pid(run)
-    return pid is not None and pid_alive(pid)
+    """Is the run's own process alive: its pid running, and (where start() could read one) with
+    the start time it had, so that a pid the system gave to another process since is not it."""
+    found = _pid(run)
+    if found is None or not pid_alive(found[0]):
+        return False
+    return found[1] is None or process_start(found[0]) == found[1]
 
 
 def kill(run: Path, reason: str) -> int:
-    pid = _pid(run)
-    if pid is not None:
+    """End the run's process group, if the process the pid file names is still the run's (its start
+    time as recorded, and a run of this agent); a pid now someone else's is never signalled."""
+    found = _pid(run)
+    if found is not None and _alive(run) and _is_agent_run(found[0], run):
+        pid = found[0]
         for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
             try:
                 os.killpg(pid, sig)
@@ -163,20 +201,60 @@ def kill(run: Path, reason: str) -> int:
     return 0
 
 
+def _is_agent_run(pid: int, run: Path) -> bool:
+    """Does process `pid` run `edgekit.device.agent run <run>` (its command line; True where the
+    system shows none)?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return b"edgekit.device.agent" in argv and str(run).encode() in argv
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return out.returncode != 0 or ("edgekit.device.agent" in out.stdout and str(run) in out.stdout)
+
+
+LOST_AFTER_S = 60.0  # a run folder without a process or a status, older than this, is lost
+
+
 def list_runs(runs: Path) -> int:
+    """One JSON line per run: id, status, pulled, running. A run whose process is gone without a
+    status (the device restarted, the OOM killer) gets one saying it was lost, so it is fetched
+    and reported as what it is instead of waiting forever."""
     for d in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
-        status = None
-        try:
-            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
+        status = _read_status(d)
+        running = status is None and _alive(d)
+        if status is None and not running and time.time() - d.stat().st_mtime > LOST_AFTER_S:
+            _status(d, False, "was lost: its process ended without a status (the device restarted, or it was "
+                              "killed from outside)")
+            status = _read_status(d)
         print(json.dumps({"id": d.name, "status": status, "pulled": (d / "pulled").exists(),
-                          "running": status is None and _alive(d)}), flush=True)
+                          "running": running}), flush=True)
     return 0
 
 
+def _read_status(run: Path) -> dict | None:
+    try:
+        status = json.loads((run / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+USAGE = ("usage: python -m edgekit.device.agent start|run|follow|kill RUNDIR [ARG] | list RUNSDIR "
+         "(what edgekit runs on a device; see edgekit.device.agent)")
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("start", "run", "follow", "kill", "list"):
+        print(USAGE, file=sys.stderr)
+        return 2
     verb, folder = argv[0], Path(argv[1])
+    if verb != "list" and not (folder / "job.json").is_file():
+        print(f"no run at {folder} (no job.json there)", file=sys.stderr)
+        return 1
     if verb == "start":
         return start(folder)
     if verb == "run":
@@ -185,10 +263,7 @@ def main(argv: list[str]) -> int:
         return follow(folder, int(argv[2]) if len(argv) > 2 else 0)
     if verb == "kill":
         return kill(folder, argv[2] if len(argv) > 2 else "killed")
-    if verb == "list":
-        return list_runs(folder)
-    print(f"unknown verb {verb}", file=sys.stderr)
-    return 2
+    return list_runs(folder)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ class HostOutcome:
 
 def bench_host(host: Host, artifact: Path, settings, deploy_options, *, no_deploy: bool, timeout_s: float,
                results: Path, ssh_config=None, accept_new_host_key: bool = False,
-               on_update: Callable[[str, str, str], None] | None = None) -> HostOutcome:
-    """Deploy (unless no_deploy), bench and fetch on one host. Errors end in the outcome, never raised."""
+               on_update: Callable[[str, str, str], None] | None = None,
+               connections: list | None = None) -> HostOutcome:
+    """Deploy (unless no_deploy), bench and fetch on one host. Errors end in the outcome, never raised.
+    `connections`, when given, holds the host's open transport while it works (bench_fleet closes
+    them to end every host's work at once)."""
     outcome = HostOutcome(host)
     update = on_update or (lambda *a: None)
 
@@ -53,6 +56,8 @@ def bench_host(host: Host, artifact: Path, settings, deploy_options, *, no_deplo
     try:
         options = replace(deploy_options, python=host.python or deploy_options.python)
         with open_transport(host.destination, host.ssh_options, ssh_config, accept_new_host_key) as transport:
+            if connections is not None:
+                connections.append(transport)
             deployer = Deployer(transport, host.label, options, stage)
             if no_deploy:
                 deployed = deployer.find_deployed(artifact)
@@ -88,6 +93,17 @@ def bench_fleet(hosts: list[Host], artifact: Path, settings, deploy_options, *, 
     """bench_host on every host, `parallel` at a time; outcomes in the hosts' order."""
     if len({h.label for h in hosts}) != len(hosts):
         raise EdgekitError("the same host is listed twice", "list each device once")
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        futures = [pool.submit(bench_host, h, artifact, settings, deploy_options, **kw) for h in hosts]
+    connections: list = []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts))))
+    futures = [pool.submit(bench_host, h, artifact, settings, deploy_options, connections=connections, **kw)
+               for h in hosts]
+    try:
         return [f.result() for f in futures]
+    except BaseException:  # Ctrl-C, SIGTERM: every follow ends now (the runs go on on the devices)
+        for f in futures:
+            f.cancel()
+        for transport in list(connections):
+            transport.close()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

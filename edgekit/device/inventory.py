@@ -84,9 +84,6 @@ INVENTORY_PLUGINS = ("yaml", "ini")  # short names: FQCNs need the collection lo
 YAML_SUFFIXES = {".yml", ".yaml", ".json"}  # the yaml plugin's default yaml_extensions (and no suffix)
 _OPTION = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(\S.*)$", re.DOTALL)
 _TEMPLATE_MARKS = ("{{", "{%", "{#")
-_LOOKUPS = {"lookup", "query", "q"}
-
-
 @dataclass(frozen=True)
 class InventoryHost:
     name: str                      # inventory_hostname
@@ -110,6 +107,14 @@ def read_inventory(path: Path, limit: str | None = None) -> list[InventoryHost]:
     if path.is_dir():
         raise EdgekitError(f"inventory {path} is a directory",
                            "pass the inventory file itself (group_vars/ and host_vars/ beside it are read)")
+    if not path.is_file():
+        raise EdgekitError(f"inventory {path} is not a regular file (a pipe or a device?)",
+                           "pass the inventory file itself")
+    with open(path, "rb") as f:
+        executable = os.access(path, os.X_OK) and f.read(2) == b"#!"
+    if executable:
+        raise EdgekitError(f"inventory {path} is a script (a dynamic inventory): edgekit never runs one",
+                           f"write its hosts to a file and pass that: ansible-inventory -i {path} --list -y > hosts.yml")
     if importlib.util.find_spec("ansible") is None:
         raise EdgekitError("reading an Ansible inventory needs ansible-core, which is not installed", FLEET_FIX)
     return native.call("edgekit.device.inventory:read_inventory_here", Path(os.path.abspath(path)), limit,
@@ -388,8 +393,14 @@ def _lookup_in(template: str) -> str | None:
     except jinja2.TemplateSyntaxError as e:
         return f"not valid Jinja: {e.message}"
     for call in tree.find_all(nodes.Call):
-        if isinstance(call.node, nodes.Name) and call.node.name in _LOOKUPS:
-            return f"it calls {call.node.name}()"
+        name = call.node.name if isinstance(call.node, nodes.Name) else None
+        # a lookup runs or reads something; any other call (a method of a value, a global) may
+        # reach Python itself: neither has a place in a host's address, user or port
+        return f"it calls {name}()" if name else "it calls a function"
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(key, str) and key.startswith("_"):
+            return f"it reaches the attribute {key}"
     return None
 
 

@@ -88,8 +88,11 @@ def remote_job(transport, remote_dir: str, job: BenchJob | EvalJob, *, host: str
         transport.put(Path(d) / "job.json", f"{run}/job.json")
     py = _venv_python(remote_dir)
     started = transport.run(f"{py} -m edgekit.device.agent start {q(run)}", timeout_s=60)
+    if started.returncode == 3:  # the agent's word for "another run is going on there"
+        raise EdgekitError(f"the {what} did not start on {host}: {printable(started.stderr, 200)}",
+                           f"wait for that run to end (edgekit fetch --host {host} brings it back), then retry")
     if started.returncode != 0:
-        raise EdgekitError(f"the {what} did not start on {host} ({(started.stderr.strip() or 'no output')[-200:]})",
+        raise EdgekitError(f"the {what} did not start on {host} ({printable(started.stderr.strip() or 'no output', 200)})",
                            "deploy again (edgekit deploy), then retry")
     status: dict = {}
 
