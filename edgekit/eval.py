@@ -195,7 +195,9 @@ def resolve_reference(spec: str) -> Model:
         raise EdgekitError(f"--reference {spec} holds no .gguf, no .onnx and no config.json",
                            "pass an F16 GGUF, an FP32 ONNX export folder or a Hugging Face checkpoint folder")
 
-    if not HUB_ID.match(spec):
+    looks_local = spec.startswith(("/", "./", "../", "~")) or spec.count("/") != 1 or \
+        path.suffix.lower() in (".gguf", ".onnx", ".json", ".safetensors")
+    if looks_local or not HUB_ID.match(spec):
         raise EdgekitError(f"--reference {spec} does not exist",
                            "pass an F16 GGUF, an FP32 ONNX export folder or a Hugging Face checkpoint folder")
     folder, _hub = resolve(spec)
@@ -527,6 +529,7 @@ def evaluate(artifact: Model, text_name: str, text: str, reference: Model | None
             ref = _open(reference, threads, ctx)
             if ref.n_vocab != loaded.n_vocab:
                 raise _vocab_error(artifact, loaded.n_vocab, reference, ref.n_vocab)
+            check_same_tokens(tokens, ref.tokenize(text), artifact, reference)
             ref_info = _infos(reference, ref, ref_meta)
         first = ctx // 2
         scores = Scores(ref is not None)
@@ -560,6 +563,19 @@ def evaluate(artifact: Model, text_name: str, text: str, reference: Model | None
         settings=EvalSettings(threads=threads, add_bos=loaded.bos is not None, scored_per_chunk=ctx - 1 - first,
                               **loaded.notes),
         kl=kl, seconds=round(time.perf_counter() - t0, 3), warnings=warnings)
+
+
+def check_same_tokens(tokens: np.ndarray, ref_tokens: np.ndarray, artifact: Model, reference: Model) -> None:
+    """The reference must read the text as the same token ids: a vocabulary of the same size can be
+    another one (another architecture's), and KL over it would compare unrelated tokens."""
+    n = max(len(tokens), len(ref_tokens))
+    shared = min(len(tokens), len(ref_tokens))
+    differ = int(np.count_nonzero(np.asarray(tokens[:shared]) != np.asarray(ref_tokens[:shared]))) + n - shared
+    if differ:
+        raise EdgekitError(f"the reference {Path(reference.path).name} tokenizes the text differently from "
+                           f"{Path(artifact.path).name} ({differ} of {n} tokens differ): its vocabulary is another "
+                           "one, so their next-token distributions cannot be compared",
+                           "pass a reference of the same model (its F16 GGUF, FP32 ONNX export or its checkpoint)")
 
 
 def _vocab_error(artifact: Model, n_art: int, reference: Model, n_ref: int) -> EdgekitError:

@@ -197,6 +197,9 @@ def result_files(paths: list[Path]) -> list[Path]:
             out += found
         else:
             out.append(p)
+    for p in out:  # a pipe or a device named result.json would hang the read
+        if p.exists() and not p.is_file():
+            raise EdgekitError(f"{p} is not a regular file", "pass result files written by edgekit bench or eval")
     return out
 
 

@@ -279,3 +279,44 @@ def test_a_recording_names_only_files_inside_it(tmp_path, name):
     (tmp_path / "outside.txt").write_text("secret\n")
     (rec / "commands.txt").write_text(f"uname_m\tuname -m\n{name}\tcat /proc/cpuinfo\n")
     assert_one_line_error(invoke(["probe", "--replay", rec]), "a file outside the recording", "commands.txt")
+
+
+# ---------------------------------------------------------------- smaller promises (part 2 of the issue)
+
+
+def test_a_reference_of_another_model_with_the_same_vocabulary_size_is_refused(exported, tiny_qwen2, tiny_llama,
+                                                                                 tmp_path):
+    """tiny Qwen2 and tiny Llama both have 1024-token vocabularies: sizes agree, tokens do not."""
+    qwen, _ = exported(tiny_qwen2)
+    llama, _ = exported(tiny_llama)
+    r = invoke(["eval", qwen / f"{tiny_qwen2.name}-Q4_0.gguf", "--reference", llama / f"{tiny_llama.name}-F16.gguf",
+                "--chunks", "1", "--ctx", "128"])
+    assert_one_line_error(r, "tokenizes the text differently", "tokens differ")
+
+
+@pytest.mark.parametrize("spec", ["./models/missing.gguf", "models/missing.gguf", "/nowhere/m.gguf", "a/b/c"])
+def test_a_missing_local_reference_is_not_taken_for_a_hub_id(gguf_file, spec):
+    r = invoke(["eval", gguf_file, "--reference", spec, "--chunks", "1"])
+    assert_one_line_error(r, f"--reference {spec} does not exist")
+
+
+def test_a_binary_text_for_eval_on_a_device_is_refused_before_the_device(gguf_file, tmp_path):
+    binary = tmp_path / "t.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 100)
+    r = invoke(["eval", gguf_file, "--text", binary, "--host", "nobody@127.0.0.1:1"])  # port 1: nobody answers
+    assert_one_line_error(r, "is not UTF-8 text")
+
+
+def test_report_refuses_a_pipe_named_like_a_result_instead_of_hanging(tmp_path):
+    import os
+
+    folder = tmp_path / "results" / "pi" / "m" / GOOD_RUN
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "eval.json")
+    assert_one_line_error(invoke(["report", tmp_path / "results", "-o", tmp_path / "r.md"]), "not a regular file")
+
+
+def test_fetch_from_a_remote_folder_that_does_not_exist_says_so(device, tmp_path):
+    r = invoke(["fetch", "--host", device.dest, *flags(device.options), "--remote-dir", device.home / "never-used",
+                "--results", tmp_path / "results"])
+    assert_one_line_error(r, "has no edgekit runs folder", "--remote-dir")

@@ -12,7 +12,7 @@ from edgekit.device.job import EvalJob
 from edgekit.device.runs import remote_job
 from edgekit.device.transport import open_transport
 from edgekit.errors import EdgekitError
-from edgekit.eval import check_options, run_eval
+from edgekit.eval import check_options, read_text, run_eval
 from edgekit.formats import resolve_artifact
 from edgekit.results import EvalResult
 from edgekit.terminal import printable
@@ -81,8 +81,7 @@ def _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeo
             raise EdgekitError(f"--reference {reference}: on a device the reference must be an artifact (a GGUF or an "
                                "ONNX export): transformers does not run there",
                                "pass the F16/BF16 GGUF or the FP32 ONNX export of the same model")
-    if text is not None and not Path(text).is_file():
-        raise EdgekitError(f"--text {text} does not exist", "pass a UTF-8 text file")
+    read_text(text)  # a missing, binary or empty --text is refused here, before anything reaches the device
     lines = StageLines(host, quiet=as_json)
     try:
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as t:

@@ -190,6 +190,10 @@ class Fetched:
 def fetch_runs(transport, remote_dir: str, *, host: str, results: Path) -> Fetched:
     """Every finished run not pulled yet, brought back (fetch_run)."""
     out = Fetched()
+    there = transport.run(f"[ -d {shlex.quote(remote_dir + '/runs')} ]", timeout_s=30)
+    if there.returncode != 0:
+        raise EdgekitError(f"{printable(host, 100)} has no edgekit runs folder under {printable(remote_dir, 200)} "
+                           "(nothing was deployed or benched there)", "pass the --remote-dir the deploy used")
     for run in list_runs(transport, remote_dir):
         run_id = run.get("id") if isinstance(run, dict) else run
         if not is_run_id(run_id):
