@@ -459,6 +459,14 @@ def memory_need(weights_bytes: int, kv_bytes: int, n_vocab: int | None) -> int:
     return weights_bytes + kv_bytes + overhead_bytes(n_vocab)
 
 
+def trained_context(m: ModelSpec) -> int | None:
+    """The context a model was trained for: its artifact's, else its config's max_position_embeddings."""
+    if m.facts is not None:
+        return m.facts.context_length
+    value = (m.config or {}).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def resolve_targets(name: str) -> list[Target]:
     def of(spec) -> Target:
         ram = int(spec.ram_gb * 10**9) if spec.ram_gb else None

@@ -320,3 +320,16 @@ def test_fetch_from_a_remote_folder_that_does_not_exist_says_so(device, tmp_path
     r = invoke(["fetch", "--host", device.dest, *flags(device.options), "--remote-dir", device.home / "never-used",
                 "--results", tmp_path / "results"])
     assert_one_line_error(r, "has no edgekit runs folder", "--remote-dir")
+
+
+@pytest.mark.parametrize("remote", ["~/a ; b", "/tmp/x#y", "~/line\nbreak"])
+def test_a_remote_folder_pip_cannot_take_is_refused_before_anything_is_written(device, gguf_file, remote):
+    r = invoke(["deploy", gguf_file, "--host", device.dest, *flags(device.options), "--remote-dir", remote])
+    assert_one_line_error(r, "which pip cannot take", "--remote-dir")
+    assert not [p for p in device.home.iterdir() if p.name.startswith(("a ", "line"))]
+
+
+def test_plan_warns_of_a_context_beyond_the_models():
+    r = invoke(["plan", "r1-distill-qwen-1.5b", "--target", "rpi5-8gb", "--ctx", "1000000000"])
+    assert r.exit_code == 0 and "beyond r1-distill-qwen-1.5b's trained context of 131072 tokens" in r.output
+    assert "-0." not in r.output  # no negative usable memory

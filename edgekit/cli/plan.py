@@ -8,7 +8,7 @@ import click
 from edgekit.cli._progress import stdout_console
 from edgekit.converters.gguf import QUANT_TYPES
 from edgekit.errors import EdgekitError
-from edgekit.plan import QUANTS, TENSORRT_QUANTS, calibrate, resolve_models, resolve_targets
+from edgekit.plan import QUANTS, TENSORRT_QUANTS, calibrate, resolve_models, resolve_targets, trained_context
 from edgekit.plan import plan as make_plan
 
 
@@ -41,8 +41,13 @@ def plan(model, target, quant, ctx, prompt, results_dir, as_json):
             raise EdgekitError(f"unknown quantization '{q}'",
                                f"pass all, or some of {', '.join(QUANTS + TENSORRT_QUANTS)} or a llama.cpp type "
                                f"({', '.join(QUANT_TYPES)})")
-    rows = make_plan(resolve_models(model), resolve_targets(target), quants, ctx=ctx, prompt=prompt,
-                     cal=calibrate(results_dir))
+    models = resolve_models(model)
+    rows = make_plan(models, resolve_targets(target), quants, ctx=ctx, prompt=prompt, cal=calibrate(results_dir))
+    for m in models:
+        trained = trained_context(m)
+        if trained and ctx > trained:
+            click.echo(f"warning: --ctx {ctx} is beyond {m.name}'s trained context of {trained} tokens: its rows "
+                       "size a KV cache no run of it could use", err=True)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, sort_keys=True))
         return

@@ -51,6 +51,7 @@ from edgekit.device.facts import (
     REMOTE_DIR,
     Device,
     PythonFound,
+    check_remote_dir,
     choose_python,
     device_script,
     local_rsync_version,
@@ -178,6 +179,7 @@ class Deployer:
 
     def run(self, artifact: Path) -> DeployResult:
         o = self.o
+        check_remote_dir(o.remote_dir)
         self.stage("connecting", self.host)
         facts = gather_facts(self.t)
         spec, _seen = detect(facts)

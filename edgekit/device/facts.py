@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from edgekit.errors import EdgekitError
+from edgekit.terminal import printable
 
 REMOTE_DIR = "~/.edgekit"
 MIN_PYTHON = (3, 10)
@@ -33,6 +34,18 @@ def remote_dir_expr(path: str) -> str:
     if not path:
         raise EdgekitError("--remote-dir is empty", f"pass a folder on the device, e.g. {REMOTE_DIR}")
     return shlex.quote(path)
+
+
+def check_remote_dir(path: str) -> str:
+    """`path` (--remote-dir) if the device's pip can take paths under it: a `;` (pip reads what
+    follows as an environment marker), a `#` (a URL fragment) or a control character there would
+    fail a deploy minutes in, after the venv was made. Refused before anything is written."""
+    bad = sorted({c for c in path if c in ";#" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise EdgekitError(f"--remote-dir {printable(repr(path), 200)} holds {', '.join(map(repr, bad))}, which pip "
+                           "cannot take in the paths deploy installs from", "pass a folder without ; # or control "
+                           f"characters, e.g. {REMOTE_DIR}")
+    return path
 
 
 def resolve_remote_dir(transport, remote_dir: str) -> str:
