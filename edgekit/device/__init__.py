@@ -7,6 +7,9 @@
 - preflight: disk, RAM (plan's fit rule) and build tools, before anything is written
 - wheels: the local caches of edgekit's own wheel, device-built runtime wheels, file hashes
 - manifest: deploy.json, the record a deploy leaves on the device
+- artifact: an artifact's files, hashes and key as deploy sends them
+- checks: what the device's own doctor says of a runtime there
+- untrusted: what a device says, checked before it touches this machine
 - deploy: the deploy steps, each with a typed outcome
 - job: the typed job.json both ends share
 - runs: the workstation side of a bench or eval run on a device
