@@ -89,7 +89,7 @@ LAYERS: dict[str, Layer] = {
     "core": Layer(
         "plain building blocks and schemas, no machine access: errors, files, settings and result schemas, "
         "registries, the child-process boundary, checkpoints and their architectures",
-        ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.errors",
+        ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.crossbuild", "edgekit.errors",
          "edgekit.hf_schema", "edgekit.llamacpp_build", "edgekit.llamacpp_log", "edgekit.manifest", "edgekit.native", "edgekit.options",
          "edgekit.pretokenizers", "edgekit.registry", "edgekit.results", "edgekit.runtimes", "edgekit.settings",
          "edgekit.terminal"),
