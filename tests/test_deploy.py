@@ -315,12 +315,14 @@ def test_sigterm_during_bench_host_stops_following_at_once_and_the_run_goes_on(d
     and the exit code is 143; the run itself goes on on the device."""
     from edgekit.device.agent import _alive
 
-    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache))])
+    remote = device.remote + "-sigterm"  # a runs folder of its own: the run it leaves is no other test's
+    invoke(["deploy", str(gguf), *device.args("--wheels", str(cache), "--remote-dir", remote)])
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from edgekit.cli import main; sys.argv[0] = "
-                             "'edgekit'; main()", "bench", str(gguf), *device.args("--no-deploy"), "-p", "8",
+                             "'edgekit'; main()", "bench", str(gguf), *device.args("--no-deploy", "--remote-dir", remote),
+                             "-p", "8",
                              "-n", "64", "-r", "100000", "--results", str(tmp_path / "results")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    runs = Path(device.remote) / "runs"
+    runs = Path(remote) / "runs"
     deadline = time.monotonic() + 120  # hang guards, not speed checks
     running = []
     while not running and time.monotonic() < deadline and proc.poll() is None:
@@ -337,8 +339,11 @@ def test_sigterm_during_bench_host_stops_following_at_once_and_the_run_goes_on(d
     assert "goes on on its device" in out and "edgekit fetch --host" in out and "Traceback" not in out
     (run,) = running
     assert _alive(run)  # the run goes on there
-    subprocess.run([f"{device.remote}/venv/bin/python", "-m", "edgekit.device.agent", "kill", str(run), "test over"],
+    subprocess.run([f"{remote}/venv/bin/python", "-m", "edgekit.device.agent", "kill", str(run), "test over"],
                    check=True, capture_output=True)
+    while _alive(run) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(run)
 
 
 def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, tmp_path):
@@ -364,7 +369,7 @@ def test_a_dropped_connection_during_the_bench_then_fetch(device, gguf, cache, t
         r = invoke(["fetch", "--host", device.dest, *flags(device.options), "--remote-dir", device.remote,
                     "--results", str(tmp_path / "results")])
         assert r.exit_code == 0, r.output
-        if "fetched" in r.output:
+        if list((tmp_path / "results").rglob("result.json")):
             break
         assert time.monotonic() < deadline and "still running" in r.output, r.output
         time.sleep(0.5)
