@@ -21,6 +21,9 @@ Contract:
   version), with origin.json beside the wheel: its sha256 and "origin": "cross-built on this
   workstation". A cached wheel is returned only when its sha256 still matches the record
   (`verify_cross_wheel`).
+- `wheel_symbol_needs(wheel)` / `libc_problem(needs, glibc, glibcxx)`: the newest glibc and
+  libstdc++ symbol versions the wheel's libraries need, against what a device has (deploy reads
+  both off the device and builds there instead when they fall short: Debian 11, Ubuntu 20.04).
 
 The CMake arguments, and why (read in llama-cpp-python 0.3.36's vendored llama.cpp):
 - CMAKE_SYSTEM_NAME=Linux, CMAKE_SYSTEM_PROCESSOR=aarch64 and the cross compilers make CMake
@@ -55,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -293,6 +297,43 @@ def retag_wheel(wheel: Path, platform_tag: str, python: str = sys.executable) ->
     if not new.is_file():
         raise EdgekitError(f"`wheel tags` printed {new.name}, which does not exist", "check the wheel package")
     return new
+
+
+# the version-needed strings of an ELF's dynamic string table: GLIBC_2.34, GLIBCXX_3.4.30, CXXABI_1.3.13
+SYMBOL_VERSION = re.compile(rb"(GLIBCXX|GLIBC|CXXABI)_(\d+(?:\.\d+)+)\x00")
+
+
+def wheel_symbol_needs(wheel: Path) -> dict[str, tuple[int, ...]]:
+    """The newest GLIBC_, GLIBCXX_ and CXXABI_ symbol version each kind the wheel's shared
+    libraries name: the oldest glibc and libstdc++ a device may have to load them. Read from the
+    libraries' bytes (their version-needed strings), as `objdump -p` lists them."""
+    needs: dict[str, tuple[int, ...]] = {}
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            if info.is_dir() or not _is_shared_library(info.filename):
+                continue
+            for kind, version in SYMBOL_VERSION.findall(z.read(info)):
+                v = tuple(int(x) for x in version.split(b"."))
+                k = kind.decode()
+                needs[k] = max(needs.get(k, v), v)
+    return needs
+
+
+def _dotted(v: tuple[int, ...]) -> str:
+    return ".".join(map(str, v))
+
+
+def libc_problem(needs: dict[str, tuple[int, ...]], glibc: tuple[int, ...] | None,
+                 glibcxx: tuple[int, ...] | None) -> str | None:
+    """Why libraries with these symbol `needs` (wheel_symbol_needs) cannot load on a device whose
+    glibc is `glibc` and whose libstdc++ defines up to `glibcxx`, or None. A fact the device did not
+    report (None) is no problem claimed: the device's own import of the runtime is the last word."""
+    if "GLIBC" in needs and glibc is not None and glibc < needs["GLIBC"]:
+        return f"it needs glibc {_dotted(needs['GLIBC'])} and the device has {_dotted(glibc)}"
+    if "GLIBCXX" in needs and glibcxx is not None and glibcxx < needs["GLIBCXX"]:
+        return (f"it needs libstdc++ with GLIBCXX_{_dotted(needs['GLIBCXX'])} and the device's stops at "
+                f"GLIBCXX_{_dotted(glibcxx)}")
+    return None
 
 
 # ---------------------------------------------------------------- the build

@@ -49,6 +49,7 @@ class Runtime:
     device_extras: tuple[str, ...] = ()
     recipe: str | None = None
     builds_on_device: bool = False
+    cross_builds: bool = False  # its wheel can be cross-built here for CPU-only arm64 devices (edgekit.crossbuild)
     install_bytes: int = 100 * 2**20
     doctor_check: str | None = None
     backends_check: str | None = None
@@ -97,7 +98,7 @@ class Runtime:
 LLAMA_CPP = Runtime(
     name="llama.cpp", label="llama.cpp", format="gguf",
     distributions=("llama-cpp-python", "llama_cpp_python"),
-    recipe="edgekit.targets.specs:llama_cpp_install", builds_on_device=True,
+    recipe="edgekit.targets.specs:llama_cpp_install", builds_on_device=True, cross_builds=True,
     # a llama.cpp CPU build's tree is ~600 MB, CUDA ~1.5 GB
     install_bytes=2 * 2**30,
     doctor_check="llama.cpp build", backends_check="llama.cpp build", backends_field="backends",

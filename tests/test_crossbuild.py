@@ -27,9 +27,11 @@ from edgekit.crossbuild import (
     cross_wheel_dir,
     cross_wheel_key,
     elf_machine,
+    libc_problem,
     retag_wheel,
     verify_cross_wheel,
     wheel_elf_machines,
+    wheel_symbol_needs,
     wheel_tags,
 )
 from edgekit.errors import EdgekitError
@@ -261,6 +263,25 @@ def test_build_retags_checks_and_caches(tmp_path, monkeypatch):
     assert verify_cross_wheel(w.parent) is None
     cross_wheel("aarch64", args, log, toolchain=TC)
     assert len(calls) == 2 and verify_cross_wheel(w.parent)[0] == w
+
+
+def test_symbol_needs_are_the_newest_versions_the_libraries_name(tmp_path):
+    """The version-needed strings of each library (NUL-terminated in its string table), the newest
+    of each kind over all of them; a file that is not a library (a text naming GLIBC_9.9) counts not."""
+    lib = elf_header(0xB7) + b"\0libc.so.6\0GLIBC_2.17\0GLIBC_2.34\0GLIBC_2.2.5\0GLIBCXX_3.4.29\0CXXABI_1.3.13\0"
+    other = elf_header(0xB7) + b"\0GLIBCXX_3.4.30\0GLIBC_2.28\0"
+    w = make_wheel(tmp_path, {"libllama.so": lib, "libggml.so.0": other})
+    with zipfile.ZipFile(w, "a") as z:
+        z.writestr("llama_cpp/README.txt", "needs GLIBC_9.9\0")
+    needs = wheel_symbol_needs(w)
+    assert needs == {"GLIBC": (2, 34), "GLIBCXX": (3, 4, 30), "CXXABI": (1, 3, 13)}
+    # Debian 12 / Pi OS Bookworm (glibc 2.36, GCC 12's libstdc++) loads it; Ubuntu 20.04 / JetPack 5
+    # (glibc 2.31) and Debian 11's libstdc++ (GCC 10: GLIBCXX_3.4.28) do not
+    assert libc_problem(needs, (2, 36), (3, 4, 30)) is None
+    assert libc_problem(needs, (2, 31), (3, 4, 30)) == "it needs glibc 2.34 and the device has 2.31"
+    assert "GLIBCXX_3.4.30 and the device's stops at GLIBCXX_3.4.28" in libc_problem(needs, (2, 36), (3, 4, 28))
+    assert libc_problem(needs, None, None) is None  # not reported (musl, macOS): the device's import decides
+    assert libc_problem({}, (2, 17), (3, 4, 19)) is None
 
 
 def test_key_follows_flags_and_toolchain():

@@ -522,6 +522,58 @@ def test_a_runtime_built_on_the_device_serves_that_device_and_others_only_when_s
     assert len(list(kinds.glob("linux-llama-cpp-python-*/built-on/*/origin.json"))) == 2
 
 
+def test_a_runtime_cross_built_here_is_pushed_and_recorded(device, gguf, cache, tmp_path, monkeypatch):
+    """An arm64 Linux device (its `uname -m` answers aarch64) and an aarch64 cross compiler here:
+    the llama.cpp wheel comes from edgekit's cross-build cache, nothing is built on the device (it
+    has no compiler on its PATH), and deploy.json records where the wheel came from and its sha256.
+    The device is x86-64 underneath, so this machine's own llama.cpp wheel stands in for the
+    cross-built one (a real cross build: tests/test_crossbuild.py, slow). With --cross-build, a
+    device whose glibc is older than the wheel needs is refused in one line, and the wheel is not pushed."""
+    from edgekit.crossbuild import ORIGIN, cross_cmake_args, cross_toolchain, cross_wheel_dir
+    from edgekit.manifest import sha256_of
+    from edgekit.targets.specs import all_specs
+
+    here = tmp_path / "bin"
+    here.mkdir()
+    for name in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"):
+        (here / name).write_text("#!/bin/sh\necho 12.2.0\n")
+        (here / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{here}:{os.environ['PATH']}")
+    toolchain = cross_toolchain("aarch64")
+    folder = cross_wheel_dir("aarch64", cross_cmake_args(all_specs()["linux"], "aarch64", toolchain), toolchain)
+    folder.mkdir(parents=True)
+    (llama,) = cache.glob("llama_cpp_python-*.whl")
+    shutil.copy(llama, folder / llama.name)
+    (folder / "origin.json").write_text(json.dumps({"wheel": llama.name, "sha256": sha256_of(llama),
+                                                    "origin": ORIGIN}))
+    wheels = tmp_path / "wheels"  # everything else the device installs, offline
+    wheels.mkdir()
+    for w in cache.iterdir():
+        if w != llama:
+            shutil.copy(w, wheels / w.name)
+    device.fake("uname", '[ "$1" = -m ] && { echo aarch64; exit 0; }\nexec /bin/uname "$@"\n')
+    for tool in ("cc", "c++", "cmake"):
+        device.fake(tool, "exit 127\n")  # found on PATH but no compiler: the device cannot build
+    remote = device.remote + "-cross"
+    try:
+        r = invoke(["deploy", str(gguf), *device.args("--wheels", str(wheels), "--target", "linux", "--json"),
+                    "--remote-dir", remote])
+        assert r.exit_code == 0, r.output
+        steps = dict(json.loads(r.stdout)["steps"])
+        assert steps["llama.cpp wheel"].startswith("cross-built on this workstation earlier for aarch64 (armv8-a")
+        record = json.loads((Path(remote) / "deploy.json").read_text())["runtimes"]["llama.cpp"]
+        assert record["wheel"] == llama.name and record["wheel_origin"] == ORIGIN
+        assert record["wheel_sha256"] == sha256_of(llama) and not (Path(remote) / "wheels" / "built").exists()
+        device.fake("getconf", 'echo "glibc 2.31"\n')  # Ubuntu 20.04's (JetPack 5)
+        line = assert_one_line_error(
+            invoke(["deploy", str(gguf), *device.args("--wheels", str(wheels), "--target", "linux", "--cross-build"),
+                    "--remote-dir", remote + "-old"]), "cannot load on")
+        assert "it needs glibc 2.34 and the device has 2.31" in line and "--no-cross-build" in line
+        assert not list((Path(remote + "-old") / "wheels").glob("llama_cpp_python-*"))  # nothing pushed
+    finally:
+        device.clear_fakes()
+
+
 def test_eval_on_the_device_gives_what_eval_gives_here(device, cache, exported, tiny_qwen2, tmp_path):
     """edgekit eval --host deploys the artifact and its GGUF reference, evaluates there (a detached
     run, like bench) and brings eval.json back; on this same machine and build the numbers are the

@@ -53,6 +53,61 @@ def test_the_linux_report_as_recorded():
     assert choose_python(d, None, "linux").path == "/root/.pyenv/shims/python3"
 
 
+def test_the_arm64_debian_report_as_recorded():
+    """glibc from getconf, libstdc++'s newest GLIBCXX_ version from the library itself."""
+    d = parse_device_report((FIXTURES / "device-report-linux-aarch64-debian12.txt").read_text())
+    assert (d.system, d.machine, d.glibc, d.glibcxx) == ("Linux", "aarch64", (2, 36), (3, 4, 30))
+    assert d.tools == set()  # a minimal install: no compiler, so llama.cpp cannot be built there
+    assert parse_device_report(MACOS).glibc is None and parse_device_report(MACOS).glibcxx is None
+    assert parse_device_report("libc=glibc 2.31\nlibstdcxx=GLIBCXX_3.4.28\n").glibc == (2, 31)
+    odd = parse_device_report("libc=musl 1.2\nlibstdcxx=GLIBCXX_x\n")
+    assert odd.glibc is None and odd.glibcxx is None
+
+
+def _cross(spec_name, report, monkeypatch, tmp_path, *, toolchain=True, runtime="llama.cpp", **options):
+    """What Deployer._cross answers for a target on a recorded device, with a (fake) aarch64 cross
+    compiler on this machine's PATH or none."""
+    from edgekit.device.deploy import Deployer, DeployOptions
+    from edgekit.runtimes import get_runtime
+    from edgekit.targets.specs import all_specs
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"):
+        (bin_dir / name).unlink(missing_ok=True)
+        if toolchain:
+            (bin_dir / name).write_text("#!/bin/sh\necho 12.2.0\n")
+            (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    d = Deployer(None, "pi", DeployOptions(**options))
+    return d._cross(all_specs()[spec_name], parse_device_report(report), get_runtime(runtime))
+
+
+def test_deploy_cross_builds_for_cpu_only_arm64_linux_when_it_can(monkeypatch, tmp_path):
+    arm64 = (FIXTURES / "device-report-linux-aarch64-debian12.txt").read_text()
+    x86 = (FIXTURES / "device-report-linux-x86_64.txt").read_text()
+    toolchain, args = _cross("rpi5-8gb", arm64, monkeypatch, tmp_path)
+    assert toolchain.cc == str(tmp_path / "bin" / "aarch64-linux-gnu-gcc") and toolchain.version == "12.2.0"
+    assert "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16" in args and "-DCMAKE_SYSTEM_PROCESSOR=aarch64" in args
+    assert "-DGGML_CPU_ARM_ARCH=armv8-a" in _cross("linux", arm64, monkeypatch, tmp_path)[1]
+    # by default, silently not when it cannot: the device builds (or --wheels serves) as before
+    cannot = [("jetson-agx-orin-64gb", arm64, {}), ("linux", x86, {}), ("apple-m1", MACOS, {}),
+              ("rpi5-8gb", arm64, {"toolchain": False}), ("rpi5-8gb", arm64, {"runtime": "onnxruntime"})]
+    for spec, report, kw in cannot:
+        assert _cross(spec, report, monkeypatch, tmp_path, **kw) is None, spec
+    assert _cross("rpi5-8gb", arm64, monkeypatch, tmp_path, cross_build=False) is None
+    # asked for with --cross-build: each reason is the one line
+    reasons = ["GGML_CUDA: edgekit cross-builds CPU-only llama.cpp", "for aarch64 only, not x86_64",
+               "pi runs Darwin: edgekit cross-builds llama.cpp for Linux only",
+               "this workstation has no aarch64-linux-gnu cross compiler", "does not cross-build ONNX Runtime"]
+    for (spec, report, kw), reason in zip(cannot, reasons):
+        with pytest.raises(EdgekitError, match=reason):
+            _cross(spec, report, monkeypatch, tmp_path, cross_build=True, **kw)
+    with pytest.raises(EdgekitError) as e:
+        _cross("rpi5-8gb", arm64, monkeypatch, tmp_path, cross_build=True, toolchain=False)
+    assert "sudo apt-get install g++-aarch64-linux-gnu" in e.value.fix
+
+
 def test_macos_reads_sysctl_and_has_no_resumable_rsync():
     d = parse_device_report(MACOS)
     assert d.mem_total_bytes == 16 * 2**30 and d.mem_available_bytes is None and d.sha256_tool == "shasum"

@@ -67,7 +67,7 @@ from edgekit.terminal import printable  # warnings quote the device's own state 
 @deploy_options
 def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_batch, n_ubatch, flash_attn, providers,
           graph_opt, power, target, output, fmt, as_json, hosts, inventory, limit, parallel, no_deploy, timeout_s,
-          results_dir, remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s, share_device_builds, ssh_options,
+          results_dir, deploy_kw, ssh_options,
           ssh_config, accept_new_host_key):
     """Measure prompt processing, generation, TTFT, memory and power of ARTIFACT.
 
@@ -85,8 +85,7 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
     check_context(path, artifact_fmt, n_prompt, n_gen)  # before a child starts or a device is touched
     if hosts or inventory:
         need = check_settings(n_prompt, n_gen, repetitions, ctx)  # refused here, before any device is touched
-        options = make_options(target, remote_dir, runtime, device_python, wheels, max(need, ctx), bwlimit_kib_s,
-                               build_timeout_s, share_device_builds)
+        options = make_options(target, max(need, ctx), deploy_kw)
         return _bench_remote(artifact, settings, options, hosts, inventory, limit, parallel, no_deploy, timeout_s,
                              results_dir, ssh_options, ssh_config, accept_new_host_key, output, fmt, as_json)
     runtime_name = get_format(artifact_fmt).library

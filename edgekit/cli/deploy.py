@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -12,9 +13,20 @@ from edgekit.device.transport import open_transport
 from edgekit.runtimes import deployable
 from edgekit.terminal import printable
 
+# the keyword arguments deploy_options adds; the command receives them as one dict, `deploy_kw`
+DEPLOY_KEYS = ("remote_dir", "runtime", "device_python", "wheels", "bwlimit_kib_s", "build_timeout_s",
+               "share_device_builds", "cross_build")
+
 
 def deploy_options(f):
-    """The options of a deploy, shared by `edgekit deploy` and `edgekit bench --host`."""
+    """The options of a deploy, shared by `edgekit deploy`, `bench --host` and `eval --host`; the
+    command receives them as one dict, `deploy_kw` (make_options turns it into DeployOptions)."""
+
+    @functools.wraps(f)
+    def gathered(*args, **kwargs):
+        return f(*args, deploy_kw={k: kwargs.pop(k) for k in DEPLOY_KEYS}, **kwargs)
+
+    g = gathered
     for option in reversed([
         click.option("--remote-dir", default="~/.edgekit", show_default=True,
                      help="Folder on the device for edgekit's venv, the model store and runs."),
@@ -34,9 +46,20 @@ def deploy_options(f):
                      help="Let a runtime wheel another device of the same kind built serve this one too (its "
                           "origin is recorded in deploy.json). By default a wheel a device built serves only "
                           "that device."),
+        click.option("--cross-build/--no-cross-build", "cross_build", default=None,
+                     help="Build llama.cpp for a CPU-only arm64 Linux device (Raspberry Pi 5, generic arm64) on "
+                          "this workstation with its aarch64 cross compiler (g++-aarch64-linux-gnu), cached in "
+                          "~/.cache/edgekit/cross-wheels/, instead of on the device. Default: whenever that "
+                          "compiler is installed and the device can load the wheel (its glibc and libstdc++)."),
     ]):
-        f = option(f)
-    return ssh_options(f)
+        g = option(g)
+    return ssh_options(g)
+
+
+def make_options(target: str, ctx: int, deploy_kw: dict) -> DeployOptions:
+    """DeployOptions from a command's --target, context and deploy_options' `deploy_kw`."""
+    kw = dict(deploy_kw)
+    return DeployOptions(target=target, ctx=ctx, python=kw.pop("device_python"), **kw)
 
 
 def remote_run_options(f):
@@ -46,13 +69,6 @@ def remote_run_options(f):
                      help="With --host: each run's files land in RESULTS/<host>/<artifact>/<UTC time>/.")(f)
     return click.option("--timeout", "timeout_s", default=3600.0, show_default=True,
                         help="With --host: seconds a device's run may take before it is ended there.")(f)
-
-
-def make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s,
-                 share_device_builds=False):
-    return DeployOptions(remote_dir=remote_dir, target=target, runtime=runtime, python=device_python, wheels=wheels,
-                         ctx=ctx, bwlimit_kib_s=bwlimit_kib_s, build_timeout_s=build_timeout_s,
-                         share_device_builds=share_device_builds)
 
 
 class StageLines:
@@ -88,17 +104,14 @@ class StageLines:
 @click.option("--ctx", default=4096, show_default=True, help="Context the RAM check sizes the KV cache for.")
 @deploy_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
-def deploy(artifact, host, target, ctx, remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s,
-           share_device_builds,
-           ssh_options, ssh_config, accept_new_host_key, as_json):
+def deploy(artifact, host, target, ctx, deploy_kw, ssh_options, ssh_config, accept_new_host_key, as_json):
     """Put edgekit, a runtime and ARTIFACT on a device over SSH; every step is skipped when done.
 
     Checks the device first (Python 3.10+, free disk, RAM for the weights and KV cache), then: a
     venv with this machine's edgekit, the runtime by the target's recipe, the model into a
     content-addressed store (resumable, sha256 verified there), `edgekit doctor` on the device.
     """
-    options = make_options(target, remote_dir, runtime, device_python, wheels, ctx, bwlimit_kib_s, build_timeout_s,
-                           share_device_builds)
+    options = make_options(target, ctx, deploy_kw)
     lines = StageLines(host, quiet=as_json)
     try:
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:

@@ -39,7 +39,7 @@ from edgekit.terminal import printable
 @remote_run_options
 @deploy_options
 def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, host, timeout_s, results_dir,
-             remote_dir, runtime, device_python, wheels, bwlimit_kib_s, build_timeout_s, share_device_builds, ssh_options, ssh_config,
+             deploy_kw, ssh_options, ssh_config,
              accept_new_host_key):
     """Perplexity of ARTIFACT on real English text, and with --reference its divergence from it.
 
@@ -56,8 +56,7 @@ def eval_cmd(artifact, reference, text, chunks, ctx, threads, output, as_json, h
         check_output_file(output, inputs=inputs)
     if host is not None:
         result = _eval_on_device(artifact, reference, text, chunks, ctx, threads, host, timeout_s, results_dir,
-                                 make_options("auto", remote_dir, runtime, device_python, wheels, ctx or 512,
-                                              bwlimit_kib_s, build_timeout_s, share_device_builds),
+                                 make_options("auto", ctx or 512, deploy_kw),
                                  ssh_options, ssh_config, accept_new_host_key, as_json)
     else:
         with progress_bars(not as_json) as report:

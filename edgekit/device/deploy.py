@@ -44,6 +44,19 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from edgekit import __version__
+from edgekit.crossbuild import (
+    CROSS_TRIPLETS,
+    Toolchain,
+    cross_cmake_args,
+    cross_toolchain,
+    cross_wheel,
+    cross_wheel_dir,
+    libc_problem,
+    normalise_machine,
+    verify_cross_wheel,
+    wheel_symbol_needs,
+)
+from edgekit.crossbuild import ORIGIN as CROSS_ORIGIN
 from edgekit.device.artifact import ArtifactFiles, artifact_files
 from edgekit.device.checks import runtime_backends, runtime_problems
 from edgekit.device.facts import (
@@ -133,6 +146,7 @@ class DeployOptions:
     build_timeout_s: float = 3 * 3600
     install_timeout_s: float = 1800
     share_device_builds: bool = False   # a wheel another device built may serve this one too
+    cross_build: bool | None = None     # build the runtime here for the device: None whenever it can
 
 
 
@@ -384,17 +398,76 @@ class Deployer:
 
     def _wheel_at_hand(self, spec, device: Device, rt: Runtime) -> bool:
         """Is a wheel of `rt` (a runtime built on devices) for this device in the local cache or in
-        --wheels, so that nothing is built there?"""
+        --wheels, or cross-built here, so that nothing is built there?"""
         recipe = runtime_install(spec, rt.name, device.machine).command()
-        if self._trusted_wheels(spec, device, rt, recipe):
+        if self._trusted_wheels(spec, device, rt, recipe) or self._cross(spec, device, rt):
             return True
         return bool(self.o.wheels and any(Path(self.o.wheels).glob(f"{rt.wheel_stem}-{rt.version}-*.whl")))
 
+    def _cross(self, spec, device: Device, rt: Runtime) -> tuple[Toolchain, str] | None:
+        """(toolchain, CMake arguments) when this workstation cross-builds `rt` for the device: the
+        runtime cross-builds, the device runs Linux on a machine edgekit cross-builds for, the
+        target needs no GPU backend and the cross compiler is installed here. None otherwise, or
+        with --no-cross-build; with --cross-build, an EdgekitError saying which of these fails."""
+        if self.o.cross_build is False:
+            return None
+        try:
+            if not rt.cross_builds:
+                raise EdgekitError(f"edgekit does not cross-build {rt.label}", "leave --cross-build out")
+            if device.system != "Linux":
+                raise EdgekitError(f"{self.host} runs {device.system or 'an unknown system'}: edgekit cross-builds "
+                                   f"{rt.label} for Linux only", "leave --cross-build out to build on the device")
+            toolchain = cross_toolchain(device.machine)
+            if toolchain is None:
+                triplet = CROSS_TRIPLETS.get(normalise_machine(device.machine))
+                if triplet is None:
+                    raise EdgekitError(f"edgekit cross-builds {rt.label} for {', '.join(CROSS_TRIPLETS)} only, "
+                                       f"not {device.machine}", "leave --cross-build out to build on the device")
+                raise EdgekitError(f"this workstation has no {triplet} cross compiler",
+                                   f"install it (Debian/Ubuntu: sudo apt-get install g++-{triplet}), or leave "
+                                   "--cross-build out to build on the device")
+            return toolchain, cross_cmake_args(spec, device.machine, toolchain)
+        except EdgekitError:
+            if self.o.cross_build:
+                raise
+            return None
+
+    def _cross_wheel(self, R: str, device: Device, rt: Runtime, toolchain: Toolchain, cmake_args: str,
+                     result: DeployResult) -> tuple[str, str, str] | None:
+        """(remote path, origin, sha256) of `rt` cross-built here for the device (once per flags and
+        toolchain; edgekit.crossbuild's cache), pushed to it; None when the device's glibc or
+        libstdc++ is older than the wheel needs (a warning says so; --cross-build makes it an error)."""
+        folder = cross_wheel_dir(device.machine, cmake_args, toolchain)
+        log = folder.with_name(f"{folder.name}.log")
+        cached = verify_cross_wheel(folder)
+        if not cached:
+            self.stage("building", f"{rt.label} for {device.machine} on this workstation (cross compiler "
+                                   f"{toolchain.triplet} {toolchain.version}; log {log})")
+        wheel = cross_wheel(device.machine, cmake_args, log, toolchain=toolchain)
+        problem = libc_problem(wheel_symbol_needs(wheel), device.glibc, device.glibcxx)
+        if problem:
+            if self.o.cross_build:
+                raise EdgekitError(f"the {rt.label} wheel cross-built here cannot load on {self.host}: {problem}",
+                                   "pass --no-cross-build to build it on the device, or upgrade the device's OS "
+                                   "(Debian 12 / Raspberry Pi OS Bookworm or newer)")
+            result.warnings.append(f"the {rt.label} wheel cross-built here cannot load on {self.host} ({problem}): "
+                                   "built on the device instead")
+            return None
+        sha = verify_cross_wheel(folder)[1]["sha256"]
+        self.stage("uploading", f"cross-built wheel {wheel.name}")
+        self.t.put(wheel, f"{R}/wheels/{wheel.name}")
+        arch = dict(w[2:].split("=", 1) for w in shlex.split(cmake_args) if w.startswith("-D") and "=" in w)
+        result.done(f"{rt.label} wheel", f"{CROSS_ORIGIN}{' earlier' if cached else ''} for {device.machine} "
+                                         f"({arch.get('GGML_CPU_ARM_ARCH', '?')}, gcc {toolchain.version}; "
+                                         f"sha256 {sha[:12]})")
+        return f"{R}/wheels/{wheel.name}", CROSS_ORIGIN, sha
+
     def _built_wheel(self, R: str, spec, device: Device, rt: Runtime, recipe, recipe_text: str,
                      result: DeployResult) -> tuple[str, str, str | None]:
-        """(remote path, origin, sha256) of a wheel of `rt` for this device: this device's own
-        earlier build from the local cache (another device's with --share-device-builds), one from
-        --wheels, or one built there now (brought back into the cache as this device's build)."""
+        """(remote path, origin, sha256) of a wheel of `rt` for this device, the first of: this
+        device's own earlier build from the local cache (another device's with
+        --share-device-builds), one from --wheels, one cross-built on this workstation (_cross), or
+        one built there now (brought back into the cache as this device's build)."""
         version, step = rt.version, f"{rt.label} wheel"
         cached = self._trusted_wheels(spec, device, rt, recipe_text)
         if cached:
@@ -411,6 +484,13 @@ class Deployer:
             if found:  # the device's pip checks that it fits the device (platform tags)
                 result.done(step, f"from --wheels ({found[0].name})")
                 return f"{R}/wheels/{found[0].name}", f"--wheels {found[0].parent}", sha256_of(found[0])
+        cross = self._cross(spec, device, rt)
+        crossed = cross and self._cross_wheel(R, device, rt, *cross, result)
+        if crossed:
+            return crossed
+        problem = build_tools_problem(device, spec.family, self.host)  # a cross build that cannot serve it
+        if problem:
+            raise problem
         self.stage("building", f"{rt.label} on the device ({recipe_text})")
         q = self.q
         self.sh(f"rm -rf -- {q(R)}/wheels/built && mkdir -p -- {q(R)}/wheels/built", "preparing the build")

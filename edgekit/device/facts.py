@@ -84,6 +84,8 @@ class Device:
     rsync: str | None = None              # `rsync --version`'s first line
     sha256_tool: str | None = None        # sha256sum or shasum
     tools: set[str] = field(default_factory=set)  # build tools on PATH: cc, c++, cmake
+    glibc: tuple[int, ...] | None = None  # `getconf GNU_LIBC_VERSION` (glibc 2.36 -> (2, 36)); None: not glibc
+    glibcxx: tuple[int, ...] | None = None  # the newest GLIBCXX_ symbol version its libstdc++.so.6 defines
 
 
 def device_script(remote_dir: str, pythons: tuple[str, ...] = PYTHON_CANDIDATES) -> str:
@@ -107,6 +109,11 @@ if [ -r /proc/meminfo ]; then cat /proc/meminfo | grep -E '^(MemTotal|MemAvailab
 sysctl -n hw.memsize 2>/dev/null | sed 's/^/memsize=/'
 command -v rsync >/dev/null 2>&1 && rsync --version 2>&1 | head -n 1 | sed 's/^/rsync=/'
 if command -v sha256sum >/dev/null 2>&1; then echo sha256=sha256sum; elif command -v shasum >/dev/null 2>&1; then echo sha256=shasum; fi
+getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^/libc=/'
+m=$(uname -m)
+for f in /usr/lib/$m-linux-gnu/libstdc++.so.6 /lib/$m-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6 /usr/lib/libstdc++.so.6; do
+  if [ -r "$f" ]; then grep -ao 'GLIBCXX_3\\.4\\.[0-9]*' "$f" 2>/dev/null | sort -u -t. -k3,3n | tail -n 1 | sed 's/^/libstdcxx=/'; break; fi
+done
 for t in cc c++ cmake; do command -v "$t" >/dev/null 2>&1 && echo "tool=$t"; done
 true"""
 
@@ -152,6 +159,12 @@ def parse_device_report(text: str) -> Device:
             device.sha256_tool = value.strip()
         elif key == "tool":
             device.tools.add(value.strip())
+        elif key == "libc":
+            m = re.fullmatch(r"glibc\s+(\d+)\.(\d+)(?:\.\d+)?", value.strip())
+            device.glibc = (int(m.group(1)), int(m.group(2))) if m else None
+        elif key == "libstdcxx":
+            m = re.fullmatch(r"GLIBCXX_(\d+)\.(\d+)\.(\d+)", value.strip())
+            device.glibcxx = tuple(int(x) for x in m.groups()) if m else None
     return device
 
 
