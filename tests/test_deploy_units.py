@@ -338,3 +338,49 @@ def test_a_device_without_compilers_is_refused_before_a_llama_cpp_build():
     assert "orin has no cc or c++" in e.problem and "build-essential" in e.fix and "--wheels" in e.fix
     mac = parse_device_report(MACOS + "tool=cc\n")
     assert "xcode-select --install" in build_tools_problem(mac, "apple-m", "mac").fix
+
+
+def test_a_device_too_old_for_the_cross_built_wheel_builds_its_own(monkeypatch, tmp_path):
+    """The cached cross-built wheel needs glibc 2.34 (its libraries' version references): a device
+    with 2.31 is not sent it; by default a warning says so and the device builds, with --cross-build
+    it is the one error line."""
+    import json
+
+    from edgekit.crossbuild import ORIGIN, cross_wheel_dir
+    from edgekit.device.deploy import Deployer, DeployOptions, DeployResult
+    from edgekit.manifest import sha256_of
+    from edgekit.runtimes import get_runtime
+    from edgekit.targets.specs import all_specs
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    report = (FIXTURES / "device-report-linux-aarch64-debian12.txt").read_text()
+    toolchain, args = _cross("rpi5-8gb", report, monkeypatch, tmp_path)
+    folder = cross_wheel_dir("aarch64", args, toolchain)
+    folder.mkdir(parents=True)
+    wheel = folder / "llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("llama_cpp/lib/libllama.so", b"\x7fELF...\0GLIBC_2.17\0GLIBC_2.34\0GLIBCXX_3.4.30\0")
+    (folder / "origin.json").write_text(json.dumps({"wheel": wheel.name, "sha256": sha256_of(wheel), "origin": ORIGIN}))
+
+    class NoPut:
+        def put(self, *a, **kw):
+            raise AssertionError("the wheel must not be sent")
+
+    rt, old = get_runtime("llama.cpp"), parse_device_report(report.replace("glibc 2.36", "glibc 2.31"))
+    for cross_build in (None, True):
+        d = Deployer(NoPut(), "pi", DeployOptions(cross_build=cross_build), stage=lambda *a: None)
+        result = DeployResult("pi", "/r", "rpi5-8gb", "rpi5", "k", "/r/m", "gguf", "3.11.2")
+        cross = d._cross(all_specs()["rpi5-8gb"], old, rt)
+        if cross_build is None:
+            assert d._cross_wheel("/r", old, rt, *cross, result) is None
+            assert result.warnings == ["the llama.cpp wheel cross-built here cannot load on pi (it needs glibc 2.34 "
+                                       "and the device has 2.31): built on the device instead"]
+        else:
+            with pytest.raises(EdgekitError, match="cannot load on pi: it needs glibc 2.34"):
+                d._cross_wheel("/r", old, rt, *cross, result)
+    sent = []
+    NoPut.put = lambda self, src, dst: sent.append((src, dst))
+    new = parse_device_report(report)
+    got = Deployer(NoPut(), "pi", DeployOptions(), stage=lambda *a: None)._cross_wheel(
+        "/r", new, rt, *cross, DeployResult("pi", "/r", "rpi5-8gb", "rpi5", "k", "/r/m", "gguf", "3.11.2"))
+    assert got == (f"/r/wheels/{wheel.name}", ORIGIN, sha256_of(wheel)) and sent == [(wheel, got[0])]
