@@ -345,6 +345,7 @@ def test_a_device_too_old_for_the_cross_built_wheel_builds_its_own(monkeypatch, 
     with 2.31 is not sent it; by default a warning says so and the device builds, with --cross-build
     it is the one error line."""
     import json
+    import zipfile
 
     from edgekit.crossbuild import ORIGIN, cross_wheel_dir
     from edgekit.device.deploy import Deployer, DeployOptions, DeployResult
