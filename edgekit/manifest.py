@@ -37,6 +37,27 @@ class ArtifactFile(BaseModel):
     options: dict[str, Any] | None = None   # how it was made (e.g. INT4 block size, symmetry)
 
 
+class EngineInfo(BaseModel):
+    """What a TensorRT engine is bound to and how it was built (a tensorrt export's manifest)."""
+
+    engine: Literal["generic", "edgellm"]
+    builder: str                        # "tensorrt 10.3.0", "tensorrt-rtx 1.7.1.116", "trtexec"
+    tensorrt_version: str | None
+    device: str | None = None           # the GPU it was built on (trtexec's "Selected Device"), None: none seen
+    compute_capability: str | None = None  # "8.7"
+    accelerators: list[str] = []        # TensorRT-RTX: the GPU architectures the plan holds code for
+    built_on: str                       # "this machine" or the device as deploy reached it
+    location: str | None = None         # where the engine is, when it stayed on the device that built it
+    precision: Literal["fp16", "int4"]
+    max_prompt: int
+    max_context: int
+    profiles: list[dict[str, Any]]      # converters.tensorrt.Profile.to_dict()
+    dims: dict[str, Any]                # layers, kv_heads, head_size of the model
+    source_onnx_sha256: str
+    block_size: int | None = None       # INT4
+    runs_only_on: str                   # the sentence inspect shows
+
+
 class ExportManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     format: Literal["gguf", "onnx", "tensorrt"]
@@ -55,6 +76,7 @@ class ExportManifest(BaseModel):
     tools: dict[str, str]
     host: dict[str, Any] = {}
     total_s: float
+    engine: EngineInfo | None = None    # tensorrt exports
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_NAME

@@ -25,6 +25,9 @@ PROVIDER_SHORT_NAMES = ("cpu", "cuda", "tensorrt", "tensorrt-rtx", "coreml", "di
 
 # edgekit.converters.onnx.PRECISIONS
 ONNX_PRECISIONS = ("fp32", "fp16", "int4")
+# edgekit.converters.tensorrt.PRECISIONS, BUILDER_MODULES (its keys)
+TENSORRT_PRECISIONS = ("fp16", "int4")
+TENSORRT_BUILDERS = ("tensorrt", "tensorrt-rtx")  # the Python modules: tensorrt, tensorrt_rtx
 # edgekit.converters.onnx.LOGITS_MODES
 ONNX_LOGITS = ("last", "all")
 # edgekit.converters.gguf.ALL_TYPES (its keys, in its order: unquantized first)

@@ -128,7 +128,7 @@ ONNXRUNTIME = Runtime(
 
 # planned (edgekit plan's TRT-FP16/TRT-INT4 rows) and found by doctor; engines are not built yet
 TENSORRT = Runtime(
-    name="tensorrt", label="TensorRT", format=None,
+    name="tensorrt", label="TensorRT", format="tensorrt",
     distributions=("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-rtx", "tensorrt_rtx"),
     plan_efficiency=0.7, plan_pp_tg_ratio=20.0, nvidia_only=True, plan_build_peak=True)
 

@@ -17,13 +17,13 @@ def gguf_file(exported, tiny_qwen2):
 
 def test_every_format_in_the_table_has_the_protocol():
     names = [f.name for f in all_formats()]
-    assert names == ["gguf", "onnx"]
+    assert names == ["gguf", "onnx", "tensorrt"]
     for fmt in all_formats():
         for member in ("sniff", "find_in", "check", "inspect", "facts", "make_runner", "runtime_version"):
             assert callable(getattr(fmt, member)), (fmt.name, member)
         assert fmt.runtime and fmt.library
-    with pytest.raises(EdgekitError, match="no format 'tensorrt'"):
-        get_format("tensorrt")
+    with pytest.raises(EdgekitError, match="no format 'openvino'"):
+        get_format("openvino")
 
 
 def test_sniff_tells_real_files_from_foreign_empty_and_short_ones(gguf_file, tmp_path):

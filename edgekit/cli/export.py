@@ -10,6 +10,7 @@ from edgekit.cli._progress import progress_bars, stdout_console
 from edgekit.converters.gguf import export_gguf, parse_quants
 from edgekit.converters.onnx import export_onnx
 from edgekit.converters.onnx_int4 import Int4Options
+from edgekit.converters.tensorrt_export import export_tensorrt
 
 
 @click.group()
@@ -121,3 +122,43 @@ def _check_text(v: dict | None) -> str:
         return f"KL {v['kl_mean']:.2e} vs {v.get('vs', 'F16')}, top-1 {v['top1_agreement']:.0%}"
     return f"max|Δlogit| {v['max_abs_diff']:.2e}, top-1 {v['top1_agreement']:.0%}"
 
+
+
+@export.command("tensorrt")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder: model.engine, manifest.json (what the engine is bound to, its profiles, the "
+                   "source ONNX's sha256), genai_config.json and the tokenizer, build.log.")
+@click.option("--precision", type=click.Choice(options.TENSORRT_PRECISIONS), default="int4", show_default=True,
+              help="fp16: from an FP16 ONNX export. int4: weight-only INT4 (blocked INT4 DequantizeLinear, "
+                   "symmetric), FP16 activations; an FP16 export is quantized to that form first.")
+@click.option("--max-prompt", type=click.IntRange(1), default=512, show_default=True,
+              help="Longest prompt of the prefill profile (tokens).")
+@click.option("--max-context", type=click.IntRange(2), default=4096, show_default=True,
+              help="Longest context of the decode profile: the engine never runs beyond it.")
+@click.option("--builder", type=click.Choice(options.TENSORRT_BUILDERS), default="tensorrt", show_default=True,
+              help="tensorrt: this machine's TensorRT, for its own GPU. tensorrt-rtx: TensorRT-RTX, which builds "
+                   "without a GPU for RTX GPUs (--sm); it cannot build for a Jetson.")
+@click.option("--sm", "target_sm", metavar="SM86",
+              help="tensorrt-rtx: the GPU architecture to build for (SM75, SM80, SM86, SM89, SM120; default SM80).")
+@click.option("--workspace", "workspace_mib", type=click.IntRange(1), metavar="MIB",
+              help="The builder's workspace limit (default: TensorRT's).")
+@click.option("--block-size", type=int, default=32, show_default=True, help="INT4: weights per scale.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, builder, target_sm, workspace_mib, block_size,
+                 force, as_json):
+    """Build a TensorRT engine from SOURCE: an ONNX export folder (edgekit export onnx --precision fp16) or a
+    checkpoint (exported to FP16 ONNX first). Two optimisation profiles from the model's own dims: prefill (a
+    prompt of 1..--max-prompt tokens) and decode (one token, a cache of 0..--max-context-1). An engine runs
+    only on the GPU and TensorRT version that built it: the manifest says which."""
+    with progress_bars(not as_json) as report:
+        manifest = export_tensorrt(source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
+                                   builder=builder, target_sm=target_sm, workspace_mib=workspace_mib,
+                                   block_size=block_size, force=force, progress=report)
+    if as_json:
+        click.echo(json.dumps(manifest.model_dump(), indent=2))
+        return
+    _print_files(manifest, f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
+                           f"{manifest.engine.builder})")
+    stdout_console().print(f"this engine {manifest.engine.runs_only_on}")

@@ -1,6 +1,6 @@
 """Artifact formats, one module per format, in one table.
 
-Each format module (gguf.py, onnx.py; later tensorrt) provides a module-level `FORMAT`
+Each format module (gguf.py, onnx.py, tensorrt.py) provides a module-level `FORMAT`
 that satisfies `Format`: what its files look like (`sniff`, `find_in`), whether one is whole
 (`check`), what it holds (`facts` -> ModelFacts; `inspect` -> the full fact dict of
 `edgekit inspect`), which runtime runs it (`runtime`, `runtime_version`) and how
@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from edgekit.errors import EdgekitError
 
 # name -> module; the order is the order `resolve_artifact` asks them
-FORMATS: dict[str, str] = {"gguf": "edgekit.formats.gguf", "onnx": "edgekit.formats.onnx"}
+FORMATS: dict[str, str] = {"gguf": "edgekit.formats.gguf", "onnx": "edgekit.formats.onnx",
+                           "tensorrt": "edgekit.formats.tensorrt"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,242 @@
+"""TensorRT engines: profiles from the model's own dims, trtexec's command and output, the INT4
+form TensorRT's parser takes, and real builds with TensorRT-RTX (which needs no GPU; its
+engines run on RTX GPUs only, never here). No engine runs in these tests: nothing here has a GPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import assert_one_line_error
+
+from edgekit.cli import cli
+from edgekit.converters.onnx_int4 import quantize_int4_qdq
+from edgekit.converters.tensorrt import (
+    GraphInput,
+    check_dims,
+    decoder_inputs,
+    derive_profiles,
+    genai_dims_of,
+    graph_precision,
+    parse_trtexec_log,
+    plan_accelerators,
+    trtexec_command,
+)
+from edgekit.errors import EdgekitError
+from edgekit.runners.onnxruntime import load_graph
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tensorrt"
+trt_rtx = pytest.importorskip("tensorrt_rtx", reason="pip install tensorrt-rtx (make test installs it)")
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args)
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def test_profiles_follow_each_models_own_dims(onnx_export, tiny_qwen2, tmp_path, monkeypatch):
+    """The tiny Qwen2 and a Llama of other layer, kv-head and head-dim counts (3 layers, 1 KV
+    head of 32): each graph's cache inputs get that model's shapes, in both profiles; the
+    prefill has an empty cache, the decode one token."""
+    from edgekit import synth
+
+    other = tmp_path / "llama-3x1x32"
+    monkeypatch.setitem(synth.PRESETS, "llama-3x1x32", synth.Preset("llama-3x1x32", "llama3", synth._l(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=32, vocab_size=None), tokenizer_vocab=1024))
+    synth.synthesize("llama-3x1x32", other, seed=3)
+    seen = {}
+    for ckpt in (tiny_qwen2, other):
+        folder, _ = onnx_export(ckpt, "fp16")
+        inputs = decoder_inputs(folder / "model.onnx")
+        dims = genai_dims_of(folder / "model.onnx")
+        check_dims(inputs, dims)
+        prefill, decode = derive_profiles(inputs, max_prompt=48, max_context=300)
+        past = [n for n in prefill.shapes if n.startswith("past_key_values.")]
+        assert len(past) == 2 * dims.layers
+        assert prefill.shapes["input_ids"] == ((1, 1), (1, 48), (1, 48))
+        assert prefill.shapes["attention_mask"] == ((1, 1), (1, 48), (1, 48))  # past + sequence, past 0
+        assert prefill.shapes[past[0]] == ((1, dims.kv_heads, 0, dims.head_size),) * 3
+        assert decode.shapes["input_ids"] == ((1, 1),) * 3
+        assert decode.shapes["attention_mask"] == ((1, 1), (1, 151), (1, 300))
+        kv, hd = dims.kv_heads, dims.head_size
+        assert decode.shapes[past[-1]] == ((1, kv, 0, hd), (1, kv, 150, hd), (1, kv, 299, hd))
+        seen[ckpt.name] = (dims.layers, kv, hd)
+    assert seen == {"tiny-qwen2": (2, 2, 64), "llama-3x1x32": (3, 1, 32)}
+
+
+def test_profiles_refuse_what_they_cannot_size():
+    ids = GraphInput("input_ids", ("batch_size", "sequence_length"), 7)
+    odd = GraphInput("past_key_values.0.key", ("batch_size", 2, "cache_len", 64), 10)
+    with pytest.raises(EdgekitError, match="dim 'cache_len'"):
+        derive_profiles([ids, odd], 16, 64)
+    with pytest.raises(EdgekitError, match="--max-prompt 65 and --max-context 64"):
+        derive_profiles([ids], 65, 64)
+    with pytest.raises(EdgekitError, match="no dynamic input_ids"):
+        derive_profiles([GraphInput("x", (1, 4), 1)], 16, 64)
+
+
+def test_a_graph_that_disagrees_with_its_model_is_refused(onnx_export, tiny_qwen2):
+    from dataclasses import replace
+
+    folder, _ = onnx_export(tiny_qwen2, "fp16")
+    inputs, dims = decoder_inputs(folder / "model.onnx"), genai_dims_of(folder / "model.onnx")
+    with pytest.raises(EdgekitError, match=f"the model {dims.layers + 1} layers"):
+        check_dims(inputs, replace(dims, layers=dims.layers + 1))
+    with pytest.raises(EdgekitError, match=f"cache is \\[batch, {dims.kv_heads + 1}, past"):
+        check_dims(inputs, replace(dims, kv_heads=dims.kv_heads + 1))
+
+
+# ---------------------------------------------------------------- trtexec
+
+
+def test_trtexec_command_has_one_triple_per_profile():
+    ids = GraphInput("input_ids", ("batch_size", "sequence_length"), 7)
+    mask = GraphInput("attention_mask", ("batch_size", "past_sequence_length + sequence_length"), 7)
+    k = GraphInput("past_key_values.0.key", ("batch_size", 2, "past_sequence_length", 64), 10)
+    argv = trtexec_command("/usr/src/tensorrt/bin/trtexec", "m.onnx", "m.engine",
+                           derive_profiles([ids, mask, k], 8, 32), workspace_mib=2048)
+    assert argv[:5] == ["/usr/src/tensorrt/bin/trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--stronglyTyped",
+                        "--skipInference"]
+    i = argv.index("--profile=1")
+    assert argv[argv.index("--profile=0") + 1:i] == [
+        "--minShapes=input_ids:1x1,attention_mask:1x1,past_key_values.0.key:1x2x0x64",
+        "--optShapes=input_ids:1x8,attention_mask:1x8,past_key_values.0.key:1x2x0x64",
+        "--maxShapes=input_ids:1x8,attention_mask:1x8,past_key_values.0.key:1x2x0x64"]
+    assert argv[i + 3] == "--maxShapes=input_ids:1x1,attention_mask:1x32,past_key_values.0.key:1x2x31x64"
+    assert argv[-1] == "--memPoolSize=workspace:2048M"
+
+
+def test_trtexec_output_names_the_version_gpu_and_result():
+    text = (FIXTURES / "trtexec-10.3-orin-build.txt").read_text()
+    facts = parse_trtexec_log(text)
+    assert (facts.tensorrt_version, facts.device, facts.compute_capability) == ("10.3.0", "Orin", "8.7")
+    assert facts.passed and facts.engine_saved and facts.errors == []
+    failed = parse_trtexec_log(text.replace("&&&& PASSED", "&&&& FAILED").replace(
+        "[I] Engine built in 273.506 sec.", "[E] Error[4]: [network.cpp::validate::3111] profile has no past"))
+    assert not failed.passed and failed.errors and "profile has no past" in failed.errors[0]
+    assert parse_trtexec_log("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec").tensorrt_version == "8.6.1"
+    assert parse_trtexec_log("no banner").tensorrt_version is None
+
+
+# ---------------------------------------------------------------- the INT4 form TensorRT takes
+
+
+def test_int4_form_tensorrt_takes_and_the_ones_it_refuses(onnx_export, tiny_qwen2, tmp_path):
+    """Blocked signed INT4 DequantizeLinear without zero points is int4; ONNX Runtime's
+    MatMulNBits (edgekit's default INT4 export), --fuse's contrib ops and asymmetric (UINT4)
+    blocks are each named."""
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    assert graph_precision(load_graph(fp16 / "model.onnx")) == ("fp16", [])
+    qdq = tmp_path / "qdq.onnx"
+    quantize_int4_qdq(fp16 / "model.onnx", qdq, 32)
+    assert graph_precision(load_graph(qdq)) == ("int4", [])
+    nbits, _ = onnx_export(tiny_qwen2, "int4")
+    precision, problems = graph_precision(load_graph(nbits / "model.onnx"))
+    assert precision == "int4" and "ONNX Runtime's own ops (MatMulNBits)" in problems[0]
+    asym, _ = onnx_export(tiny_qwen2, "int4", symmetric=False)
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(str(fp16 / "model.onnx")), algo_config=DefaultWeightOnlyQuantConfig(
+        block_size=32, is_symmetric=False, quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",)))
+    q.process()
+    assert "is UINT4 (asymmetric blocks)" in graph_precision(q.model.model)[1][0]
+
+
+# ---------------------------------------------------------------- real builds (TensorRT-RTX)
+
+
+@pytest.fixture(scope="module")
+def rtx_builds(onnx_export, tiny_qwen2, tmp_path_factory):
+    """`edgekit export tensorrt` of the tiny Qwen2's FP16 export at fp16 and int4, by TensorRT-RTX for SM86."""
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    out = tmp_path_factory.mktemp("trt")
+    for precision in ("fp16", "int4"):
+        r = invoke(["export", "tensorrt", str(fp16), "-o", str(out / precision), "--precision", precision,
+                    "--builder", "tensorrt-rtx", "--sm", "SM86", "--max-prompt", "32", "--max-context", "128"])
+        assert r.exit_code == 0, r.output
+        assert "runs only with TensorRT-RTX" in r.output
+    return fp16, out
+
+
+def test_rtx_builds_fp16_and_int4_engines_with_their_manifest(rtx_builds):
+    from edgekit.manifest import ExportManifest, sha256_of
+
+    fp16_onnx, out = rtx_builds
+    sizes = {}
+    for precision in ("fp16", "int4"):
+        folder = out / precision
+        m = ExportManifest.read(folder)
+        engine = folder / "model.engine"
+        assert m.format == "tensorrt" and m.files[0].file == "model.engine" and m.files[0].sha256 == sha256_of(engine)
+        assert engine.read_bytes()[:4] == b"vtrt"  # TensorRT-RTX's plan magic
+        assert plan_accelerators(engine.read_bytes()) == m.engine.accelerators == ["sm86"]
+        assert m.engine.precision == precision and m.engine.max_context == 128
+        assert m.engine.source_onnx_sha256 == sha256_of(fp16_onnx / "model.onnx")
+        assert [p["name"] for p in m.engine.profiles] == ["prefill", "decode"]
+        assert m.engine.tensorrt_version == trt_rtx.__version__ and "never on a Jetson" in m.engine.runs_only_on
+        assert (folder / "tokenizer.json").is_file() and (folder / "genai_config.json").is_file()
+        assert "[INFO]" in (folder / "build.log").read_text()
+        assert not list(out.glob(f".{precision}*"))  # no partial folder left
+        sizes[precision] = engine.stat().st_size
+    assert sizes["int4"] < 0.8 * sizes["fp16"]  # INT4 weights, stored once; FP16 ones once per profile
+
+
+def test_inspect_reads_an_engine_folder(rtx_builds):
+    _, out = rtx_builds
+    r = invoke(["inspect", str(out / "int4"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    model = d["model"]
+    assert model["format"] == "tensorrt" and model["quant"] == "INT4" and model["max_context"] == 128
+    assert model["profiles"]["decode"]["attention_mask"] == "1x1..1x128 (opt 1x65)"
+    assert model["profiles"]["prefill"]["past_key_values.* (4)"] == "1x2x0x64..1x2x0x64 (opt 1x2x0x64)"
+    assert "runs only with TensorRT-RTX" in model["runs_only_on"] and "profiles" not in d["engine"]
+    # a truncated engine is caught by its recorded size
+    engine = out / "int4" / "model.engine"
+    data = engine.read_bytes()
+    engine.write_bytes(data[:-10])
+    try:
+        assert_one_line_error(invoke(["inspect", str(out / "int4")]), "is not the engine the manifest names")
+    finally:
+        engine.write_bytes(data)
+
+
+def test_a_profile_naming_a_missing_input_fails_the_build(onnx_export, tiny_qwen2, tmp_path):
+    """The builder checks every profile input against the network (the check can fail)."""
+    from edgekit.converters.tensorrt import Profile, build_engine
+
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    bad = Profile("prefill", {"input_ids": ((1, 1), (1, 4), (1, 8)), "no_such_input": ((1,), (1,), (1,))})
+    with pytest.raises(EdgekitError, match="names no_such_input"):
+        build_engine(trt_rtx, fp16 / "model.onnx", tmp_path / "x.engine", [bad])
+    assert not (tmp_path / "x.engine").exists()
+    with pytest.raises(EdgekitError, match="cannot target SM87"):  # TensorRT-RTX has no Jetson target
+        build_engine(trt_rtx, fp16 / "model.onnx", tmp_path / "x.engine",
+                     derive_profiles(decoder_inputs(fp16 / "model.onnx"), 8, 32), target_sm="SM87")
+
+
+def test_what_tensorrt_cannot_build_is_one_line_and_nothing_is_written(onnx_export, tiny_qwen2, tmp_path, monkeypatch):
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT here, whatever this machine has
+    out = tmp_path / "engine"
+    assert_one_line_error(invoke(["export", "tensorrt", str(fp16), "-o", str(out)]),
+                          "TensorRT is not installed here")
+    assert not out.exists() and not list(tmp_path.iterdir())
+    nbits, _ = onnx_export(tiny_qwen2, "int4")
+    line = assert_one_line_error(invoke(["export", "tensorrt", str(nbits), "-o", str(out), "--builder",
+                                         "tensorrt-rtx"]), "TensorRT cannot import")
+    assert "MatMulNBits" in line and "--precision fp16" in line and not out.exists()
+    fp32, _ = onnx_export(tiny_qwen2, "fp32")
+    assert_one_line_error(invoke(["export", "tensorrt", str(fp32), "-o", str(out), "--builder", "tensorrt-rtx",
+                                  "--precision", "fp16"]), "is FP32; a TensorRT FP16 engine is built from an FP16 ONNX")
+    assert_one_line_error(invoke(["export", "tensorrt", str(fp16), "-o", str(out), "--builder", "tensorrt-rtx",
+                                  "--max-context", "100000"]), "beyond the model's trained context")
+    assert not out.exists()
