@@ -240,3 +240,77 @@ def test_what_tensorrt_cannot_build_is_one_line_and_nothing_is_written(onnx_expo
     assert_one_line_error(invoke(["export", "tensorrt", str(fp16), "-o", str(out), "--builder", "tensorrt-rtx",
                                   "--max-context", "100000"]), "beyond the model's trained context")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- building on the device (trtexec)
+
+
+FAKE_TRTEXEC = '''#!{python}
+"""A stand-in for JetPack 6's trtexec: records its argv, prints what TensorRT 10.3's trtexec prints
+on an Orin (tests/fixtures/tensorrt/trtexec-10.3-orin-build.txt), writes the engine it names."""
+import os, sys
+with open(os.environ["FAKE_TRTEXEC_CALLS"], "a") as f:
+    f.write(" ".join(sys.argv) + "\\n")
+lines = open({fixture!r}).read().splitlines()
+fail = os.environ.get("FAKE_TRTEXEC_FAIL")
+for line in lines[1:-1]:
+    if fail and "Engine built in" in line:
+        print("[12/03/2026-10:04:35] [E] Error[4]: " + fail)
+        print("&&&& FAILED TensorRT.trtexec [TensorRT v100300] # " + " ".join(sys.argv))
+        sys.exit(1)
+    print(line)
+engine = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine="))
+with open(engine, "wb") as f:
+    f.write(b"fake engine for " + " ".join(sys.argv[1:]).encode())
+print("&&&& PASSED TensorRT.trtexec [TensorRT v100300] # " + " ".join(sys.argv))
+'''
+
+
+@pytest.fixture
+def fake_trtexec(tmp_path, monkeypatch):
+    path = tmp_path / "bin" / "trtexec"
+    path.parent.mkdir()
+    path.write_text(FAKE_TRTEXEC.format(python=sys.executable, fixture=str(FIXTURES / "trtexec-10.3-orin-build.txt")))
+    path.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.write_text("")
+    monkeypatch.setenv("FAKE_TRTEXEC_CALLS", str(calls))
+    monkeypatch.setenv("PATH", f"{path.parent}:{__import__('os').environ['PATH']}")
+    return path, calls
+
+
+def test_a_device_build_is_cached_by_what_the_engine_depends_on(fake_trtexec, onnx_export, tiny_qwen2, tmp_path,
+                                                                 monkeypatch):
+    from edgekit.device.tensorrt_build import build_with_trtexec, find_trtexec
+    from edgekit.manifest import sha256_of
+
+    trtexec, calls = fake_trtexec
+    assert find_trtexec() == str(trtexec)
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    onnx = fp16 / "model.onnx"
+    profiles = derive_profiles(decoder_inputs(onnx), 32, 128)
+    cache = tmp_path / "engines"
+    lines = []
+    kw = dict(onnx_sha256=sha256_of(onnx), precision="fp16", workspace_mib=1024)
+    first = build_with_trtexec(str(trtexec), onnx, cache, profiles, on_line=lines.append, **kw)
+    assert not first["cached"] and (first["tensorrt_version"], first["device"], first["compute_capability"]) == \
+        ("10.3.0", "Orin", "8.7")
+    assert any("Selected Device: Orin" in ln for ln in lines)  # streamed as trtexec prints
+    folder = Path(first["folder"])
+    assert folder.parent == cache and (folder / "model.engine").is_file() and (folder / "build.log").is_file()
+    (argv,) = calls.read_text().splitlines()
+    assert "--stronglyTyped" in argv and "--profile=1" in argv and "--memPoolSize=workspace:1024M" in argv
+    again = build_with_trtexec(str(trtexec), onnx, cache, profiles, **kw)
+    assert again["cached"] and again["engine_sha256"] == first["engine_sha256"]
+    assert len(calls.read_text().splitlines()) == 1  # skipped: nothing ran
+    # an engine changed since is not trusted; other profiles are another engine
+    (folder / "model.engine").write_bytes(b"changed")
+    assert not build_with_trtexec(str(trtexec), onnx, cache, profiles, **kw)["cached"]
+    other = build_with_trtexec(str(trtexec), onnx, cache, derive_profiles(decoder_inputs(onnx), 16, 128), **kw)
+    assert not other["cached"] and other["key"] != first["key"] and len(calls.read_text().splitlines()) == 3
+    # a failed build: the one line names trtexec's error and the kept log; no cache folder appears
+    monkeypatch.setenv("FAKE_TRTEXEC_FAIL", "[network.cpp::validate] past_key_values.0.key: dims out of range")
+    with pytest.raises(EdgekitError, match=r"trtexec could not build the engine: .*dims out of range.*failed-build.log"):
+        build_with_trtexec(str(trtexec), onnx, cache, derive_profiles(decoder_inputs(onnx), 8, 128), **kw)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".log")) == sorted(
+        [first["key"], other["key"]])

@@ -14,6 +14,7 @@
 - job: the typed job.json both ends share
 - runs: the workstation side of a bench or eval run on a device
 - agent: the device side (`python -m edgekit.device.agent VERB RUNDIR`)
+- tensorrt_build: a TensorRT engine built on the device with its trtexec, cached there by what it depends on
 - fleet: one artifact on many hosts
 - inventory: Ansible inventories, read by ansible-core itself
 
