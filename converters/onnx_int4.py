@@ -33,11 +33,17 @@ class Int4Options:
     symmetric: bool = True
     accuracy_level: int = 4
     quantize_embedding: bool = False
+    form: str = "matmulnbits"  # or "qdq": DequantizeLinear + MatMul (TensorRT's form; symmetric only)
 
     def check(self) -> None:
         if self.block_size not in (16, 32, 64, 128, 256):
             raise EdgekitError(f"INT4 block size {self.block_size} is not supported",
                                "choose 16, 32, 64, 128 or 256 (32 is the default)")
+        if self.form not in ("matmulnbits", "qdq"):
+            raise EdgekitError(f"unknown INT4 form '{self.form}'", "choose matmulnbits or qdq")
+        if self.form == "qdq" and (not self.symmetric or self.quantize_embedding):
+            raise EdgekitError("the QDQ INT4 form is symmetric MatMul weights only (TensorRT takes no zero points)",
+                               "drop --asymmetric and --quantize-embedding")
         if self.accuracy_level not in ACCURACY_LEVELS:
             raise EdgekitError(f"accuracy level {self.accuracy_level} is not one of 0-4",
                                "choose 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 (int8, default)")
@@ -47,18 +53,25 @@ class Int4Options:
 
 
 def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
-    """MatMulNBits INT4 of every MatMul weight (and optionally the embedding Gather)."""
+    """onnxruntime's weight-only INT4 quantizer over every MatMul weight (and optionally the
+    embedding Gather), in `opts.form`: "matmulnbits" (the MatMulNBits contrib op, ONNX Runtime's
+    kernels) or "qdq" (blocked INT4 DequantizeLinear in front of each MatMul, opset 21, axis 0 of
+    the [K, N] weight, scales in the graph's float type: the form TensorRT's parser imports as
+    weight-only INT4; from an FP16 graph the activations stay FP16)."""
     import onnx
 
     try:
+        from onnxruntime.quantization import QuantFormat
         from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
     except ImportError as e:
         raise EdgekitError(f"INT4 quantization needs onnxruntime's quantization tools ({e})",
                            "pip install 'edgekit[onnx]' (it brings onnxruntime and onnx-ir)") from None
+    opts.check()
     ops = ("MatMul", "Gather") if opts.quantize_embedding else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(block_size=opts.block_size, is_symmetric=opts.symmetric,
                                           accuracy_level=opts.accuracy_level or None, op_types_to_quantize=ops,
-                                          quant_axes=(("MatMul", 0), ("Gather", 1)))
+                                          quant_axes=(("MatMul", 0), ("Gather", 1)),
+                                          quant_format=QuantFormat.QDQ if opts.form == "qdq" else QuantFormat.QOperator)
     with quiet():
         model = onnx.load(str(src))
         quantizer = MatMulNBitsQuantizer(model, algo_config=config)
@@ -68,28 +81,9 @@ def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
 
 
 def quantize_int4_qdq(src: Path, dst: Path, block_size: int = 32) -> None:
-    """Blocked INT4 DequantizeLinear in front of every MatMul weight (onnxruntime's quantizer in
-    its QDQ form, opset 21): symmetric, so signed INT4 weights and no zero point, axis 0 of the
-    [K, N] weight, scales in the graph's float type. This is the form TensorRT's ONNX parser
-    imports as weight-only INT4 (it refuses MatMulNBits, UINT4 weights and non-zero zero points);
-    from an FP16 graph the activations stay FP16."""
-    import onnx
-
-    try:
-        from onnxruntime.quantization import QuantFormat
-        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
-    except ImportError as e:
-        raise EdgekitError(f"INT4 quantization needs onnxruntime's quantization tools ({e})",
-                           "pip install 'edgekit[onnx]' (it brings onnxruntime and onnx-ir)") from None
-    Int4Options(block_size=block_size).check()
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, quant_format=QuantFormat.QDQ,
-                                          op_types_to_quantize=("MatMul",), quant_axes=(("MatMul", 0),))
-    with quiet():
-        model = onnx.load(str(src))
-        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-        quantizer.process()
-        del model
-        save_model(quantizer.model.model, dst)
+    """quantize_int4 in the form TensorRT takes: QDQ, symmetric (signed INT4, no zero points),
+    MatMul weights only."""
+    quantize_int4(src, dst, Int4Options(block_size=block_size, symmetric=True, form="qdq"))
 
 
 # ---------------------------------------------------------------- INT4 reference

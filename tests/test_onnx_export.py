@@ -196,7 +196,7 @@ def test_int4_checks_against_dequantized_reference_and_fp32(onnx_export, tiny_ck
     assert 0 < v["vs_fp32"]["kl_mean"] < 0.05 and v["vs_fp32"]["finite"]
     assert manifest.files[0].options == {"logits": "last", "fused": {}, "grouped_attention_layers": 2,
                                          "block_size": 32, "symmetric": True,
-                                         "accuracy_level": 4, "quantize_embedding": False}
+                                         "accuracy_level": 4, "quantize_embedding": False, "form": "matmulnbits"}
     fp32_out, _ = onnx_export(tiny_ckpt, "fp32")
     # embedding stays fp32 by default; every MatMul weight shrinks ~7x
     assert (out / "model.onnx").stat().st_size < 0.5 * (fp32_out / "model.onnx").stat().st_size

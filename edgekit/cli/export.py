@@ -123,7 +123,6 @@ def _check_text(v: dict | None) -> str:
     return f"max|Δlogit| {v['max_abs_diff']:.2e}, top-1 {v['top1_agreement']:.0%}"
 
 
-
 @export.command("tensorrt")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
