@@ -124,9 +124,7 @@ def _dim_value(dim: int | str, values: dict[str, int], input_name: str) -> int:
     terms = [t.strip() for t in str(dim).split("+")]
     total = 0
     for t in terms:
-        if t.isdigit():
-            total += int(t)
-        elif t in values:
+        if t in values:
             total += values[t]
         else:
             raise EdgekitError(f"input {input_name} has a dim '{dim}' edgekit cannot size a profile for",
@@ -135,6 +133,8 @@ def _dim_value(dim: int | str, values: dict[str, int], input_name: str) -> int:
 
 
 def _shape(i: GraphInput, values: dict[str, int]) -> tuple[int, ...]:
+    if i.name == "attention_mask" and len(i.dims) == 2:  # [batch, past + sequence], whatever the dim's name
+        return (_dim_value(i.dims[0], values, i.name), values[PAST] + values[SEQ])
     return tuple(_dim_value(d, values, i.name) for d in i.dims)
 
 
@@ -188,7 +188,7 @@ class TrtexecFacts:
     device: str | None = None             # "Orin"
     compute_capability: str | None = None  # "8.7"
     passed: bool = False                  # trtexec's final "&&&& PASSED" line
-    engine_saved: bool = False
+    engine_built: bool = False            # "Engine built in <s> sec."
     errors: list[str] = field(default_factory=list)
 
 
@@ -213,8 +213,8 @@ def parse_trtexec_log(text: str) -> TrtexecFacts:
         m = re.search(r"Compute Capability:\s*(\d+\.\d+)", line)
         if m:
             facts.compute_capability = m.group(1)
-        if re.search(r"Engine (built|saved) ", line) or "Saved engine to" in line or "Engine saved" in line:
-            facts.engine_saved = True
+        if re.search(r"Engine built in [\d.]+ sec", line):
+            facts.engine_built = True
         if line.startswith("&&&& PASSED"):
             facts.passed = True
         if "[E]" in line or "Error[" in line:
@@ -233,6 +233,19 @@ def genai_dims_of(onnx_path: Path) -> DecoderDims:
 
 # onnx TensorProto element types
 FLOAT, FLOAT16, UINT4, INT4 = 1, 10, 21, 22
+
+
+def int4_block_size(model) -> int | None:
+    """The block_size attribute of the graph's INT4 DequantizeLinear weights (the first one), or None."""
+    from onnx import helper
+
+    init = {t.name: t.data_type for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and init.get(n.input[0]) == INT4:
+            for a in n.attribute:
+                if a.name == "block_size":
+                    return int(helper.get_attribute_value(a))
+    return None
 
 
 def graph_precision(model) -> tuple[str, list[str]]:

@@ -38,8 +38,10 @@ from edgekit.converters.tensorrt import (
     derive_profiles,
     genai_dims_of,
     graph_precision,
+    int4_block_size,
 )
 from edgekit.errors import EdgekitError
+from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import ArtifactFile, EngineInfo, ExportManifest, sha256_of, tool_versions
 from edgekit.runners.onnxruntime import load_graph
 from edgekit.targets.host import host_facts
@@ -86,6 +88,16 @@ def _is_checkpoint(src: Path) -> bool:
     return Path(src).is_dir() and (Path(src) / "config.json").is_file() and not (Path(src) / "model.onnx").exists()
 
 
+def onnx_sha256(onnx_path: Path) -> str:
+    """sha256 of an ONNX model and its external data file(s), in name order: what its engine is
+    built from (above 2 GB the weights live in model.onnx_data, not in the graph)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = load_graph(onnx_path)
+    data = sorted({ExternalDataInfo(t).location for t in graph.graph.initializer if uses_external_data(t)})
+    return sha256_of(onnx_path, 8 << 20, *(Path(onnx_path).parent / d for d in data))
+
+
 def _trained_context(src: Path) -> int | None:
     """The context the model was trained for: genai_config.json of an ONNX export, config.json's
     max_position_embeddings of a checkpoint; None when neither says."""
@@ -125,6 +137,14 @@ def graph_for(onnx_path: Path, precision: str, work: Path, block_size: int) -> P
                        "export it with --precision fp16 (edgekit export onnx CHECKPOINT -o DIR --precision fp16)")
 
 
+def build_log_path(out_dir: Path) -> Path:
+    """Where an engine build's log goes while it runs: edgekit's log folder, so that a failed
+    build (whose output folder is never made) leaves it for the error line to name."""
+    logs = cache_root() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{time.strftime('%Y%m%dT%H%M%S')}-tensorrt-{Path(out_dir).name}.log"
+
+
 def build_in_child(builder: str, onnx_path: str, engine_path: str, profiles: list[dict], workspace_bytes: int | None,
                    target_sm: str | None, log_path: str) -> dict:
     """converters.tensorrt.build_engine in an edgekit.native child; the builder's log goes to log_path."""
@@ -133,6 +153,8 @@ def build_in_child(builder: str, onnx_path: str, engine_path: str, profiles: lis
     try:
         return build_engine(trt, Path(onnx_path), Path(engine_path), [Profile.from_dict(p) for p in profiles],
                             workspace_bytes=workspace_bytes, target_sm=target_sm, log_lines=lines)
+    except EdgekitError as e:
+        raise EdgekitError(f"{e.problem} (build log: {log_path})", e.fix) from None
     finally:
         Path(log_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -162,6 +184,12 @@ def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_pr
     import_builder(builder)  # before minutes of ONNX export: say what is missing now
     if not src.exists():
         raise EdgekitError(f"{src} does not exist", "pass an ONNX export folder or a checkpoint folder")
+    if max_prompt > max_context:
+        raise EdgekitError(f"--max-prompt {max_prompt} is longer than --max-context {max_context}",
+                           "pass --max-prompt <= --max-context")
+    if target_sm and builder != "tensorrt-rtx":
+        raise EdgekitError("--sm chooses TensorRT-RTX's target GPU; TensorRT builds for the GPU it runs on",
+                           "leave --sm out, or pass --builder tensorrt-rtx")
     trained = _trained_context(src)
     if trained and max_context > trained:
         raise EdgekitError(f"--max-context {max_context} is beyond the model's trained context ({trained})",
@@ -175,18 +203,21 @@ def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_pr
             src_onnx = source_onnx(src)
         source_manifest = ExportManifest.read(src_onnx.parent)
         dims = genai_dims_of(src_onnx)
-        source_sha256 = sha256_of(src_onnx)
+        source_sha256 = onnx_sha256(src_onnx)
         graph = graph_for(src_onnx, precision, work / "int4", block_size)
+        graph_block = (int4_block_size(load_graph(graph)) or block_size) if precision == "int4" else None
         inputs = decoder_inputs(graph)
         check_dims(inputs, dims)
         profiles = derive_profiles(inputs, max_prompt, max_context)
         if progress:
             progress(f"tensorrt {precision}: building the engine ({builder})", 0, 1)
         t0 = time.perf_counter()
+        log = build_log_path(out_dir)
         built = native.call("edgekit.converters.tensorrt_export:build_in_child", builder, str(graph),
                             str(tmp / ENGINE_FILE), [p.to_dict() for p in profiles],
-                            workspace_mib * 2**20 if workspace_mib else None, target_sm, str(tmp / BUILD_LOG),
+                            workspace_mib * 2**20 if workspace_mib else None, target_sm, str(log),
                             library="TensorRT", what="the engine build")
+        shutil.copyfile(log, tmp / BUILD_LOG)
         seconds = time.perf_counter() - t0
         if progress:
             progress(f"tensorrt {precision}: building the engine ({builder})", 1, 1)
@@ -202,7 +233,7 @@ def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_pr
             max_prompt=max_prompt, max_context=max_context, profiles=[p.to_dict() for p in profiles],
             dims={"layers": dims.layers, "kv_heads": dims.kv_heads, "head_size": dims.head_size},
             source_onnx_sha256=source_sha256,
-            block_size=block_size if precision == "int4" else None,
+            block_size=graph_block,
             runs_only_on=runs_only_on(builder, version, built["accelerators"], None, None))
         manifest = ExportManifest(
             format="tensorrt", source=source_manifest.source, architecture=source_manifest.architecture,

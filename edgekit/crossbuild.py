@@ -55,6 +55,7 @@ This module imports only the standard library and edgekit's light modules.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -304,9 +306,10 @@ SYMBOL_VERSION = re.compile(rb"(GLIBCXX|GLIBC|CXXABI)_(\d+(?:\.\d+)+)\x00")
 
 
 def wheel_symbol_needs(wheel: Path) -> dict[str, tuple[int, ...]]:
-    """The newest GLIBC_, GLIBCXX_ and CXXABI_ symbol version each kind the wheel's shared
-    libraries name: the oldest glibc and libstdc++ a device may have to load them. Read from the
-    libraries' bytes (their version-needed strings), as `objdump -p` lists them."""
+    """The newest GLIBC_, GLIBCXX_ and CXXABI_ symbol version of each kind the wheel's shared
+    libraries name (their version-needed strings, as `objdump -p` lists them). libc_problem
+    judges GLIBC_ and GLIBCXX_ (the libstdc++ release); CXXABI_ moves with GLIBCXX_ in every GCC
+    release, so it is reported, not judged."""
     needs: dict[str, tuple[int, ...]] = {}
     with zipfile.ZipFile(wheel) as z:
         for info in z.infolist():
@@ -400,7 +403,7 @@ def cross_build_wheel(machine: str, cmake_args: str, out_dir: Path, log: Path, *
                     f"libraries: {', '.join(libraries)}\n")
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / wheel.name
-        partial = out_dir / f".{wheel.name}.partial-{os.getpid()}"
+        partial = out_dir / f".{wheel.name}.partial-{os.getpid()}-{threading.get_ident()}"
         try:
             shutil.copyfile(wheel, partial)
             os.replace(partial, final)
@@ -455,6 +458,19 @@ def cross_wheel(machine: str, cmake_args: str, log: Path, *, toolchain: Toolchai
         raise EdgekitError(f"no {CROSS_TRIPLETS.get(machine, machine)} cross compiler on PATH",
                            f"apt-get install g++-{CROSS_TRIPLETS.get(machine, 'aarch64-linux-gnu')} (Debian/Ubuntu)")
     folder = cross_wheel_dir(machine, cmake_args, toolchain)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one build per key at a time: a fleet deploys to several devices of a kind on threads, and
+    # every deploy of this machine shares the cache; the second waits, then finds the first's wheel
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _cross_wheel_locked(machine, cmake_args, log, toolchain, python, folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _cross_wheel_locked(machine: str, cmake_args: str, log: Path, toolchain: Toolchain, python: str,
+                        folder: Path) -> Path:
     found = verify_cross_wheel(folder)
     if found:
         return found[0]

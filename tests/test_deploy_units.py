@@ -385,3 +385,28 @@ def test_a_device_too_old_for_the_cross_built_wheel_builds_its_own(monkeypatch, 
     got = Deployer(NoPut(), "pi", DeployOptions(), stage=lambda *a: None)._cross_wheel(
         "/r", new, rt, *cross, DeployResult("pi", "/r", "rpi5-8gb", "rpi5", "k", "/r/m", "gguf", "3.11.2"))
     assert got == (f"/r/wheels/{wheel.name}", ORIGIN, sha256_of(wheel)) and sent == [(wheel, got[0])]
+
+
+def test_a_failed_cross_build_falls_back_to_the_device_by_default(monkeypatch, tmp_path):
+    """A cross build that fails (no sdist offline, a CMake error) is a warning and the device's own
+    build by default; with --cross-build it is the error."""
+    from edgekit.device import deploy as deploy_mod
+    from edgekit.device.deploy import Deployer, DeployOptions, DeployResult
+    from edgekit.runtimes import get_runtime
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    report = (FIXTURES / "device-report-linux-aarch64-debian12.txt").read_text()
+    toolchain, args = _cross("rpi5-8gb", report, monkeypatch, tmp_path)
+
+    def failing(*a, **kw):
+        raise EdgekitError("could not download the llama-cpp-python 0.3.36 sdist (pip exit 1)", "check the index")
+
+    monkeypatch.setattr(deploy_mod, "cross_wheel", failing)
+    device, rt = parse_device_report(report), get_runtime("llama.cpp")
+    result = DeployResult("pi", "/r", "rpi5-8gb", "rpi5", "k", "/r/m", "gguf", "3.11.2")
+    d = Deployer(None, "pi", DeployOptions(), stage=lambda *a: None)
+    assert d._cross_wheel("/r", device, rt, toolchain, args, result) is None
+    assert "the cross build of llama.cpp for pi failed (could not download" in result.warnings[0]
+    with pytest.raises(EdgekitError, match="could not download"):
+        Deployer(None, "pi", DeployOptions(cross_build=True), stage=lambda *a: None)._cross_wheel(
+            "/r", device, rt, toolchain, args, result)

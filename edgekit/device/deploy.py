@@ -443,7 +443,14 @@ class Deployer:
         if not cached:
             self.stage("building", f"{rt.label} for {device.machine} on this workstation (cross compiler "
                                    f"{toolchain.triplet} {toolchain.version}; log {log})")
-        wheel = cross_wheel(device.machine, cmake_args, log, toolchain=toolchain)
+        try:
+            wheel = cross_wheel(device.machine, cmake_args, log, toolchain=toolchain)
+        except EdgekitError as e:
+            if self.o.cross_build:
+                raise
+            result.warnings.append(f"the cross build of {rt.label} for {self.host} failed ({e.problem}): "
+                                   "built on the device instead")
+            return None
         problem = libc_problem(wheel_symbol_needs(wheel), device.glibc, device.glibcxx)
         if problem:
             if self.o.cross_build:
@@ -453,7 +460,7 @@ class Deployer:
             result.warnings.append(f"the {rt.label} wheel cross-built here cannot load on {self.host} ({problem}): "
                                    "built on the device instead")
             return None
-        sha = verify_cross_wheel(folder)[1]["sha256"]
+        sha = sha256_of(wheel)
         self.stage("uploading", f"cross-built wheel {wheel.name}")
         self.t.put(wheel, f"{R}/wheels/{wheel.name}")
         arch = dict(w[2:].split("=", 1) for w in shlex.split(cmake_args) if w.startswith("-D") and "=" in w)
@@ -490,6 +497,8 @@ class Deployer:
             return crossed
         problem = build_tools_problem(device, spec.family, self.host)  # a cross build that cannot serve it
         if problem:
+            if cross and not crossed:  # _cross_wheel declined with a warning: say why in the error too
+                raise EdgekitError(f"{problem.problem} ({result.warnings[-1]})", problem.fix)
             raise problem
         self.stage("building", f"{rt.label} on the device ({recipe_text})")
         q = self.q

@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -89,32 +90,43 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
     try:
         argv = trtexec_command(trtexec, str(onnx), str(tmp / ENGINE_FILE), profiles, workspace_mib=workspace_mib)
         t0 = time.monotonic()
+        timed_out = threading.Event()
         with open(tmp / LOG_FILE, "w", encoding="utf-8") as log:
             try:
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         errors="replace", stdin=subprocess.DEVNULL)
             except OSError as e:
                 raise EdgekitError(f"could not run {trtexec} ({e})", "check the device's TensorRT install") from None
+
+            def expire() -> None:  # a trtexec silent for hours is ended too, not only one that prints
+                timed_out.set()
+                proc.kill()
+
+            watchdog = threading.Timer(timeout_s, expire) if timeout_s else None
+            if watchdog:
+                watchdog.daemon = True
+                watchdog.start()
             try:
                 for line in proc.stdout:
                     log.write(line)
                     if on_line:
                         on_line(line.rstrip("\n"))
-                    if timeout_s and time.monotonic() - t0 > timeout_s:
-                        proc.kill()
-                        raise EdgekitError(f"trtexec did not build the engine within {timeout_s:.0f} s",
-                                           "raise the build timeout, or lower --max-context / --max-prompt")
                 rc = proc.wait()
             finally:
+                if watchdog:
+                    watchdog.cancel()
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
         seconds = time.monotonic() - t0
         facts = parse_trtexec_log((tmp / LOG_FILE).read_text(encoding="utf-8", errors="replace"))
         engine = tmp / ENGINE_FILE
-        if rc != 0 or not facts.passed or not engine.is_file() or engine.stat().st_size == 0:
+        if timed_out.is_set() or rc != 0 or not facts.passed or not engine.is_file() or engine.stat().st_size == 0:
             kept = final.parent / f"{key}-failed-{LOG_FILE}"
             shutil.copyfile(tmp / LOG_FILE, kept)
+            if timed_out.is_set():
+                raise EdgekitError(f"trtexec did not build the engine within {timeout_s:.0f} s (log: {kept})",
+                                   "raise the build timeout, or lower --max-context / --max-prompt")
             why = facts.errors[0] if facts.errors else f"exit {rc}" + ("" if engine.is_file() else ", no engine")
             raise EdgekitError(f"trtexec could not build the engine: {why[:300]} (log: {kept})",
                                "read the log; TensorRT's parser needs an edgekit ONNX export without --fuse")

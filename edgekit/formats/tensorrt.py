@@ -117,7 +117,7 @@ class TensorRTFormat:
         m = _manifest(path)
         e = m.engine
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        hidden = int(_genai(folder).get("hidden_size") or 0)
+        hidden = int((_genai(folder).get("decoder") or {}).get("hidden_size") or 0)
         embedding = m.vocab_size * hidden
         matmul = max(m.n_params - embedding, 0)
         per_weight = 2.0 if e.precision == "fp16" else 0.5 + 2.0 / (e.block_size or 32)
