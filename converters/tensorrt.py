@@ -38,18 +38,15 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.options import TENSORRT_BUILDERS, TENSORRT_PRECISIONS
 from edgekit.runners.onnxruntime import load_graph
+from edgekit.tensorrt_profiles import (
+    GraphInput,
+    Profile,
+    graph_inputs,
+    shapes_arg,
+)
 
 # the symbolic dims of edgekit's (optimum's) decoder graph, and what each is in a profile
-BATCH, SEQ, PAST = "batch_size", "sequence_length", "past_sequence_length"
-PROFILE_NAMES = ("prefill", "decode")
 PRECISIONS = TENSORRT_PRECISIONS
-
-
-@dataclass(frozen=True)
-class GraphInput:
-    name: str
-    dims: tuple[int | str, ...]  # an int, or a symbolic dim ("past_sequence_length + sequence_length")
-    elem_type: int               # onnx TensorProto type
 
 
 @dataclass(frozen=True)
@@ -61,31 +58,9 @@ class DecoderDims:
     context_length: int | None = None
 
 
-@dataclass(frozen=True)
-class Profile:
-    """One optimisation profile: input name -> (min, opt, max) shapes."""
-
-    name: str
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shapes": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])}
-                                              for k, v in self.shapes.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Profile:
-        return cls(d["name"], {k: (tuple(v["min"]), tuple(v["opt"]), tuple(v["max"])) for k, v in d["shapes"].items()})
-
-
 def decoder_inputs(onnx_path: Path) -> list[GraphInput]:
     """The inputs of the ONNX graph at `onnx_path` (its weights are not read)."""
-    graph = load_graph(Path(onnx_path)).graph
-    out = []
-    for i in graph.input:
-        t = i.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim)
-        out.append(GraphInput(i.name, dims, t.elem_type))
-    return out
+    return graph_inputs(load_graph(Path(onnx_path)))
 
 
 def decoder_dims(genai_config: dict) -> DecoderDims:
@@ -118,63 +93,14 @@ def check_dims(inputs: list[GraphInput], dims: DecoderDims) -> None:
                                f"{dims.head_size}]", "re-export the ONNX from the checkpoint")
 
 
-def _dim_value(dim: int | str, values: dict[str, int], input_name: str) -> int:
-    if isinstance(dim, int) and dim > 0:
-        return dim
-    terms = [t.strip() for t in str(dim).split("+")]
-    total = 0
-    for t in terms:
-        if t in values:
-            total += values[t]
-        else:
-            raise EdgekitError(f"input {input_name} has a dim '{dim}' edgekit cannot size a profile for",
-                               f"export the ONNX with edgekit export onnx (dims: {BATCH}, {SEQ}, {PAST})")
-    return total
-
-
-def _shape(i: GraphInput, values: dict[str, int]) -> tuple[int, ...]:
-    if i.name == "attention_mask" and len(i.dims) == 2:  # [batch, past + sequence], whatever the dim's name
-        return (_dim_value(i.dims[0], values, i.name), values[PAST] + values[SEQ])
-    return tuple(_dim_value(d, values, i.name) for d in i.dims)
-
-
-def derive_profiles(inputs: list[GraphInput], max_prompt: int, max_context: int,
-                    opt_prompt: int | None = None, opt_context: int | None = None) -> list[Profile]:
-    """The prefill and decode profiles of a decoder graph (see the module's doc). Opt points: the
-    prefill's at `opt_prompt` (default max_prompt), the decode's at a cache of `opt_context`
-    (default half of max_context). Every dynamic input gets shapes; static ones none."""
-    if max_prompt < 1 or max_context < 2 or max_prompt > max_context:
-        raise EdgekitError(f"--max-prompt {max_prompt} and --max-context {max_context} make no profile",
-                           "pass 1 <= --max-prompt <= --max-context, --max-context >= 2")
-    opt_prompt = opt_prompt or max_prompt
-    opt_context = opt_context if opt_context is not None else max_context // 2
-    if not 1 <= opt_prompt <= max_prompt or not 0 <= opt_context <= max_context - 1:
-        raise EdgekitError("an opt point lies outside its profile", "keep it within --max-prompt / --max-context")
-    points = {
-        "prefill": ({BATCH: 1, SEQ: 1, PAST: 0}, {BATCH: 1, SEQ: opt_prompt, PAST: 0},
-                    {BATCH: 1, SEQ: max_prompt, PAST: 0}),
-        "decode": ({BATCH: 1, SEQ: 1, PAST: 0}, {BATCH: 1, SEQ: 1, PAST: opt_context},
-                   {BATCH: 1, SEQ: 1, PAST: max_context - 1}),
-    }
-    dynamic = [i for i in inputs if any(not (isinstance(d, int) and d > 0) for d in i.dims)]
-    if not any(i.name == "input_ids" for i in dynamic):
-        raise EdgekitError("the graph has no dynamic input_ids", "pass a decoder exported by edgekit export onnx")
-    return [Profile(name, {i.name: tuple(_shape(i, v) for v in vals) for i in dynamic})
-            for name, vals in points.items()]
-
-
-def _shapes_arg(profile: Profile, which: int) -> str:
-    return ",".join(f"{name}:{'x'.join(map(str, s[which]))}" for name, s in profile.shapes.items())
-
-
 def trtexec_command(trtexec: str, onnx_path: str, engine_path: str, profiles: list[Profile], *,
                     workspace_mib: int | None = None, timing_cache: str | None = None) -> list[str]:
     """The argv of a trtexec build: a strongly typed network (the graph's own types), one
     `--profile=N` triple of min/opt/max shapes per profile, --skipInference."""
     argv = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped", "--skipInference"]
     for n, p in enumerate(profiles):
-        argv += [f"--profile={n}", f"--minShapes={_shapes_arg(p, 0)}", f"--optShapes={_shapes_arg(p, 1)}",
-                 f"--maxShapes={_shapes_arg(p, 2)}"]
+        argv += [f"--profile={n}", f"--minShapes={shapes_arg(p, 0)}", f"--optShapes={shapes_arg(p, 1)}",
+                 f"--maxShapes={shapes_arg(p, 2)}"]
     if workspace_mib:
         argv.append(f"--memPoolSize=workspace:{workspace_mib}M")
     if timing_cache:

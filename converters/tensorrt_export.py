@@ -31,11 +31,9 @@ from edgekit.converters.onnx_int4 import quantize_int4_qdq
 from edgekit.converters.tensorrt import (
     BUILDER_MODULES,
     PRECISIONS,
-    Profile,
     build_engine,
     check_dims,
     decoder_inputs,
-    derive_profiles,
     genai_dims_of,
     graph_precision,
     int4_block_size,
@@ -45,6 +43,7 @@ from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import ArtifactFile, EngineInfo, ExportManifest, sha256_of, tool_versions
 from edgekit.runners.onnxruntime import load_graph
 from edgekit.targets.host import host_facts
+from edgekit.tensorrt_profiles import Profile, derive_profiles
 
 Progress = Callable[[str, float, float], None]
 

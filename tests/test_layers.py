@@ -92,7 +92,7 @@ LAYERS: dict[str, Layer] = {
         "registries, the child-process boundary, checkpoints and their architectures",
         ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.crossbuild", "edgekit.errors",
          "edgekit.hf_schema", "edgekit.llamacpp_build", "edgekit.llamacpp_log", "edgekit.manifest", "edgekit.native", "edgekit.options",
-         "edgekit.pretokenizers", "edgekit.registry", "edgekit.results", "edgekit.runtimes", "edgekit.settings",
+         "edgekit.pretokenizers", "edgekit.registry", "edgekit.results", "edgekit.runtimes", "edgekit.settings", "edgekit.tensorrt_profiles",
          "edgekit.terminal"),
         may_import=()),
 }

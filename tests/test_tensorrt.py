@@ -15,10 +15,8 @@ from helpers import assert_one_line_error
 from edgekit.cli import cli
 from edgekit.converters.onnx_int4 import quantize_int4_qdq
 from edgekit.converters.tensorrt import (
-    GraphInput,
     check_dims,
     decoder_inputs,
-    derive_profiles,
     genai_dims_of,
     graph_precision,
     parse_trtexec_log,
@@ -27,6 +25,7 @@ from edgekit.converters.tensorrt import (
 )
 from edgekit.errors import EdgekitError
 from edgekit.runners.onnxruntime import load_graph
+from edgekit.tensorrt_profiles import GraphInput, derive_profiles, ort_tensorrt_options
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tensorrt"
 try:
@@ -128,6 +127,30 @@ def test_trtexec_output_names_the_version_gpu_and_result():
     assert parse_trtexec_log("no banner").tensorrt_version is None
 
 
+def test_onnx_runtimes_tensorrt_ep_gets_both_profiles_and_caches(tmp_path):
+    """ORT's format: one string per bound, each profile's inputs in turn (an input named again
+    starts the next profile); the prefill may continue a cache (ORT's runner feeds prompts in
+    n_batch chunks). Other providers pass unchanged."""
+    from edgekit.runners.onnxruntime import provider_options
+
+    ids = GraphInput("input_ids", ("batch_size", "sequence_length"), 7)
+    mask = GraphInput("attention_mask", ("batch_size", "total_sequence_length"), 7)  # GenAI's builder's name
+    k = GraphInput("past_key_values.0.key", ("batch_size", 2, "past_sequence_length", 64), 10)
+    got = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                           [ids, mask, k], max_context=1024, n_batch=256, cache_dir=tmp_path)
+    (name, opts), cuda, cpu = got
+    assert (name, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert opts["trt_profile_min_shapes"] == ("input_ids:1x1,attention_mask:1x1,past_key_values.0.key:1x2x0x64,"
+                                              "input_ids:1x1,attention_mask:1x1,past_key_values.0.key:1x2x0x64")
+    assert opts["trt_profile_max_shapes"] == ("input_ids:1x256,attention_mask:1x1024,past_key_values.0.key:1x2x768x64,"
+                                              "input_ids:1x1,attention_mask:1x1024,past_key_values.0.key:1x2x1023x64")
+    assert opts["trt_profile_opt_shapes"].split(",")[3:] == ["input_ids:1x1", "attention_mask:1x513",
+                                                             "past_key_values.0.key:1x2x512x64"]
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_engine_cache_path"] == str(tmp_path)
+    assert ort_tensorrt_options(derive_profiles([ids], 4, 8))["trt_profile_max_shapes"] == "input_ids:1x4,input_ids:1x1"
+    assert provider_options(["CPUExecutionProvider"], [ids], 64, 16, tmp_path) == ["CPUExecutionProvider"]
+
+
 # ---------------------------------------------------------------- the INT4 form TensorRT takes
 
 
@@ -226,7 +249,8 @@ def test_inspect_reads_an_engine_folder(rtx_builds):
 @needs_rtx
 def test_a_profile_naming_a_missing_input_fails_the_build(onnx_export, tiny_qwen2, tmp_path):
     """The builder checks every profile input against the network (the check can fail)."""
-    from edgekit.converters.tensorrt import Profile, build_engine
+    from edgekit.converters.tensorrt import build_engine
+    from edgekit.tensorrt_profiles import Profile
 
     fp16, _ = onnx_export(tiny_qwen2, "fp16")
     bad = Profile("prefill", {"input_ids": ((1, 1), (1, 4), (1, 8)), "no_such_input": ((1,), (1,), (1,))})

@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edgekit.converters.tensorrt import Profile, parse_trtexec_log, trtexec_command
+from edgekit.converters.tensorrt import parse_trtexec_log, trtexec_command
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_of
+from edgekit.tensorrt_profiles import Profile
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 ENGINE_FILE = "model.engine"

@@ -152,7 +152,8 @@ class ONNXFormat:
         o = settings.onnxruntime
         providers = choose_providers(o.providers, spec.onnxruntime_providers, available_providers())
         return OrtRunner(Path(path).parent, threads=settings.threads, providers=providers, graph_opt=o.graph_opt,
-                         model_file=Path(path).name, n_batch=o.n_batch)
+                         model_file=Path(path).name, n_batch=o.n_batch,
+                         max_context=settings.ctx or settings.n_prompt + settings.n_gen + 1)
 
     def runtime_version(self) -> str:
         return ONNXRUNTIME.version_text()

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.llamacpp_build import cache_root
 from edgekit.runners import LoadedInContext
+from edgekit.tensorrt_profiles import derive_profiles, graph_inputs, ort_tensorrt_options
 
 # ---------------------------------------------------------------- the model file
 
@@ -154,12 +156,34 @@ def find_model(folder: Path, model_file: str | None = None) -> Path:
     return path
 
 
+def provider_options(providers: list[str], inputs: list, max_context: int, n_batch: int,
+                     cache_dir: Path) -> list:
+    """`providers` as InferenceSession takes them, with ONNX Runtime's TensorRT EP given explicit
+    profiles and caches: prefill (a chunk of up to n_batch tokens over a cache of up to
+    max_context - chunk) and decode (one token over 0..max_context-1), from the graph's own dims
+    (edgekit.tensorrt_profiles), and its engine and timing caches under `cache_dir`. Without
+    profiles the EP builds an engine for the first shapes it meets and rebuilds whenever a shape
+    leaves the range seen so far: minutes inside a measured run. Other providers pass as they are."""
+    out: list = []
+    for name in providers:
+        if name != "TensorrtExecutionProvider":
+            out.append(name)
+            continue
+        chunk = max(1, min(n_batch, max_context - 1))
+        profiles = derive_profiles(inputs, chunk, max_context, chunked_prefill=True)
+        out.append((name, {**ort_tensorrt_options(profiles), "trt_engine_cache_enable": "True",
+                           "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": "True",
+                           "trt_timing_cache_path": str(cache_dir)}))
+    return out
+
+
 class OrtRunner(LoadedInContext):
     """An ONNX decoder through ONNX Runtime (the Runner protocol of edgekit.runners)."""
 
     def __init__(self, folder: Path, threads: int, providers: list[str] | None = None, graph_opt: str = "all",
-                 model_file: str | None = None, n_batch: int = 2048, seed: int = 1234):
+                 model_file: str | None = None, n_batch: int = 2048, seed: int = 1234, max_context: int = 4096):
         self.folder = Path(folder)
+        self.max_context = max_context  # the TensorRT EP's profiles reach this far
         self.path = find_model(self.folder, model_file)
         self.threads, self.wanted, self.graph_opt, self.n_batch = threads, providers, graph_opt, n_batch
         self.rng = np.random.default_rng(seed)
@@ -185,7 +209,11 @@ class OrtRunner(LoadedInContext):
         so.log_severity_level = 3
         t0 = time.perf_counter()
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=self.providers)
+            providers = self.providers
+            if "TensorrtExecutionProvider" in providers:
+                providers = provider_options(providers, graph_inputs(load_graph(self.path)), self.max_context,
+                                             self.n_batch, cache_root() / "ort-tensorrt" / self.path.parent.name)
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:
             # only now read the graph in Python (with inline weights that costs their size in RAM, which
             # would otherwise sit in the measured process): a missing or short data file gets its own line
