@@ -21,6 +21,7 @@ import importlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,7 @@ from edgekit.converters.onnx_int4 import quantize_int4_qdq
 from edgekit.converters.tensorrt import (
     BUILDER_MODULES,
     PRECISIONS,
+    DecoderDims,
     build_engine,
     check_dims,
     decoder_inputs,
@@ -66,8 +68,8 @@ def import_builder(builder: str):
         if builder == "tensorrt":
             raise EdgekitError("TensorRT is not installed here (no `tensorrt` Python module), and an engine runs "
                                "only on the GPU and TensorRT version that built it",
-                               "build it where it will run, with that machine's TensorRT (a Jetson: JetPack's); for an "
-                               "RTX GPU: --builder tensorrt-rtx (pip install tensorrt-rtx), which needs no GPU") from None
+                               "build it on the device it will run on: --on DEST (its trtexec; a Jetson: JetPack's); "
+                               "for an RTX GPU: --builder tensorrt-rtx (pip install tensorrt-rtx), which needs no GPU") from None
         raise EdgekitError("TensorRT-RTX is not installed here (no `tensorrt_rtx` module)",
                            "pip install tensorrt-rtx") from None
 
@@ -169,6 +171,95 @@ def runs_only_on(builder: str, version: str | None, accelerators: list[str], dev
     return f"runs only on {gpu} with TensorRT {version}"
 
 
+def check_request(src: Path, out_dir: Path, precision: str, max_prompt: int, max_context: int,
+                  force: bool) -> None:
+    """What an engine export can be refused for before any work (here or on a device)."""
+    if precision not in PRECISIONS:
+        raise EdgekitError(f"unknown precision '{precision}'", f"choose from: {', '.join(PRECISIONS)}")
+    check_output_dir(Path(out_dir), force, inputs=(Path(src),))
+    if not Path(src).exists():
+        raise EdgekitError(f"{src} does not exist", "pass an ONNX export folder or a checkpoint folder")
+    if max_prompt > max_context:
+        raise EdgekitError(f"--max-prompt {max_prompt} is longer than --max-context {max_context}",
+                           "pass --max-prompt <= --max-context")
+    trained = _trained_context(Path(src))
+    if trained and max_context > trained:
+        raise EdgekitError(f"--max-context {max_context} is beyond the model's trained context ({trained})",
+                           f"pass --max-context {trained} or less")
+
+
+@dataclass
+class Prepared:
+    """What an engine build is made from: the source ONNX export, the graph TensorRT is given
+    (the source itself, or its INT4 QDQ form), and the profiles derived from it."""
+
+    src_onnx: Path
+    graph: Path
+    source: ExportManifest
+    dims: DecoderDims
+    source_sha256: str
+    block_size: int | None
+    profiles: list[Profile]
+
+
+def prepare(src: Path, precision: str, work: Path, *, max_prompt: int, max_context: int, block_size: int,
+            progress: Progress | None = None) -> Prepared:
+    """The ONNX (exported from a checkpoint into `work` first), its graph for `precision` (an INT4
+    QDQ one written into `work`, with a manifest of its own so that deploy can send it), checked
+    against the model's dims, and the prefill/decode profiles."""
+    src = Path(src)
+    if _is_checkpoint(src):
+        export_onnx(str(src), work / "onnx", precision="fp16", logits="last", progress=progress)
+        src_onnx = work / "onnx" / "model.onnx"
+    else:
+        src_onnx = source_onnx(src)
+    source = ExportManifest.read(src_onnx.parent)
+    dims = genai_dims_of(src_onnx)
+    graph = graph_for(src_onnx, precision, work / "int4", block_size)
+    block = (int4_block_size(load_graph(graph)) or block_size) if precision == "int4" else None
+    if graph != src_onnx:
+        source.model_copy(update={"files": [ArtifactFile(
+            file=graph.name, format="onnx", quant="INT4", size_bytes=graph.stat().st_size, sha256=sha256_of(graph),
+            seconds=0.0, options={"form": "qdq", "block_size": block})]}).write(graph.parent)
+    inputs = decoder_inputs(graph)
+    check_dims(inputs, dims)
+    return Prepared(src_onnx, graph, source, dims, onnx_sha256(src_onnx), block,
+                    derive_profiles(inputs, max_prompt, max_context))
+
+
+def engine_manifest(p: Prepared, precision: str, *, builder: str, tensorrt_version: str | None,
+                    engine_bytes: int, engine_sha256: str, seconds: float, options: dict, built_on: str,
+                    max_prompt: int, max_context: int, accelerators: list[str] = (), device: str | None = None,
+                    compute_capability: str | None = None, location: str | None = None,
+                    total_s: float = 0.0) -> ExportManifest:
+    """The manifest of an engine folder, wherever the engine was built."""
+    name = builder.split()[0]
+    info = EngineInfo(
+        engine="generic", builder=builder, tensorrt_version=tensorrt_version, accelerators=list(accelerators),
+        device=device, compute_capability=compute_capability, built_on=built_on, location=location,
+        precision=precision, max_prompt=max_prompt, max_context=max_context,
+        profiles=[q.to_dict() for q in p.profiles],
+        dims={"layers": p.dims.layers, "kv_heads": p.dims.kv_heads, "head_size": p.dims.head_size},
+        source_onnx_sha256=p.source_sha256, block_size=p.block_size,
+        runs_only_on=runs_only_on(name, tensorrt_version, list(accelerators), device, compute_capability))
+    s = p.source
+    return ExportManifest(
+        format="tensorrt", source=s.source, architecture=s.architecture, n_params=s.n_params,
+        vocab_size=s.vocab_size, context_length=s.context_length, tokenizer=s.tokenizer, name=s.name,
+        files=[ArtifactFile(file=ENGINE_FILE, format="tensorrt", quant=QUANT_NAME[precision], size_bytes=engine_bytes,
+                            sha256=engine_sha256, seconds=round(seconds, 3), options=options)],
+        verified=None, verify_skipped="an engine runs only on its GPU: bench it there",
+        tools={**tool_versions(), name: tensorrt_version or "unknown"}, host=host_facts(),
+        total_s=round(total_s, 3), engine=info)
+
+
+def copy_beside(src_onnx: Path, folder: Path) -> None:
+    """genai_config.json and the tokenizer files of the source export, into an engine folder."""
+    for name in BESIDE:
+        if (src_onnx.parent / name).is_file():
+            shutil.copy2(src_onnx.parent / name, folder / name)
+
+
 def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_prompt: int = 512,
                     max_context: int = 4096, builder: str = "tensorrt", target_sm: str | None = None,
                     workspace_mib: int | None = None, block_size: int = 32, force: bool = False,
@@ -176,75 +267,38 @@ def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_pr
     """Build a TensorRT engine folder at `out_dir` from `src` (an ONNX export folder, or a
     checkpoint exported to FP16 ONNX first) on this machine; returns its manifest."""
     t_start = time.perf_counter()
-    if precision not in PRECISIONS:
-        raise EdgekitError(f"unknown precision '{precision}'", f"choose from: {', '.join(PRECISIONS)}")
     out_dir, src = Path(out_dir), Path(src)
-    check_output_dir(out_dir, force, inputs=(src,))
+    check_request(src, out_dir, precision, max_prompt, max_context, force)
     import_builder(builder)  # before minutes of ONNX export: say what is missing now
-    if not src.exists():
-        raise EdgekitError(f"{src} does not exist", "pass an ONNX export folder or a checkpoint folder")
-    if max_prompt > max_context:
-        raise EdgekitError(f"--max-prompt {max_prompt} is longer than --max-context {max_context}",
-                           "pass --max-prompt <= --max-context")
     if target_sm and builder != "tensorrt-rtx":
         raise EdgekitError("--sm chooses TensorRT-RTX's target GPU; TensorRT builds for the GPU it runs on",
                            "leave --sm out, or pass --builder tensorrt-rtx")
-    trained = _trained_context(src)
-    if trained and max_context > trained:
-        raise EdgekitError(f"--max-context {max_context} is beyond the model's trained context ({trained})",
-                           f"pass --max-context {trained} or less")
     with atomic_dir(out_dir, force=force, inputs=(src,)) as tmp:
         work = tmp / ".work"
-        if _is_checkpoint(src):
-            export_onnx(str(src), work / "onnx", precision="fp16", logits="last", progress=progress)
-            src_onnx = work / "onnx" / "model.onnx"
-        else:
-            src_onnx = source_onnx(src)
-        source_manifest = ExportManifest.read(src_onnx.parent)
-        dims = genai_dims_of(src_onnx)
-        source_sha256 = onnx_sha256(src_onnx)
-        graph = graph_for(src_onnx, precision, work / "int4", block_size)
-        graph_block = (int4_block_size(load_graph(graph)) or block_size) if precision == "int4" else None
-        inputs = decoder_inputs(graph)
-        check_dims(inputs, dims)
-        profiles = derive_profiles(inputs, max_prompt, max_context)
+        p = prepare(src, precision, work, max_prompt=max_prompt, max_context=max_context, block_size=block_size,
+                    progress=progress)
         if progress:
             progress(f"tensorrt {precision}: building the engine ({builder})", 0, 1)
         t0 = time.perf_counter()
         log = build_log_path(out_dir)
-        built = native.call("edgekit.converters.tensorrt_export:build_in_child", builder, str(graph),
-                            str(tmp / ENGINE_FILE), [p.to_dict() for p in profiles],
+        built = native.call("edgekit.converters.tensorrt_export:build_in_child", builder, str(p.graph),
+                            str(tmp / ENGINE_FILE), [q.to_dict() for q in p.profiles],
                             workspace_mib * 2**20 if workspace_mib else None, target_sm, str(log),
                             library="TensorRT", what="the engine build")
         shutil.copyfile(log, tmp / BUILD_LOG)
         seconds = time.perf_counter() - t0
         if progress:
             progress(f"tensorrt {precision}: building the engine ({builder})", 1, 1)
-        for name in BESIDE:
-            if (src_onnx.parent / name).is_file():
-                shutil.copy2(src_onnx.parent / name, tmp / name)
+        copy_beside(p.src_onnx, tmp)
         shutil.rmtree(work, ignore_errors=True)
         engine = tmp / ENGINE_FILE
         version = built["tensorrt_version"]
-        info = EngineInfo(
-            engine="generic", builder=f"{builder} {version}", tensorrt_version=version,
-            accelerators=built["accelerators"], built_on="this machine", precision=precision,
-            max_prompt=max_prompt, max_context=max_context, profiles=[p.to_dict() for p in profiles],
-            dims={"layers": dims.layers, "kv_heads": dims.kv_heads, "head_size": dims.head_size},
-            source_onnx_sha256=source_sha256,
-            block_size=graph_block,
-            runs_only_on=runs_only_on(builder, version, built["accelerators"], None, None))
-        manifest = ExportManifest(
-            format="tensorrt", source=source_manifest.source, architecture=source_manifest.architecture,
-            n_params=source_manifest.n_params, vocab_size=source_manifest.vocab_size,
-            context_length=source_manifest.context_length, tokenizer=source_manifest.tokenizer,
-            name=source_manifest.name,
-            files=[ArtifactFile(file=ENGINE_FILE, format="tensorrt", quant=QUANT_NAME[precision],
-                                size_bytes=engine.stat().st_size, sha256=sha256_of(engine), seconds=round(seconds, 3),
-                                options={"builder": builder, "target_sm": target_sm, "workspace_mib": workspace_mib})],
-            verified=None, verify_skipped="an engine runs only on its GPU: bench it there",
-            tools={**tool_versions(), builder: version}, host=host_facts(),
-            total_s=round(time.perf_counter() - t_start, 3), engine=info)
+        manifest = engine_manifest(
+            p, precision, builder=f"{builder} {version}", tensorrt_version=version,
+            engine_bytes=engine.stat().st_size, engine_sha256=sha256_of(engine), seconds=seconds,
+            options={"builder": builder, "target_sm": target_sm, "workspace_mib": workspace_mib},
+            built_on="this machine", max_prompt=max_prompt, max_context=max_context,
+            accelerators=built["accelerators"], total_s=time.perf_counter() - t_start)
         manifest.write(tmp)
     return manifest
 

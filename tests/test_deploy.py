@@ -607,3 +607,49 @@ def test_eval_of_an_onnx_export_on_the_device(device, cache, onnx_export, tiny_q
     there = json.loads(r.stdout)
     assert there["perplexity"] == here["perplexity"] and there["kl"]["kl_divergence"] == here["kl"]["kl_divergence"]
     assert there["runtime"]["name"] == "onnxruntime" and there["artifact"]["path"].startswith(device.remote)
+
+
+def test_a_tensorrt_engine_is_built_on_the_device_and_kept_there(device, cache, onnx_export, tiny_qwen2, tmp_path):
+    """export tensorrt --on: the INT4 QDQ graph is made here and deployed (no runtime installed
+    there), the device's trtexec (a stand-in printing TensorRT 10.3's lines on an Orin) builds,
+    the engine stays in the device's cache and OUT records it; a second export of the same model
+    and settings is skipped there; inspect reads OUT; a device without trtexec is one line."""
+    from edgekit.manifest import ExportManifest
+
+    fixtures = Path(__file__).parent / "fixtures" / "tensorrt"
+    calls = tmp_path / "trtexec-calls.txt"
+    calls.write_text("")
+    device.fake("trtexec", f'FAKE_TRTEXEC_CALLS={calls} exec {BASE_PYTHON} {fixtures / "fake_trtexec.py"} "$@"\n')
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    remote = device.remote + "-trt"
+    base = ["export", "tensorrt", str(fp16), "--precision", "int4", "--max-prompt", "32", "--max-context", "256",
+            "--on", device.dest, *flags(device.options), "--remote-dir", remote, "--python", BASE_PYTHON,
+            "--wheels", str(cache)]
+    try:
+        r = invoke([*base, "-o", str(tmp_path / "one")])
+        assert r.exit_code == 0, r.output
+        m = ExportManifest.read(tmp_path / "one")
+        e = m.engine
+        assert (e.builder, e.tensorrt_version, e.device, e.compute_capability) == ("trtexec", "10.3.0", "Orin", "8.7")
+        assert e.built_on == device.dest and e.location.startswith(f"{remote}/engines/") and e.precision == "int4"
+        engine = Path(e.location)
+        assert engine.is_file() and m.files[0].size_bytes == engine.stat().st_size
+        assert "runs only on Orin (compute capability 8.7) with TensorRT 10.3.0" == e.runs_only_on
+        assert "Selected Device: Orin" in (tmp_path / "one" / "build.log").read_text()
+        assert not (tmp_path / "one" / "model.engine").exists()  # it stays where it runs
+        assert json.loads((Path(remote) / "deploy.json").read_text())["runtimes"] == {}  # no runtime installed
+        (argv,) = calls.read_text().splitlines()
+        assert "--stronglyTyped" in argv and f"--onnx={remote}/models/" in argv
+        r = invoke([*base, "-o", str(tmp_path / "two")])
+        assert r.exit_code == 0, r.output
+        assert "found in the device cache (skipped the build)" in r.output and len(calls.read_text().splitlines()) == 1
+        assert ExportManifest.read(tmp_path / "two").engine.location == e.location
+        r = invoke(["inspect", str(tmp_path / "one"), "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["model"]["location"] == e.location
+        device.clear_fakes()
+        assert_one_line_error(invoke([*base, "--max-context", "128", "-o", str(tmp_path / "three")]),
+                              "this device has no trtexec")
+        assert not (tmp_path / "three").exists()
+    finally:
+        device.clear_fakes()

@@ -63,7 +63,7 @@ LAYERS: dict[str, Layer] = {
         "inventories; it runs the measure layer there (agent -> eval) and reads its results",
         ("edgekit.device.agent", "edgekit.device.artifact", "edgekit.device.checks", "edgekit.device.deploy",
          "edgekit.device.facts", "edgekit.device.fleet", "edgekit.device.inventory", "edgekit.device.job",
-         "edgekit.device.manifest", "edgekit.device.preflight", "edgekit.device.runs", "edgekit.device.tensorrt_build",
+         "edgekit.device.manifest", "edgekit.device.preflight", "edgekit.device.runs", "edgekit.device.tensorrt_build", "edgekit.device.tensorrt_remote",
          "edgekit.device.untrusted",
          "edgekit.device.wheels"),
         may_import=("measure", "export", "platform", "runtime", "core")),

@@ -285,35 +285,11 @@ def test_what_tensorrt_cannot_build_is_one_line_and_nothing_is_written(onnx_expo
 # ---------------------------------------------------------------- building on the device (trtexec)
 
 
-FAKE_TRTEXEC = '''#!{python}
-"""A stand-in for JetPack 6's trtexec: records its argv, prints what TensorRT 10.3's trtexec prints
-on an Orin (tests/fixtures/tensorrt/trtexec-10.3-orin-build.txt), writes the engine it names."""
-import os, sys
-with open(os.environ["FAKE_TRTEXEC_CALLS"], "a") as f:
-    f.write(" ".join(sys.argv) + "\\n")
-lines = open({fixture!r}).read().splitlines()
-fail = os.environ.get("FAKE_TRTEXEC_FAIL")
-if os.environ.get("FAKE_TRTEXEC_HANG"):
-    print(lines[0], flush=True)
-    import time; time.sleep(60)
-for line in lines[1:-1]:
-    if fail and "Engine built in" in line:
-        print("[12/03/2026-10:04:35] [E] Error[4]: " + fail)
-        print("&&&& FAILED TensorRT.trtexec [TensorRT v100300] # " + " ".join(sys.argv))
-        sys.exit(1)
-    print(line)
-engine = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine="))
-with open(engine, "wb") as f:
-    f.write(b"fake engine for " + " ".join(sys.argv[1:]).encode())
-print("&&&& PASSED TensorRT.trtexec [TensorRT v100300] # " + " ".join(sys.argv))
-'''
-
-
 @pytest.fixture
 def fake_trtexec(tmp_path, monkeypatch):
     path = tmp_path / "bin" / "trtexec"
     path.parent.mkdir()
-    path.write_text(FAKE_TRTEXEC.format(python=sys.executable, fixture=str(FIXTURES / "trtexec-10.3-orin-build.txt")))
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} {FIXTURES / "fake_trtexec.py"} "$@"\n')
     path.chmod(0o755)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
@@ -364,3 +340,23 @@ def test_a_device_build_is_cached_by_what_the_engine_depends_on(fake_trtexec, on
     with pytest.raises(EdgekitError, match=r"within 1 s \(log: .*failed-build.log"):
         build_with_trtexec(str(trtexec), onnx, cache, derive_profiles(decoder_inputs(onnx), 4, 128), timeout_s=1, **kw)
     assert time.monotonic() - t0 < 30
+
+
+def test_a_devices_build_result_is_checked_field_by_field():
+    """What the device prints back is untrusted: each field must be what edgekit's builder prints,
+    and the engine must lie where its key says, in the remote folder deploy made."""
+    from edgekit.device.tensorrt_remote import parse_build_result
+
+    good = {"key": "0123456789abcdef0123", "engine_sha256": "ab" * 32, "engine_bytes": 1234, "tensorrt_version": "10.3.0",
+            "device": "Orin", "compute_capability": "8.7", "cached": False, "build_s": 12.5,
+            "folder": "/r/engines/0123456789abcdef0123"}
+    out = "trtexec: [I] ...\nresult " + json.dumps(good) + "\n"
+    assert parse_build_result(out, "/r")["engine_bytes"] == 1234
+    assert parse_build_result("result " + json.dumps({**good, "device": "Orin\x1b]0;pwned\x07"}), "/r")["device"] == "Orin"
+    bad = {"key": "../../etc", "engine_sha256": "zz", "engine_bytes": -1, "tensorrt_version": "10.3; rm -rf",
+           "compute_capability": "x", "cached": "yes", "build_s": float("inf"), "folder": "/elsewhere/engines/x"}
+    for field, value in bad.items():
+        with pytest.raises(EdgekitError, match=f"bad {field}"):
+            parse_build_result("result " + json.dumps({**good, field: value}), "/r")
+    with pytest.raises(EdgekitError, match="no result line"):
+        parse_build_result("trtexec: done\n", "/r")

@@ -7,10 +7,15 @@ import click
 
 from edgekit import options
 from edgekit.cli._progress import progress_bars, stdout_console
+from edgekit.cli._ssh import ssh_options
+from edgekit.cli.deploy import StageLines
 from edgekit.converters.gguf import export_gguf, parse_quants
 from edgekit.converters.onnx import export_onnx
 from edgekit.converters.onnx_int4 import Int4Options
 from edgekit.converters.tensorrt_export import export_tensorrt
+from edgekit.device.deploy import DeployOptions
+from edgekit.device.tensorrt_remote import build_on_device
+from edgekit.device.transport import open_transport
 
 
 @click.group()
@@ -143,21 +148,56 @@ def _check_text(v: dict | None) -> str:
 @click.option("--workspace", "workspace_mib", type=click.IntRange(1), metavar="MIB",
               help="The builder's workspace limit (default: TensorRT's).")
 @click.option("--block-size", type=int, default=32, show_default=True, help="INT4: weights per scale.")
+@click.option("--on", "host", metavar="DEST",
+              help="Build on this device over SSH (user@host[:port] or a Host alias), with its trtexec: the graph "
+                   "is sent with deploy (no runtime installed), the engine stays in the device's cache, OUT gets "
+                   "its manifest. Deploy's --remote-dir, --python and --wheels apply.")
+@click.option("--remote-dir", default="~/.edgekit", show_default=True, help="With --on: edgekit's folder there.")
+@click.option("--python", "device_python", metavar="PATH|NAME", help="With --on: the device Python for the venv.")
+@click.option("--wheels", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="With --on: an offline device's wheels (pip --no-index).")
+@click.option("--build-timeout", "build_timeout_s", type=float, default=3 * 3600.0, show_default=True,
+              help="With --on: seconds the device's trtexec may take.")
+@ssh_options
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, builder, target_sm, workspace_mib, block_size,
-                 force, as_json):
+                 host, remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
+                 accept_new_host_key, force, as_json):
     """Build a TensorRT engine from SOURCE: an ONNX export folder (edgekit export onnx --precision fp16) or a
     checkpoint (exported to FP16 ONNX first). Two optimisation profiles from the model's own dims: prefill (a
     prompt of 1..--max-prompt tokens) and decode (one token, a cache of 0..--max-context-1). An engine runs
     only on the GPU and TensorRT version that built it: the manifest says which."""
-    with progress_bars(not as_json) as report:
-        manifest = export_tensorrt(source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
-                                   builder=builder, target_sm=target_sm, workspace_mib=workspace_mib,
-                                   block_size=block_size, force=force, progress=report)
+    if host is not None:
+        manifest = _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size,
+                                remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
+                                accept_new_host_key, force, as_json)
+    else:
+        with progress_bars(not as_json) as report:
+            manifest = export_tensorrt(source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
+                                       builder=builder, target_sm=target_sm, workspace_mib=workspace_mib,
+                                       block_size=block_size, force=force, progress=report)
     if as_json:
         click.echo(json.dumps(manifest.model_dump(), indent=2))
         return
     _print_files(manifest, f"{out_dir}  ({manifest.n_params / 1e6:.1f}M params, {manifest.architecture}, "
                            f"{manifest.engine.builder})")
     stdout_console().print(f"this engine {manifest.engine.runs_only_on}")
+
+
+def _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size, remote_dir,
+                 device_python, wheels, build_timeout_s, ssh_options, ssh_config, accept_new_host_key, force, as_json):
+    lines = StageLines(host, quiet=as_json)
+    options = DeployOptions(remote_dir=remote_dir, python=device_python, wheels=wheels, ctx=max_context)
+    try:
+        with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
+            manifest, cached = build_on_device(transport, host, source, out_dir, precision, max_prompt=max_prompt,
+                                               max_context=max_context, workspace_mib=workspace_mib,
+                                               block_size=block_size, deploy_options=options, force=force,
+                                               timeout_s=build_timeout_s, stage=lines)
+    finally:
+        lines.close()
+    if not as_json:
+        stdout_console().print(f"{'found in the device cache (skipped the build): ' if cached else 'built: '}"
+                               f"{host}:{manifest.engine.location}")
+    return manifest

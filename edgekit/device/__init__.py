@@ -15,6 +15,7 @@
 - runs: the workstation side of a bench or eval run on a device
 - agent: the device side (`python -m edgekit.device.agent VERB RUNDIR`)
 - tensorrt_build: a TensorRT engine built on the device with its trtexec, cached there by what it depends on
+- tensorrt_remote: `export tensorrt --on DEST`, the workstation side of that build
 - fleet: one artifact on many hosts
 - inventory: Ansible inventories, read by ansible-core itself
 

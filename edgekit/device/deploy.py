@@ -147,6 +147,7 @@ class DeployOptions:
     install_timeout_s: float = 1800
     share_device_builds: bool = False   # a wheel another device built may serve this one too
     cross_build: bool | None = None     # build the runtime here for the device: None whenever it can
+    install_runtime: bool = True        # False: venv, edgekit and the artifact only (a TensorRT build there)
 
 
 
@@ -220,13 +221,14 @@ class Deployer:
         missing = {h for n, h in files.sha256.items() if have.get(h) != files.sizes[n]}
         need = Need(model_bytes=sum(files.sizes[n] for n, h in files.sha256.items() if h in missing),
                     venv_bytes=0 if manifest.python == python.version_text else VENV_BYTES,
-                    runtime_bytes=0 if runtime in manifest.runtimes else rt.install_bytes,
+                    runtime_bytes=0 if runtime in manifest.runtimes or not o.install_runtime else rt.install_bytes,
                     weights_bytes=files.facts.size_bytes, kv_bytes=files.facts.kv_bytes_per_position * o.ctx,
                     ctx=o.ctx, n_vocab=files.facts.n_vocab)
         result = DeployResult(self.host, R, spec.name, spec.family, files.key, f"{R}/models/{files.key}/{files.main}",
                               files.format, python.version_text)
         result.warnings += preflight(device, need, self.host, spec.family)
-        if rt.builds_on_device and runtime not in manifest.runtimes and not self._wheel_at_hand(spec, device, rt):
+        if o.install_runtime and rt.builds_on_device and runtime not in manifest.runtimes and \
+                not self._wheel_at_hand(spec, device, rt):
             problem = build_tools_problem(device, spec.family, self.host)
             if problem:
                 raise problem
@@ -236,10 +238,12 @@ class Deployer:
         manifest.target = spec.name
         self._venv(R, python, manifest, result)
         self._edgekit(R, manifest, result)
-        self._runtime(R, spec, device, runtime, manifest, result)
+        if o.install_runtime:
+            self._runtime(R, spec, device, runtime, manifest, result)
         self._upload(R, device, files, have, result)
         self._link(R, files, manifest, artifact, result)
-        self._doctor(R, spec, runtime, manifest, result)
+        if o.install_runtime:
+            self._doctor(R, spec, runtime, manifest, result)
         if result.changed:
             self.write_manifest(R, manifest)
         self.stage("deployed", "nothing transferred" if not result.changed else f"{result.sent_bytes} bytes sent")

@@ -16,6 +16,11 @@ Contract:
   converters.tensorrt.parse_trtexec_log, the engine checked to exist, all in a temporary folder
   renamed to cache/<key>/ only when trtexec passed. Returns facts.json's dict with "cached".
   A failed build is one EdgekitError naming trtexec's first error line and the kept log.
+- `python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON` (how `export tensorrt --on`
+  runs it on the device): REQUEST_JSON holds onnx_sha256, precision, profiles, workspace_mib,
+  timeout_s. trtexec's lines go to stdout as they come, prefixed `trtexec: `; the last line is
+  `result <facts.json>`. Exit 1 with `error: <problem>; <fix>` on stderr when it cannot build,
+  exit 2 when the device has no trtexec.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -144,3 +150,37 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**record, "cached": False, "folder": str(final)}
+
+
+RESULT_PREFIX = "result "
+LINE_PREFIX = "trtexec: "
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON", file=sys.stderr)
+        return 2
+    onnx, cache, request_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    trtexec = find_trtexec()
+    if trtexec is None:
+        print(f"error: this device has no trtexec (on PATH or {JETPACK_TRTEXEC}); install TensorRT "
+              "(JetPack: sudo apt install nvidia-tensorrt)", file=sys.stderr)
+        return 2
+    try:
+        request = json.loads(request_path.read_text(encoding="utf-8"))
+        facts = build_with_trtexec(trtexec, onnx, cache, [Profile.from_dict(p) for p in request["profiles"]],
+                                   onnx_sha256=request["onnx_sha256"], precision=request["precision"],
+                                   workspace_mib=request.get("workspace_mib"), timeout_s=request.get("timeout_s"),
+                                   on_line=lambda line: print(LINE_PREFIX + line, flush=True))
+    except EdgekitError as e:
+        print(f"error: {e.problem}; {e.fix}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: cannot read the build request {request_path} ({e}); re-run the export", file=sys.stderr)
+        return 1
+    print(RESULT_PREFIX + json.dumps(facts), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""`edgekit export tensorrt --on DEST`: the engine built on the device it will run on.
+
+The workstation prepares the graph (converters.tensorrt_export.prepare: an FP16 export, or its
+INT4 QDQ form, and the profiles from the model's dims), sends it with deploy (venv, edgekit and
+the content-addressed store; no runtime is installed), then runs `python -m
+edgekit.device.tensorrt_build` there over the same connection: the device's trtexec builds,
+its lines stream here, and the engine stays in the device's cache (<remote-dir>/engines/<key>/,
+keyed by what it depends on: a second export of the same model and settings is skipped there
+and says so). OUT gets manifest.json (the engine's sha256, size, TensorRT version, GPU and
+compute capability as trtexec printed them, and `engine.location` on the device), the tokenizer
+and genai_config.json, and the build log, fetched back.
+
+The device's answer is untrusted: its result line is validated field by field (hex digests, a
+version, a printable GPU name, the engine where the key says) before it is written anywhere.
+The build runs in the SSH session: a dropped connection ends it; running the export again
+finds whatever the device finished.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from edgekit.atomic import atomic_dir
+from edgekit.converters.tensorrt_export import (
+    BUILD_LOG,
+    check_request,
+    copy_beside,
+    engine_manifest,
+    prepare,
+)
+from edgekit.device.deploy import Deployer, DeployOptions
+from edgekit.device.tensorrt_build import LINE_PREFIX, LOG_FILE, RESULT_PREFIX
+from edgekit.errors import EdgekitError
+from edgekit.manifest import ExportManifest
+from edgekit.terminal import printable
+
+Stage = Callable[[str, str], None]
+HEX = re.compile(r"[0-9a-f]+")
+
+
+def parse_build_result(stdout: str, remote_dir: str) -> dict:
+    """The `result {...}` line of tensorrt_build's output, checked: an EdgekitError when it is
+    missing or any field is not what an honest build prints."""
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith(RESULT_PREFIX)), None)
+    if line is None:
+        raise EdgekitError("the device's build printed no result line", "run the export again; read the build log")
+    try:
+        r = json.loads(line[len(RESULT_PREFIX):])
+    except ValueError:
+        r = None
+    if not isinstance(r, dict):
+        raise EdgekitError("the device's build result is not a JSON object", "run the export again")
+
+    def want(ok: bool, field: str) -> None:
+        if not ok:
+            raise EdgekitError(f"the device's build result has a bad {field} ({printable(r.get(field), 80)})",
+                               "run the export again; this is not what edgekit's builder prints")
+
+    want(isinstance(r.get("key"), str) and len(r["key"]) == 20 and HEX.fullmatch(r["key"]) is not None, "key")
+    want(isinstance(r.get("engine_sha256"), str) and len(r["engine_sha256"]) == 64
+         and HEX.fullmatch(r["engine_sha256"]) is not None, "engine_sha256")
+    want(isinstance(r.get("engine_bytes"), int) and 0 < r["engine_bytes"] < 2**50, "engine_bytes")
+    want(r.get("tensorrt_version") is None or (isinstance(r["tensorrt_version"], str)
+                                               and re.fullmatch(r"\d+(\.\d+){0,3}", r["tensorrt_version"])),
+         "tensorrt_version")
+    want(r.get("compute_capability") is None or (isinstance(r["compute_capability"], str)
+                                                 and re.fullmatch(r"\d{1,2}\.\d{1,2}", r["compute_capability"])),
+         "compute_capability")
+    want(r.get("device") is None or isinstance(r["device"], str), "device")
+    want(isinstance(r.get("cached"), bool), "cached")
+    want(isinstance(r.get("build_s"), (int, float)) and 0 <= r["build_s"] < 1e7, "build_s")
+    want(r.get("folder") == f"{remote_dir}/engines/{r['key']}", "folder")
+    r["device"] = printable(r["device"], 100) if r.get("device") else None
+    return r
+
+
+def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: str, *, max_prompt: int,
+                    max_context: int, workspace_mib: int | None, block_size: int, deploy_options: DeployOptions,
+                    force: bool = False, timeout_s: float = 3 * 3600, stage: Stage | None = None,
+                    progress=None) -> tuple[ExportManifest, bool]:
+    """Build the engine of `src` on the device behind `transport`; returns (OUT's manifest, whether
+    the device had it already)."""
+    t_start = time.monotonic()
+    stage = stage or (lambda _s, _d: None)
+    out_dir, src = Path(out_dir), Path(src)
+    check_request(src, out_dir, precision, max_prompt, max_context, force)
+    with tempfile.TemporaryDirectory(prefix="edgekit-trt-") as work_dir:
+        work = Path(work_dir)
+        p = prepare(src, precision, work, max_prompt=max_prompt, max_context=max_context, block_size=block_size,
+                    progress=progress)
+        deployed = Deployer(transport, host, replace(deploy_options, install_runtime=False), stage).run(p.graph.parent)
+        R = deployed.remote_dir
+        request = work / "request.json"
+        request.write_text(json.dumps({"onnx_sha256": p.source_sha256, "precision": precision,
+                                       "profiles": [q.to_dict() for q in p.profiles], "workspace_mib": workspace_mib,
+                                       "timeout_s": timeout_s}), encoding="utf-8")
+        q = shlex.quote
+        remote_request = f"{R}/engines/requests/{p.source_sha256[:16]}-{precision}.json"
+        r = transport.run(f"mkdir -p -- {q(R + '/engines/requests')}", timeout_s=60)
+        if r.returncode != 0:
+            raise EdgekitError(f"could not make {R}/engines on {host}", "check the device's disk and permissions")
+        transport.put(request, remote_request)
+        stage("building", f"the engine on {host} with its trtexec")
+
+        def on_output(line: str) -> None:
+            if line.startswith(LINE_PREFIX):
+                stage("building", printable(line[len(LINE_PREFIX):], 160))
+
+        r = transport.run(f"{q(R)}/venv/bin/python -m edgekit.device.tensorrt_build {q(deployed.model_path)} "
+                          f"{q(R + '/engines')} {q(remote_request)}", timeout_s=timeout_s + 120, on_output=on_output)
+        if r.returncode != 0:
+            said = next((ln for ln in reversed(r.stderr.splitlines()) if ln.startswith("error: ")), None)
+            problem, _, fix = (said[len("error: "):] if said else f"exit {r.returncode}").partition("; ")
+            raise EdgekitError(f"the engine build on {host} failed: {printable(problem, 300)}",
+                               printable(fix, 200) or "read the build log on the device")
+        result = parse_build_result(r.stdout, R)
+        location = f"{result['folder']}/model.engine"
+        with atomic_dir(out_dir, force=force, inputs=(src,)) as tmp:
+            transport.get(f"{result['folder']}/{LOG_FILE}", tmp / BUILD_LOG)
+            copy_beside(p.src_onnx, tmp)
+            manifest = engine_manifest(
+                p, precision, builder="trtexec", tensorrt_version=result.get("tensorrt_version"),
+                engine_bytes=result["engine_bytes"], engine_sha256=result["engine_sha256"], seconds=result["build_s"],
+                options={"builder": "trtexec", "workspace_mib": workspace_mib, "key": result["key"]},
+                built_on=host, max_prompt=max_prompt, max_context=max_context, device=result.get("device"),
+                compute_capability=result.get("compute_capability"), location=location,
+                total_s=time.monotonic() - t_start)
+            manifest.write(tmp)
+    return manifest, result["cached"]
