@@ -301,13 +301,3 @@ def export_tensorrt(src: Path, out_dir: Path, precision: str = "fp16", *, max_pr
             accelerators=built["accelerators"], total_s=time.perf_counter() - t_start)
         manifest.write(tmp)
     return manifest
-
-
-def read_engine_manifest(folder: Path) -> ExportManifest:
-    """The manifest of a tensorrt export folder, or an EdgekitError."""
-    m = ExportManifest.read(folder)
-    if m.format != "tensorrt" or m.engine is None:
-        raise EdgekitError(f"{folder} is a {m.format} export, not a TensorRT engine",
-                           "pass a folder written by edgekit export tensorrt")
-    return m
-

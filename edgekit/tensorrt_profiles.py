@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from edgekit.errors import EdgekitError
 
 BATCH, SEQ, PAST = "batch_size", "sequence_length", "past_sequence_length"
-PROFILE_NAMES = ("prefill", "decode")
 
 
 @dataclass(frozen=True)
