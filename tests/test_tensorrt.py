@@ -360,3 +360,43 @@ def test_a_devices_build_result_is_checked_field_by_field():
             parse_build_result("result " + json.dumps({**good, field: value}), "/r")
     with pytest.raises(EdgekitError, match="no result line"):
         parse_build_result("trtexec: done\n", "/r")
+
+
+def test_trtexec_does_not_outlive_a_killed_builder(fake_trtexec, onnx_export, tiny_qwen2, tmp_path, monkeypatch):
+    """kill -9 of the device-side builder mid-build: its trtexec goes with it (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from edgekit.manifest import sha256_of
+
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    onnx = fp16 / "model.onnx"
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"onnx_sha256": sha256_of(onnx), "precision": "fp16",
+                                   "profiles": [p.to_dict() for p in derive_profiles(decoder_inputs(onnx), 8, 64)]}))
+    pid_file = tmp_path / "trtexec.pid"
+    monkeypatch.setenv("FAKE_TRTEXEC_HANG", "1")
+    monkeypatch.setenv("FAKE_TRTEXEC_PID", str(pid_file))
+    builder = subprocess.Popen([sys.executable, "-m", "edgekit.device.tensorrt_build", str(onnx),
+                                str(tmp_path / "engines"), str(request)], stdout=subprocess.PIPE, text=True)
+    assert builder.stdout.readline().startswith("trtexec: &&&& RUNNING")  # trtexec is running, silent now
+    trtexec = int(pid_file.read_text())
+    builder.send_signal(signal.SIGKILL)
+    builder.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(trtexec, 0)
+        except ProcessLookupError:
+            break
+        try:  # reaped by init once it died; a zombie of ours it is not (its parent was the builder)
+            if open(f"/proc/{trtexec}/stat").read().split()[2] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(trtexec, signal.SIGKILL)
+        raise AssertionError("trtexec outlived its killed builder")

@@ -25,10 +25,12 @@ Contract:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,15 @@ def find_trtexec(jetpack: str = JETPACK_TRTEXEC) -> str | None:
     if found:
         return found
     return jetpack if os.path.isfile(jetpack) and os.access(jetpack, os.X_OK) else None
+
+
+def _die_with_parent() -> None:
+    """In trtexec's process before it starts (Linux): SIGKILL when the process that started it
+    dies, however it dies (`kill -9`, the OOM killer), so that no build outlives edgekit."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the SSH session's end still ends it
+        pass
 
 
 def builder_identity(trtexec: str) -> str:
@@ -101,7 +112,7 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
         with open(tmp / LOG_FILE, "w", encoding="utf-8") as log:
             try:
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        errors="replace", stdin=subprocess.DEVNULL)
+                                        errors="replace", stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             except OSError as e:
                 raise EdgekitError(f"could not run {trtexec} ({e})", "check the device's TensorRT install") from None
 
