@@ -145,7 +145,9 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     from an idle baseline through every phase; roofline; one BenchResult. Orchestration only:
     `runner_factory(path, settings, spec)` makes the runner (default: the format's), and
     `sensor_factory(settings, on_gpu, spec)` opens the sensor (default: edgekit.power.open_sensor),
-    so both can be injected. `transport` is where the target's facts, state and host facts are
+    so both can be injected. A runner that `times_itself` (a runtime's own benchmark tool, e.g.
+    Edge-LLM's llm_bench) is asked `measure(test, n)` for each repetition's seconds instead, and
+    warms itself up; its power windows span each whole invocation. `transport` is where the target's facts, state and host facts are
     read: this machine, or a recording in tests. The runner always runs here, so a bench on a
     device runs this function on the device (BenchSettings travel whole), never here through SSH."""
     settings = settings or BenchSettings()
@@ -164,6 +166,7 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
     check_context(path, form.name, n_prompt, n_gen)
     facts = form.facts(path) if form.reads_header_only else None
     runner = (runner_factory or form.make_runner)(path, settings, spec)
+    self_timed = getattr(runner, "times_itself", False)
     warnings: list[str] = []
     state_before = capture(transport, spec.family)
     if sensor_factory is None:
@@ -184,17 +187,23 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
 
     def timed(test: str, tokens: np.ndarray, pick: bool = False) -> None:
         nonlocal done
-        runner.start(len(tokens))  # the cache, emptied and allocated before the clock starts
-        t0 = clock.now()
-        if test == "tg":
-            for token in tokens:
-                runner.step(int(token))
+        if self_timed:  # the runtime's own benchmark tool: its seconds; the window is its whole run
+            t0 = clock.now()
+            seconds = runner.measure(test, len(tokens))
+            t1 = clock.now()
         else:
-            runner.prompt(tokens)
-            if pick:
-                runner.pick()
-        t1 = clock.now()
-        times[test].append(t1 - t0)
+            runner.start(len(tokens))  # the cache, emptied and allocated before the clock starts
+            t0 = clock.now()
+            if test == "tg":
+                for token in tokens:
+                    runner.step(int(token))
+            else:
+                runner.prompt(tokens)
+                if pick:
+                    runner.pick()
+            t1 = clock.now()
+            seconds = t1 - t0
+        times[test].append(seconds)
         if test in windows:
             windows[test].append((t0, t1))
         done += 1
@@ -214,10 +223,10 @@ def bench_artifact(path: Path, settings: BenchSettings | None = None, *, fmt: st
             t_idle = clock.now()
             clock.sleep(settings.idle_s)
             idle_window = (t_idle, clock.now())
-        if n_prompt:  # one untimed run of each test: first-run allocations, kernel selection, caches
+        if n_prompt and not self_timed:  # one untimed run of each test: first-run allocations, kernel selection
             runner.start(n_prompt)
             runner.prompt(runner.random_tokens(n_prompt))
-        if n_gen:
+        if n_gen and not self_timed:
             runner.start(n_gen)
             for token in runner.random_tokens(min(n_gen, 4)):
                 runner.step(int(token))

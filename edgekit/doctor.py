@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import importlib.util
 import os
 import platform
@@ -50,6 +51,7 @@ from edgekit.native import call
 from edgekit.power import SENSORS, device_sensors, open_sensor
 from edgekit.runtimes import ONNXRUNTIME, TENSORRT
 from edgekit.targets.specs import detect, install_recipes
+from edgekit.tensorrt_tools import find_libcudart, find_tool, find_trtexec
 from edgekit.terminal import printable as clean  # one sanitiser for all outside text
 
 STATUSES = ("ok", "warn", "missing", "info")
@@ -441,6 +443,17 @@ def _problem(e: Exception, what: str) -> tuple[str, str]:
     return clean(f"{what} failed: {type(e).__name__}: {e}", 1000), REPORT_FIX
 
 
+def tensorrt_tools() -> dict[str, str | None]:
+    """What this machine has of TensorRT, by path and metadata: trtexec (PATH or JetPack's),
+    Edge-LLM's llm_build and llm_bench, the CUDA runtime library, and the Python bindings
+    ("python bindings" "yes" and "tensorrt" its version; a JetPack venv links them on deploy)."""
+    found = TENSORRT.installed()
+    cudart = find_libcudart()
+    return {"trtexec": find_trtexec(), "llm_build": find_tool("llm_build"), "llm_bench": find_tool("llm_bench"),
+            "libcudart": cudart, "python bindings": "yes" if found else None,
+            "tensorrt": f"{found[1]} ({found[0]})" if found else None}
+
+
 def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, llama_args: tuple = ()) -> Report:
     """Every check of this install (see the module docstring). `llama_probe`/`ort_probe` name the
     child functions ("module:function", the llama one called with `llama_args`; by default
@@ -561,6 +574,14 @@ def run_doctor(llama_probe: str | None = None, ort_probe: str | None = None, lla
                 data={"distribution": found[0], "version": found[1]})
         else:
             add(name, "info", f"not installed (workstation-only: {purpose})")
+
+    # TensorRT: what can build and run engines here (paths and metadata only; nothing is loaded)
+    tools = tensorrt_tools()
+    names = [n for n, v in tools.items() if v and n != "tensorrt"]
+    add(TENSORRT.doctor_check, "ok" if names else "info",
+        ", ".join(f"{n} {tools[n]}" if n != "python bindings" else f"python bindings {tools['tensorrt']}"
+                  for n in names) or "no trtexec, llm_build, llm_bench or TensorRT Python bindings here",
+        data={"tools": names, **tools})
 
     # power sensors
     sensors, error = power_job.result(deadline)

@@ -28,7 +28,7 @@ class SourceInfo(BaseModel):
 
 class ArtifactFile(BaseModel):
     file: str                      # name inside the export folder
-    format: Literal["gguf", "onnx", "tensorrt"]
+    format: Literal["gguf", "onnx", "tensorrt", "edgellm-onnx"]
     quant: str                     # llama.cpp spelling: Q4_K_M, F16, ...
     size_bytes: int
     sha256: str
@@ -60,7 +60,7 @@ class EngineInfo(BaseModel):
 
 class ExportManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
-    format: Literal["gguf", "onnx", "tensorrt"]
+    format: Literal["gguf", "onnx", "tensorrt", "edgellm-onnx"]
     created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     source: SourceInfo
     architecture: str              # HF class

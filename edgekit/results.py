@@ -135,6 +135,16 @@ class OnnxRuntimeSettings(BaseModel):
     graph_optimization: str
 
 
+class TensorRTSettings(BaseModel):
+    gpu_layers: int                 # every layer: an engine runs whole on its GPU
+    n_batch: int                    # prompt chunk (at most the engine's prefill profile)
+    engine: str                     # generic (edgekit's runner) or edgellm (Edge-LLM's llm_bench)
+    precision: str                  # fp16 / int4
+    tensorrt_version: str | None = None
+    tool: str | None = None         # what ran the engine: "edgekit runner" or the llm_bench path
+    cuda_graph: bool = False        # decode replayed from a captured CUDA graph
+
+
 class Settings(BaseModel):
     """What the run did; the runtime's own options in its part (`llama_cpp` or `onnxruntime`)."""
 
@@ -147,10 +157,11 @@ class Settings(BaseModel):
     random_tokens: bool = True      # speed does not depend on token values; llama-bench does the same
     llama_cpp: LlamaCppSettings | None = None
     onnxruntime: OnnxRuntimeSettings | None = None
+    tensorrt: TensorRTSettings | None = None
 
     @property
-    def runtime(self) -> LlamaCppSettings | OnnxRuntimeSettings:
-        part = self.llama_cpp or self.onnxruntime
+    def runtime(self) -> LlamaCppSettings | OnnxRuntimeSettings | TensorRTSettings:
+        part = self.llama_cpp or self.onnxruntime or self.tensorrt
         if part is None:
             raise ValueError("the settings hold no runtime part")
         return part
@@ -172,7 +183,7 @@ class Settings(BaseModel):
         return getattr(self.runtime, "flash_attn", None)
 
 
-RESULT_SETTINGS = {"llama_cpp": LlamaCppSettings, "onnxruntime": OnnxRuntimeSettings}  # a runtime's settings_field
+RESULT_SETTINGS = {"llama_cpp": LlamaCppSettings, "onnxruntime": OnnxRuntimeSettings, "tensorrt": TensorRTSettings}  # a runtime's settings_field
 # what schema 1 left out of an ONNX run's settings (or wrote as null)
 V1_DEFAULTS = {"onnxruntime": {"gpu_layers": 0, "n_batch": 1, "providers": [], "graph_optimization": "all"}}
 

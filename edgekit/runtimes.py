@@ -22,6 +22,9 @@ Each entry names, for its runtime:
 - `settings_field`: its part of BenchSettings and of a result's settings.
 - `build_describer`: "module:function" turning a result's build text into its features, or None.
 - `crash_fixes`: what a crash line (edgekit.native) names as the fix, per signal.
+- `builds_from`: formats it makes its own artifact of on the device (TensorRT: Edge-LLM's ONNX).
+- `system_modules`: modules a deploy links from the device's system Python into its venv (JetPack's
+  TensorRT bindings) instead of a recipe's pip install.
 - `plan_efficiency` / `plan_pp_tg_ratio`: plan's defaults (achieved tg / its bandwidth bound,
   pp/tg) until results calibrate them; `nvidia_only`: plan it on NVIDIA targets only;
   `plan_build_peak`: plan checks the engine build's peak memory too.
@@ -66,6 +69,10 @@ class Runtime:
     nvidia_only: bool = False
     plan_build_peak: bool = False
     crash_fixes: dict[str, str] = field(default_factory=dict)  # signal name -> the fix a crash line names
+    # modules the device's OS provides for its system Python only, linked into the device venv on deploy
+    # (edgekit.device.system_link) instead of a pip install
+    system_modules: tuple[str, ...] = ()
+    builds_from: tuple[str, ...] = ()  # formats it builds its own artifacts from, on the device (deploy sends them)
 
     @property
     def wheel_stem(self) -> str:
@@ -126,11 +133,13 @@ ONNXRUNTIME = Runtime(
     settings_field="onnxruntime",
     plan_efficiency=0.4, plan_pp_tg_ratio=5.0)
 
-# planned (edgekit plan's TRT-FP16/TRT-INT4 rows) and found by doctor; engines are not built yet
+# engines built on the device (trtexec or Edge-LLM's llm_build); on a Jetson the bindings are JetPack's own
 TENSORRT = Runtime(
     name="tensorrt", label="TensorRT", format="tensorrt",
     distributions=("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-rtx", "tensorrt_rtx"),
-    plan_efficiency=0.7, plan_pp_tg_ratio=20.0, nvidia_only=True, plan_build_peak=True)
+    system_modules=("tensorrt",), builds_from=("edgellm-onnx",), doctor_check="tensorrt tools", backends_check="tensorrt tools",
+    backends_field="tools", build_field="tensorrt", warning_prefix="tensorrt",
+    settings_field="tensorrt", plan_efficiency=0.7, plan_pp_tg_ratio=20.0, nvidia_only=True, plan_build_peak=True)
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (LLAMA_CPP, ONNXRUNTIME, TENSORRT)}
 
@@ -142,14 +151,15 @@ def get_runtime(name: str) -> Runtime:
 
 
 def deployable() -> list[str]:
-    """The runtimes a deploy can install and a bench can run: those with a format and a recipe."""
-    return [r.name for r in RUNTIMES.values() if r.format and r.recipe]
+    """The runtimes a deploy can install and a bench can run: those with a format and a recipe (or
+    modules it links from the device's system Python)."""
+    return [r.name for r in RUNTIMES.values() if r.format and (r.recipe or r.system_modules)]
 
 
 def runtime_of_format(fmt: str) -> Runtime:
-    """The runtime that runs artifacts of format `fmt`."""
+    """The runtime that runs artifacts of format `fmt`, or builds its own from them (`builds_from`)."""
     for r in RUNTIMES.values():
-        if r.format == fmt:
+        if r.format == fmt or fmt in r.builds_from:
             return r
     raise EdgekitError(f"no runtime runs the format '{fmt}'", f"known formats: "
                        f"{', '.join(r.format for r in RUNTIMES.values() if r.format)}")

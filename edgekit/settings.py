@@ -24,6 +24,11 @@ class OnnxRuntimeOptions(BaseModel):
     n_batch: int = Field(2048, ge=1)       # prompt chunk size (each chunk runs whole)
 
 
+class TensorRTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_batch: int = Field(2048, ge=1)       # prompt chunk; capped at the engine's prefill profile (max_prompt)
+
+
 class BenchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_prompt: int = 512                    # prompt tokens per pp test (0: no pp, no TTFT)
@@ -38,3 +43,4 @@ class BenchSettings(BaseModel):
     hash_artifact: bool = True
     llama_cpp: LlamaCppOptions = LlamaCppOptions()
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    tensorrt: TensorRTOptions = TensorRTOptions()

@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from edgekit.targets.specs import all_specs
 
 from edgekit import crossbuild
 from edgekit.crossbuild import (
@@ -35,6 +34,7 @@ from edgekit.crossbuild import (
     wheel_tags,
 )
 from edgekit.errors import EdgekitError
+from edgekit.targets.specs import all_specs
 
 TC = Toolchain("aarch64", "aarch64-linux-gnu", "/usr/bin/aarch64-linux-gnu-gcc", "/usr/bin/aarch64-linux-gnu-g++",
                "12.2.0")

@@ -647,9 +647,125 @@ def test_a_tensorrt_engine_is_built_on_the_device_and_kept_there(device, cache, 
         r = invoke(["inspect", str(tmp_path / "one"), "--json"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["model"]["location"] == e.location
+        # deploy --runtime tensorrt: a device with trtexec but no Python bindings can build, not run
+        deploy = ["deploy", str(tmp_path / "one"), "--runtime", "tensorrt", "--host", device.dest,
+                  *flags(device.options), "--remote-dir", remote, "--wheels", str(cache)]
+        line = assert_one_line_error(invoke([*deploy, "--python", BASE_PYTHON]), "lacks python bindings")
+        assert "python3-libnvinfer" in line
+        # a system Python with the bindings (JetPack's, here a stand-in package): linked into the venv
+        system = tmp_path / "dist-packages"
+        (system / "tensorrt").mkdir(parents=True)
+        (system / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0"\n')
+        (system / "tensorrt-10.3.0.dist-info").mkdir()
+        (system / "tensorrt-10.3.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt\n"
+                                                                        "Version: 10.3.0\n")
+        device.fake("python3-jetpack", f'PYTHONPATH={system} exec {BASE_PYTHON} "$@"\n')
+        r = invoke([*deploy, "--python", str(device.fakes / "python3-jetpack"), "--json"])
+        assert r.exit_code == 0, r.output
+        steps = dict(json.loads(r.stdout)["steps"])
+        assert steps["tensorrt"] == "linked tensorrt 10.3.0" and "python bindings" in steps["doctor"]
+        assert (Path(remote) / "venv" / "system-links" / "tensorrt").is_symlink()
+        # the runner starts there and stops at what the device lacks (CUDA and a GPU), in one line
+        r = invoke(["bench", str(tmp_path / "one"), "--host", device.dest, *flags(device.options), "--remote-dir",
+                    remote, "--no-deploy", "-p", "8", "-n", "4", "-r", "1", "--results", str(tmp_path / "results")])
+        assert_one_line_error(r, "CUDA")
         device.clear_fakes()
         assert_one_line_error(invoke([*base, "--max-context", "128", "-o", str(tmp_path / "three")]),
                               "this device has no trtexec")
         assert not (tmp_path / "three").exists()
+    finally:
+        device.clear_fakes()
+
+
+def _fake_edgellm_venv(tmp_path: Path, fake: Path) -> Path:
+    """A venv-shaped folder whose exporter and quantizer are the stand-ins (run by its python, as edgekit runs them)."""
+    venv = tmp_path / "edgellm-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(BASE_PYTHON)
+    for script, role in (("tensorrt-edgellm-export", "export"), ("tensorrt-edgellm-quantize", "quantize")):
+        path = venv / "bin" / script
+        path.write_text(f"import runpy, sys\nsys.argv = [sys.argv[0], {role!r}, *sys.argv[1:]]\n"
+                        f"runpy.run_path({str(fake)!r}, run_name='__main__')\n")
+        path.chmod(0o755)
+    return venv
+
+
+def test_an_edgellm_engine_is_exported_here_built_there_deployed_and_benched(device, cache, tiny_qwen2, tmp_path,
+                                                                             monkeypatch):
+    """The Edge-LLM path end to end against the sshd device, with stand-ins for Edge-LLM's
+    exporter (here), llm_build and llm_bench (on the device's PATH): export --engine edgellm --on
+    exports with the exporter's own venv, deploys the ONNX, builds with llm_build and keeps the
+    engine there; a second export is found in the device cache; INT4 quantizes on the CPU with
+    edgekit's own calibration text; deploy --runtime tensorrt links no bindings (none there) and
+    checks the device has llm_bench; bench --host drives llm_bench and its CSV becomes the
+    result; report reads it."""
+    from edgekit.manifest import ExportManifest
+    from edgekit.results import BenchResult
+
+    fake = Path(__file__).parent / "fixtures" / "tensorrt" / "fake_edgellm.py"
+    calls = tmp_path / "edgellm-calls.txt"
+    calls.write_text("")
+    monkeypatch.setenv("FAKE_EDGELLM_CALLS", str(calls))
+    monkeypatch.setenv("EDGEKIT_EDGELLM_VENV", str(_fake_edgellm_venv(tmp_path, fake)))
+    for tool in ("llm_build", "llm_bench"):
+        device.fake(tool, f'FAKE_EDGELLM_CALLS={calls} exec {BASE_PYTHON} {fake} {tool} "$@"\n')
+    remote = device.remote + "-edgellm"
+    base = ["export", "tensorrt", str(tiny_qwen2), "--engine", "edgellm", "--max-prompt", "64", "--max-context", "256",
+            "--on", device.dest, *flags(device.options), "--remote-dir", remote, "--python", BASE_PYTHON,
+            "--wheels", str(cache)]
+    try:
+        r = invoke([*base, "--precision", "fp16", "-o", str(tmp_path / "fp16")])
+        assert r.exit_code == 0, r.output
+        m = ExportManifest.read(tmp_path / "fp16")
+        e = m.engine
+        assert (e.engine, e.builder, e.tensorrt_version, e.precision) == ("edgellm", "llm_build", "10.13.3", "fp16")
+        assert e.location.startswith(f"{remote}/engines/") and Path(e.location, "llm.engine").is_file()
+        assert (e.max_prompt, e.max_context) == (64, 256) and e.dims == {"layers": 2, "kv_heads": 2, "head_size": 64}
+        assert "and Edge-LLM 0.11.0" in e.runs_only_on and m.files[0].size_bytes == \
+            Path(e.location, "llm.engine").stat().st_size
+        assert "LLM engine built successfully." in (tmp_path / "fp16" / "build.log").read_text()
+        built = [ln for ln in calls.read_text().splitlines() if ln.startswith("llm_build")]
+        assert len(built) == 1 and "--maxInputLen 64 --maxKVCacheCapacity 256" in built[0]
+        assert f"--onnxDir {remote}/models/" in built[0]  # the deployed copy of the export made here
+        r = invoke([*base, "--precision", "fp16", "-o", str(tmp_path / "again")])
+        assert r.exit_code == 0, r.output
+        assert "found in the device cache (skipped the build)" in r.output
+        assert len([ln for ln in calls.read_text().splitlines() if ln.startswith("llm_build")]) == 1
+        r = invoke([*base, "--precision", "int4", "-o", str(tmp_path / "int4")])
+        assert r.exit_code == 0, r.output
+        quantized = [ln for ln in calls.read_text().splitlines() if ln.startswith("quantize")]
+        assert len(quantized) == 1 and "--device cpu" in quantized[0]
+        assert ExportManifest.read(tmp_path / "int4").engine.block_size == 128
+
+        r = invoke(["inspect", str(tmp_path / "fp16"), "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["model"]["engine"] == "edgellm"
+        r = invoke(["deploy", str(tmp_path / "fp16"), "--runtime", "tensorrt", *device.args("--wheels", str(cache)),
+                    "--json"])
+        assert r.exit_code == 0, r.output
+        steps = dict(json.loads(r.stdout)["steps"])
+        assert steps["tensorrt"].startswith("no Python bindings") and "llm_bench" in steps["doctor"]
+        results = tmp_path / "results"
+        r = invoke(["bench", str(tmp_path / "fp16"), *device.args("--wheels", str(cache)), "-p", "32", "-n", "16",
+                    "-r", "2", "--results", str(results), "-o", str(tmp_path / "result.json")])
+        assert r.exit_code == 0, r.output
+        result = BenchResult.load(tmp_path / "result.json")
+        assert result.runtime.name == "tensorrt" and result.runtime.backend == "CUDA"
+        s = result.settings.tensorrt
+        assert (s.engine, s.precision, s.tensorrt_version) == ("edgellm", "fp16", "10.13.3")
+        prefill_s, step_s = (2 + 0.05 * 32) / 1000, (12 + 0.001 * 8) / 1000  # the stand-in's times
+        assert result.metrics.pp_tok_s.mean == pytest.approx(32 / prefill_s, rel=1e-4)
+        assert result.metrics.tg_tok_s.mean == pytest.approx(1 / step_s, rel=1e-4)
+        assert result.metrics.ttft_s.mean == pytest.approx(prefill_s, rel=1e-4)
+        benched = [ln for ln in calls.read_text().splitlines() if ln.startswith("llm_bench")]
+        assert len(benched) == 3 * 2 and all("--iterations 10" in ln for ln in benched)
+        assert any("--mode decode --pastKVLen 8" in ln for ln in benched)
+        r = invoke(["report", str(tmp_path / "result.json"), "-o", str(tmp_path / "report.md")])
+        assert r.exit_code == 0, r.output
+        assert "tensorrt" in (tmp_path / "report.md").read_text()
+        # a device without llm_bench cannot run an Edge-LLM engine: said at deploy, by its doctor
+        device.clear_fakes()
+        r = invoke(["deploy", str(tmp_path / "int4"), "--runtime", "tensorrt", *device.args("--wheels", str(cache))])
+        assert_one_line_error(r, "lacks llm_bench, which this artifact needs to run")
     finally:
         device.clear_fakes()

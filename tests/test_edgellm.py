@@ -1,11 +1,11 @@
-"""TensorRT Edge-LLM's commands and outputs (edgekit.converters.edgellm): its device tools never ran
+"""TensorRT Edge-LLM's commands and outputs (edgekit.edgellm): its device tools never ran
 here, so their outputs below are composed from their sources (docs/tensorrt.md says which)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgekit.converters.edgellm import (
+from edgekit.edgellm import (
     bench_csv_name,
     export_command,
     llm_bench_command,

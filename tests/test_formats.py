@@ -17,7 +17,7 @@ def gguf_file(exported, tiny_qwen2):
 
 def test_every_format_in_the_table_has_the_protocol():
     names = [f.name for f in all_formats()]
-    assert names == ["gguf", "onnx", "tensorrt"]
+    assert names == ["gguf", "onnx", "tensorrt", "edgellm-onnx"]
     for fmt in all_formats():
         for member in ("sniff", "find_in", "check", "inspect", "facts", "make_runner", "runtime_version"):
             assert callable(getattr(fmt, member)), (fmt.name, member)

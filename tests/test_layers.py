@@ -63,7 +63,8 @@ LAYERS: dict[str, Layer] = {
         "inventories; it runs the measure layer there (agent -> eval) and reads its results",
         ("edgekit.device.agent", "edgekit.device.artifact", "edgekit.device.checks", "edgekit.device.deploy",
          "edgekit.device.facts", "edgekit.device.fleet", "edgekit.device.inventory", "edgekit.device.job",
-         "edgekit.device.manifest", "edgekit.device.preflight", "edgekit.device.runs", "edgekit.device.tensorrt_build", "edgekit.device.tensorrt_remote",
+         "edgekit.device.manifest", "edgekit.device.preflight", "edgekit.device.runs", "edgekit.device.tensorrt_build",
+         "edgekit.device.edgellm_build", "edgekit.device.system_link", "edgekit.device.tensorrt_remote",
          "edgekit.device.untrusted",
          "edgekit.device.wheels"),
         may_import=("measure", "export", "platform", "runtime", "core")),
@@ -90,7 +91,8 @@ LAYERS: dict[str, Layer] = {
     "core": Layer(
         "plain building blocks and schemas, no machine access: errors, files, settings and result schemas, "
         "registries, the child-process boundary, checkpoints and their architectures",
-        ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.crossbuild", "edgekit.errors",
+        ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.child", "edgekit.crossbuild",
+         "edgekit.edgellm", "edgekit.errors", "edgekit.tensorrt_tools",
          "edgekit.hf_schema", "edgekit.llamacpp_build", "edgekit.llamacpp_log", "edgekit.manifest", "edgekit.native", "edgekit.options",
          "edgekit.pretokenizers", "edgekit.registry", "edgekit.results", "edgekit.runtimes", "edgekit.settings", "edgekit.tensorrt_profiles",
          "edgekit.terminal"),

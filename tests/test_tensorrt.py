@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error
@@ -400,3 +401,84 @@ def test_trtexec_does_not_outlive_a_killed_builder(fake_trtexec, onnx_export, ti
     else:
         os.kill(trtexec, signal.SIGKILL)
         raise AssertionError("trtexec outlived its killed builder")
+
+
+# ---------------------------------------------------------------- the runner (a host-memory CUDA and an engine stand-in)
+
+
+def _engine_folder(onnx_export, tiny_qwen2, tmp_path, max_prompt=16, max_context=64):
+    """An engine folder as `export tensorrt` writes it, whose model.engine the stand-in reads as
+    "run this ONNX"; the profiles are the ones a real build gets."""
+    from edgekit.converters.tensorrt_export import copy_beside, engine_manifest, prepare
+
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    p = prepare(fp16, "fp16", tmp_path / "work", max_prompt=max_prompt, max_context=max_context, block_size=32)
+    folder = tmp_path / "engine"
+    folder.mkdir()
+    (folder / "model.engine").write_bytes(b"stand-in engine")
+    copy_beside(p.src_onnx, folder)
+    engine_manifest(p, "fp16", builder="trtexec", tensorrt_version="10.3.0", engine_bytes=15, engine_sha256="0" * 64,
+                    seconds=0.0, options={}, built_on="this machine", max_prompt=max_prompt,
+                    max_context=max_context).write(folder)
+    return fp16, folder, p.profiles
+
+
+def test_choose_profile_takes_the_profile_that_holds_the_step():
+    from edgekit.runners.tensorrt import choose_profile
+
+    profiles = [{"input_ids": ((1, 1), (1, 16)), "past": ((1, 2, 0, 64), (1, 2, 0, 64))},
+                {"input_ids": ((1, 1), (1, 1)), "past": ((1, 2, 0, 64), (1, 2, 63, 64))}]
+    assert choose_profile(profiles, 16, 0) == 0 and choose_profile(profiles, 1, 0) == 0
+    assert choose_profile(profiles, 1, 5) == 1 and choose_profile(profiles, 1, 63) == 1
+    assert choose_profile(profiles, 17, 0) is None  # a prompt beyond the prefill profile
+    assert choose_profile(profiles, 4, 4) is None   # a second prompt chunk: no profile continues a cache
+    assert choose_profile(profiles, 1, 64) is None  # past the decode profile's cache
+
+
+def test_the_tensorrt_runner_generates_what_onnx_runtime_generates(onnx_export, tiny_qwen2, tmp_path):
+    """Greedy tokens and logits through the runner (named tensors, two contexts, the cache in two
+    device buffer sets swapped per step) equal ONNX Runtime's on the same graph; steps allocate
+    nothing; only the logits row a pick needs comes back."""
+    from fake_tensorrt import HostCuda, module
+
+    from edgekit.runners.onnxruntime import OrtRunner
+    from edgekit.runners.tensorrt import TensorRTRunner
+
+    fp16, folder, profiles = _engine_folder(onnx_export, tiny_qwen2, tmp_path)
+    cuda = HostCuda()
+    trt = module(fp16 / "model.onnx", profiles, cuda)
+    prompt = [5, 17, 300, 2, 9, 44, 1023, 7]
+    with OrtRunner(fp16, threads=1) as ort_runner:
+        want = ort_runner.generate_greedy(prompt, 12)
+        want_logits = ort_runner.logits(np.array(prompt))
+    with TensorRTRunner(folder, trt=trt, cuda=cuda) as r:
+        assert (r.kv_heads, r.head_dim, len(r.past_names), r.max_prompt, r.max_context) == (2, 64, 4, 16, 64)
+        assert r.generate_greedy(prompt, 12) == want
+        np.testing.assert_allclose(r.logits(prompt)[-1], want_logits[-1], atol=2e-2)
+        r.start(40)
+        before = cuda.mallocs
+        r.prompt(np.array(prompt))
+        first = r.pick()
+        for t in range(20):
+            r.step(t)
+        assert cuda.mallocs == before  # the cache and every buffer were there before the steps
+        assert first == want[0]
+        row = r.n_vocab * 2  # FP16 logits
+        downs = [n for kind, n in cuda.copies if kind == 2]
+        assert max(downs) <= len(prompt) * row  # logits(prompt)'s rows at most; a pick: one row
+        assert r.result_settings()["tensorrt"]["engine"] == "generic" and r.backend() == "CUDA"
+        # a prompt beyond the prefill profile: its second chunk (4 tokens on 16) has no profile,
+        # refused in one line, never run out of the engine's bounds
+        r.start(40)
+        with pytest.raises(EdgekitError, match="no profile for 4 tokens on a cache of 16"):
+            r.prompt(np.arange(20))
+    assert not cuda.buffers  # close freed everything
+
+
+def test_a_device_without_tensorrts_bindings_is_told_how_to_run_its_engine(monkeypatch):
+    from edgekit.runners.tensorrt import bindings_module
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(EdgekitError, match="can build TensorRT engines .trtexec. but not run them") as e:
+        bindings_module("trtexec")
+    assert "python3-libnvinfer" in e.value.fix and "--system-site-packages" in e.value.fix

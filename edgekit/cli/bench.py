@@ -19,7 +19,7 @@ from edgekit.errors import EdgekitError
 from edgekit.formats import get_format
 from edgekit.report import COLUMNS, rows, write_report
 from edgekit.runners.onnxruntime import parse_providers
-from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions
+from edgekit.settings import BenchSettings, LlamaCppOptions, OnnxRuntimeOptions, TensorRTOptions
 from edgekit.terminal import printable  # warnings quote the device's own state text
 
 
@@ -79,7 +79,8 @@ def bench(artifact, n_prompt, n_gen, repetitions, threads, gpu_layers, ctx, n_ba
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads, ctx=ctx, power=power,
         target="auto" if (hosts or inventory) and target == "auto" else target,
         llama_cpp=LlamaCppOptions(gpu_layers=gpu_layers, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn),
-        onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch))
+        onnxruntime=OnnxRuntimeOptions(providers=parse_providers(providers), graph_opt=graph_opt, n_batch=n_batch),
+        tensorrt=TensorRTOptions(n_batch=n_batch))
     if output:  # before minutes of work: never over the model, never a folder
         check_output_file(output, inputs=(Path(artifact), path))
     check_context(path, artifact_fmt, n_prompt, n_gen)  # before a child starts or a device is touched

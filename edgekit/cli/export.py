@@ -14,8 +14,9 @@ from edgekit.converters.onnx import export_onnx
 from edgekit.converters.onnx_int4 import Int4Options
 from edgekit.converters.tensorrt_export import export_tensorrt
 from edgekit.device.deploy import DeployOptions
-from edgekit.device.tensorrt_remote import build_on_device
+from edgekit.device.tensorrt_remote import build_edgellm_on_device, build_on_device
 from edgekit.device.transport import open_transport
+from edgekit.errors import EdgekitError
 
 
 @click.group()
@@ -140,6 +141,12 @@ def _check_text(v: dict | None) -> str:
               help="Longest prompt of the prefill profile (tokens).")
 @click.option("--max-context", type=click.IntRange(2), default=4096, show_default=True,
               help="Longest context of the decode profile: the engine never runs beyond it.")
+@click.option("--engine", "engine_kind", type=click.Choice(("generic", "edgellm")), default="generic",
+              show_default=True,
+              help="generic: TensorRT's own engine of edgekit's ONNX export, run by edgekit's TensorRT runner. "
+                   "edgellm: TensorRT Edge-LLM's (NVIDIA's LLM runtime for Jetson): the checkpoint is exported "
+                   "here by Edge-LLM's exporter (in a venv edgekit makes and keeps), built on the device by its "
+                   "llm_build (--on) and benched by its llm_bench.")
 @click.option("--builder", type=click.Choice(options.TENSORRT_BUILDERS), default="tensorrt", show_default=True,
               help="tensorrt: this machine's TensorRT, for its own GPU. tensorrt-rtx: TensorRT-RTX, which builds "
                    "without a GPU for RTX GPUs (--sm); it cannot build for a Jetson.")
@@ -161,17 +168,21 @@ def _check_text(v: dict | None) -> str:
 @ssh_options
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, builder, target_sm, workspace_mib, block_size,
-                 host, remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
+def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, engine_kind, builder, target_sm, workspace_mib,
+                 block_size, host, remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
                  accept_new_host_key, force, as_json):
     """Build a TensorRT engine from SOURCE: an ONNX export folder (edgekit export onnx --precision fp16) or a
     checkpoint (exported to FP16 ONNX first). Two optimisation profiles from the model's own dims: prefill (a
     prompt of 1..--max-prompt tokens) and decode (one token, a cache of 0..--max-context-1). An engine runs
-    only on the GPU and TensorRT version that built it: the manifest says which."""
+    only on the GPU and TensorRT version that built it: the manifest says which. With --engine edgellm, SOURCE is
+    a checkpoint (or Edge-LLM's ONNX of one) and the engine is built on the device (--on)."""
+    if engine_kind == "edgellm" and host is None:
+        raise EdgekitError("an Edge-LLM engine is built by Edge-LLM's llm_build on the device it will run on",
+                           "pass --on DEST (on the Jetson itself: --on localhost)")
     if host is not None:
         manifest = _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size,
                                 remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
-                                accept_new_host_key, force, as_json)
+                                accept_new_host_key, force, as_json, engine_kind)
     else:
         with progress_bars(not as_json) as report:
             manifest = export_tensorrt(source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
@@ -186,15 +197,24 @@ def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, builder, t
 
 
 def _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size, remote_dir,
-                 device_python, wheels, build_timeout_s, ssh_options, ssh_config, accept_new_host_key, force, as_json):
+                 device_python, wheels, build_timeout_s, ssh_options, ssh_config, accept_new_host_key, force, as_json,
+                 engine_kind="generic"):
     lines = StageLines(host, quiet=as_json)
     options = DeployOptions(remote_dir=remote_dir, python=device_python, wheels=wheels, ctx=max_context)
     try:
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
-            manifest, cached = build_on_device(transport, host, source, out_dir, precision, max_prompt=max_prompt,
-                                               max_context=max_context, workspace_mib=workspace_mib,
-                                               block_size=block_size, deploy_options=options, force=force,
-                                               timeout_s=build_timeout_s, stage=lines)
+            if engine_kind == "edgellm":
+                with progress_bars(not as_json) as report:
+                    manifest, cached = build_edgellm_on_device(
+                        transport, host, source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
+                        deploy_options=options, force=force, timeout_s=build_timeout_s, stage=lines,
+                        progress=report)
+            else:
+                manifest, cached = build_on_device(transport, host, source, out_dir, precision,
+                                                   max_prompt=max_prompt, max_context=max_context,
+                                                   workspace_mib=workspace_mib, block_size=block_size,
+                                                   deploy_options=options, force=force, timeout_s=build_timeout_s,
+                                                   stage=lines)
     finally:
         lines.close()
     if not as_json:

@@ -78,6 +78,7 @@ from edgekit.device.probe import gather_facts
 from edgekit.device.untrusted import inside, machine_name, wheel_name
 from edgekit.device.wheels import BuiltWheel, built_wheels, device_wheel_dir, edgekit_wheel, keep_built_wheel
 from edgekit.errors import EdgekitError
+from edgekit.formats import get_format
 from edgekit.llamacpp_build import cache_root
 from edgekit.manifest import sha256_of
 from edgekit.runtimes import Runtime, get_runtime, runtime_of_format
@@ -203,7 +204,7 @@ class Deployer:
                 raise EdgekitError(f"unknown target '{o.target}'", "pass --target auto or a name from `edgekit targets`")
             spec = all_specs()[o.target]
         self.stage("reading", "the artifact")
-        files = artifact_files(artifact)
+        files = self._files = artifact_files(artifact)
         own = runtime_of_format(files.format).name
         runtime = o.runtime or own
         if runtime != own:
@@ -215,7 +216,7 @@ class Deployer:
         if device.machine:  # it names local cache folders: a word, never a path
             machine_name(device.machine, self.host)
         R = device.remote_dir
-        python = choose_python(device, o.python, spec.family)
+        python = self._python = choose_python(device, o.python, spec.family)
         manifest = self.read_manifest(R) if device.free_dir == R else RemoteManifest()
         have = self._store_sizes(R, files)
         missing = {h for n, h in files.sha256.items() if have.get(h) != files.sizes[n]}
@@ -367,6 +368,9 @@ class Deployer:
     def _runtime(self, R: str, spec, device: Device, runtime: str, manifest: RemoteManifest,
                  result: DeployResult) -> None:
         rt = get_runtime(runtime)
+        if rt.system_modules:
+            self._system_modules(R, rt, manifest, result)
+            return
         recipe = runtime_install(spec, runtime, device.machine)
         # what is installed beside the runtime is part of what a deploy checks (a newer edgekit may need more)
         recipe_text = recipe.command() + "".join(f" + {e}" for e in rt.device_extras)
@@ -392,6 +396,34 @@ class Deployer:
                                                    recipe=recipe_text, wheel=installed_wheel, wheel_origin=origin,
                                                    wheel_sha256=wheel_sha)
         result.done(runtime, f"installed {installed[0]} {installed[1]}")
+
+    def _system_modules(self, R: str, rt: Runtime, manifest: RemoteManifest, result: DeployResult) -> None:
+        """Link the modules the device's OS gives its system Python (edgekit.device.system_link) into
+        the venv. One that is not there is no failure here: the doctor's check of what the artifact
+        needs decides (an Edge-LLM engine needs llm_bench, not the bindings)."""
+        python = self._python.path
+        recipe_text = f"link {', '.join(rt.system_modules)} from {python} (the OS's own, e.g. JetPack's)"
+        record = manifest.runtimes.get(rt.name)
+        installed = self._installed_version(R, rt.distributions)
+        if record and record.recipe == recipe_text and record.version == (installed[1] if installed else "none"):
+            result.kept(rt.name, f"already linked ({record.distribution} {record.version})")
+            return
+        self.stage("installing", recipe_text)
+        r = self.sh(f"{self.q(R)}/venv/bin/python -m edgekit.device.system_link {self.q(python)} "
+                    f"{' '.join(self.q(m) for m in rt.system_modules)}", f"linking {rt.label}", timeout_s=600)
+        try:
+            said = json.loads(r.stdout.strip().splitlines()[-1])
+            linked, missing = dict(said["linked"]), dict(said["missing"])
+        except (ValueError, IndexError, KeyError, TypeError):
+            raise EdgekitError(f"linking {rt.label} on {self.host} printed no result", "deploy again") from None
+        installed = self._installed_version(R, rt.distributions)
+        version = installed[1] if installed else "none"
+        manifest.runtimes[rt.name] = RuntimeRecord(name=rt.name, distribution=installed[0] if installed else
+                                                   rt.distributions[0], version=version, recipe=recipe_text)
+        if linked:
+            result.done(rt.name, "linked " + ", ".join(f"{m} {printable(v, 40)}" for m, v in linked.items()))
+        else:
+            result.done(rt.name, "no Python bindings: " + printable("; ".join(missing.values()), 200))
 
     def _trusted_wheels(self, spec, device: Device, rt: Runtime, recipe_text: str) -> list[BuiltWheel]:
         """The cached wheels of `rt` this device may install: its own earlier builds, and with
@@ -631,6 +663,10 @@ class Deployer:
             raise EdgekitError(f"edgekit doctor did not run on {self.host} ({why})",
                                f"run {R}/venv/bin/python -m edgekit doctor on the device") from None
         problems = runtime_problems(report, runtime, spec)
+        have = runtime_backends(report, runtime)[0]
+        needs = getattr(get_format(self._files.format), "device_needs", lambda _p: {})(self._files.files[self._files.main])
+        problems += [(f"{self.host} lacks {need}, which this artifact needs to run", fix)
+                     for need, fix in needs.items() if need not in have]
         if problems:
             problem, fix = problems[0]
             raise EdgekitError(f"deploy to {self.host} failed its check: {problem}", fix)

@@ -25,53 +25,34 @@ Contract:
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
+from edgekit.child import run_logged
 from edgekit.converters.tensorrt import parse_trtexec_log, trtexec_command
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_of
 from edgekit.tensorrt_profiles import Profile
+from edgekit.tensorrt_tools import JETPACK_TRTEXEC, find_trtexec
 
-JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 ENGINE_FILE = "model.engine"
 FACTS_FILE = "facts.json"
 LOG_FILE = "build.log"
 
 
-def find_trtexec(jetpack: str = JETPACK_TRTEXEC) -> str | None:
-    """trtexec on PATH, else JetPack's (not on PATH by default), else None."""
-    found = shutil.which("trtexec")
-    if found:
-        return found
-    return jetpack if os.path.isfile(jetpack) and os.access(jetpack, os.X_OK) else None
-
-
-def _die_with_parent() -> None:
-    """In trtexec's process before it starts (Linux): SIGKILL when the process that started it
-    dies, however it dies (`kill -9`, the OOM killer), so that no build outlives edgekit."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the SSH session's end still ends it
-        pass
-
-
-def builder_identity(trtexec: str) -> str:
-    """What names this trtexec build of TensorRT: its real path, size and modification time."""
-    real = os.path.realpath(trtexec)
+def builder_identity(tool: str) -> str:
+    """What names this build tool (trtexec, llm_build) and so the TensorRT behind it: its real
+    path, size and modification time."""
+    real = os.path.realpath(tool)
     st = os.stat(real)
-    return f"trtexec {real} {st.st_size} {st.st_mtime_ns}"
+    return f"{Path(tool).name} {real} {st.st_size} {st.st_mtime_ns}"
 
 
 def engine_key(onnx_sha256: str, profiles: list[Profile], precision: str, workspace_mib: int | None,
@@ -83,22 +64,23 @@ def engine_key(onnx_sha256: str, profiles: list[Profile], precision: str, worksp
 
 
 def cached_build(folder: Path) -> dict | None:
-    """facts.json of cache folder `folder` when its engine still has the recorded sha256, else None."""
+    """facts.json of cache folder `folder` when the engine it names (facts["engine"], a path inside
+    the folder) still has the recorded sha256, else None."""
     try:
         facts = json.loads((Path(folder) / FACTS_FILE).read_text(encoding="utf-8"))
-        engine = Path(folder) / ENGINE_FILE
+        engine = Path(folder) / str(facts.get("engine") or ENGINE_FILE)
         ok = isinstance(facts, dict) and engine.is_file() and sha256_of(engine) == facts.get("engine_sha256")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
     return facts if ok else None
 
 
-def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Profile], *, onnx_sha256: str,
-                       precision: str, workspace_mib: int | None = None, timeout_s: float | None = None,
-                       on_line: Callable[[str], None] | None = None) -> dict:
-    """The engine of this build in `cache` (see the module's doc): its facts, "cached" True when
-    it was there already."""
-    key = engine_key(onnx_sha256, profiles, precision, workspace_mib, builder_identity(trtexec))
+def build_cached(cache: Path, key: str, build: Callable[[Path, Path], dict]) -> dict:
+    """The build of `key` in `cache`, made once: the cached folder's facts when its engine is whole,
+    else `build(tmp, failed_log)` in a temporary folder beside it (it returns the record, with
+    "engine" the engine's path in tmp; it raises an EdgekitError after keeping its log at
+    failed_log), renamed to cache/<key>/ whole when it returns. Returns facts.json's dict with
+    "cached" and "folder"."""
     final = Path(cache) / key
     found = cached_build(final)
     if found:
@@ -106,54 +88,9 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.building-"))
     try:
-        argv = trtexec_command(trtexec, str(onnx), str(tmp / ENGINE_FILE), profiles, workspace_mib=workspace_mib)
-        t0 = time.monotonic()
-        timed_out = threading.Event()
-        with open(tmp / LOG_FILE, "w", encoding="utf-8") as log:
-            try:
-                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        errors="replace", stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-            except OSError as e:
-                raise EdgekitError(f"could not run {trtexec} ({e})", "check the device's TensorRT install") from None
-
-            def expire() -> None:  # a trtexec silent for hours is ended too, not only one that prints
-                timed_out.set()
-                proc.kill()
-
-            watchdog = threading.Timer(timeout_s, expire) if timeout_s else None
-            if watchdog:
-                watchdog.daemon = True
-                watchdog.start()
-            try:
-                for line in proc.stdout:
-                    log.write(line)
-                    if on_line:
-                        on_line(line.rstrip("\n"))
-                rc = proc.wait()
-            finally:
-                if watchdog:
-                    watchdog.cancel()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        seconds = time.monotonic() - t0
-        facts = parse_trtexec_log((tmp / LOG_FILE).read_text(encoding="utf-8", errors="replace"))
-        engine = tmp / ENGINE_FILE
-        if timed_out.is_set() or rc != 0 or not facts.passed or not engine.is_file() or engine.stat().st_size == 0:
-            kept = final.parent / f"{key}-failed-{LOG_FILE}"
-            shutil.copyfile(tmp / LOG_FILE, kept)
-            if timed_out.is_set():
-                raise EdgekitError(f"trtexec did not build the engine within {timeout_s:.0f} s (log: {kept})",
-                                   "raise the build timeout, or lower --max-context / --max-prompt")
-            why = facts.errors[0] if facts.errors else f"exit {rc}" + ("" if engine.is_file() else ", no engine")
-            raise EdgekitError(f"trtexec could not build the engine: {why[:300]} (log: {kept})",
-                               "read the log; TensorRT's parser needs an edgekit ONNX export without --fuse")
-        record = {"key": key, "engine": ENGINE_FILE, "engine_sha256": sha256_of(engine),
-                  "engine_bytes": engine.stat().st_size, "builder": "trtexec", "trtexec": trtexec,
-                  "tensorrt_version": facts.tensorrt_version, "device": facts.device,
-                  "compute_capability": facts.compute_capability, "precision": precision,
-                  "onnx_sha256": onnx_sha256, "profiles": [p.to_dict() for p in profiles],
-                  "workspace_mib": workspace_mib, "build_s": round(seconds, 3), "argv": argv}
+        record = build(tmp, final.parent / f"{key}-failed-{LOG_FILE}")
+        engine = tmp / record["engine"]
+        record = {"key": key, **record, "engine_sha256": sha256_of(engine), "engine_bytes": engine.stat().st_size}
         (tmp / FACTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if final.exists():  # a stale folder whose engine no longer matches: replaced whole
             shutil.rmtree(final)
@@ -163,26 +100,57 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
     return {**record, "cached": False, "folder": str(final)}
 
 
+def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Profile], *, onnx_sha256: str,
+                       precision: str, workspace_mib: int | None = None, timeout_s: float | None = None,
+                       on_line: Callable[[str], None] | None = None) -> dict:
+    """The engine of this build in `cache` (see the module's doc): its facts, "cached" True when
+    it was there already."""
+    key = engine_key(onnx_sha256, profiles, precision, workspace_mib, builder_identity(trtexec))
+
+    def build(tmp: Path, failed_log: Path) -> dict:
+        argv = trtexec_command(trtexec, str(onnx), str(tmp / ENGINE_FILE), profiles, workspace_mib=workspace_mib)
+        t0 = time.monotonic()
+        rc, timed_out = run_logged(argv, tmp / LOG_FILE, timeout_s, on_line)
+        seconds = time.monotonic() - t0
+        facts = parse_trtexec_log((tmp / LOG_FILE).read_text(encoding="utf-8", errors="replace"))
+        engine = tmp / ENGINE_FILE
+        if timed_out or rc != 0 or not facts.passed or not engine.is_file() or engine.stat().st_size == 0:
+            shutil.copyfile(tmp / LOG_FILE, failed_log)
+            if timed_out:
+                raise EdgekitError(f"trtexec did not build the engine within {timeout_s:.0f} s (log: {failed_log})",
+                                   "raise the build timeout, or lower --max-context / --max-prompt")
+            why = facts.errors[0] if facts.errors else f"exit {rc}" + ("" if engine.is_file() else ", no engine")
+            raise EdgekitError(f"trtexec could not build the engine: {why[:300]} (log: {failed_log})",
+                               "read the log; TensorRT's parser needs an edgekit ONNX export without --fuse")
+        return {"engine": ENGINE_FILE, "builder": "trtexec", "trtexec": trtexec,
+                "tensorrt_version": facts.tensorrt_version, "device": facts.device,
+                "compute_capability": facts.compute_capability, "precision": precision,
+                "onnx_sha256": onnx_sha256, "profiles": [p.to_dict() for p in profiles],
+                "workspace_mib": workspace_mib, "build_s": round(seconds, 3), "argv": argv}
+
+    return build_cached(cache, key, build)
+
+
 RESULT_PREFIX = "result "
 LINE_PREFIX = "trtexec: "
 
 
-def main(argv: list[str]) -> int:
+def serve(argv: list[str], usage: str, find: Callable[[], str | None], missing: str,
+          build: Callable[[str, Path, Path, dict, Callable[[str], None]], dict], prefix: str) -> int:
+    """A device-side build command (this module's and edgellm_build's): find the tool, read the
+    request, build, print the tool's lines with `prefix` and the result line; errors on stderr as
+    `error: <problem>; <fix>` (exit 1; exit 2 when the tool or the arguments are missing)."""
     if len(argv) != 3:
-        print("usage: python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
-    onnx, cache, request_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
-    trtexec = find_trtexec()
-    if trtexec is None:
-        print(f"error: this device has no trtexec (on PATH or {JETPACK_TRTEXEC}); install TensorRT "
-              "(JetPack: sudo apt install nvidia-tensorrt)", file=sys.stderr)
+    source, cache, request_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    tool = find()
+    if tool is None:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     try:
         request = json.loads(request_path.read_text(encoding="utf-8"))
-        facts = build_with_trtexec(trtexec, onnx, cache, [Profile.from_dict(p) for p in request["profiles"]],
-                                   onnx_sha256=request["onnx_sha256"], precision=request["precision"],
-                                   workspace_mib=request.get("workspace_mib"), timeout_s=request.get("timeout_s"),
-                                   on_line=lambda line: print(LINE_PREFIX + line, flush=True))
+        facts = build(tool, source, cache, request, lambda line: print(prefix + line, flush=True))
     except EdgekitError as e:
         print(f"error: {e.problem}; {e.fix}", file=sys.stderr)
         return 1
@@ -191,6 +159,18 @@ def main(argv: list[str]) -> int:
         return 1
     print(RESULT_PREFIX + json.dumps(facts), flush=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    def build(trtexec, onnx, cache, request, on_line):
+        return build_with_trtexec(trtexec, onnx, cache, [Profile.from_dict(p) for p in request["profiles"]],
+                                  onnx_sha256=request["onnx_sha256"], precision=request["precision"],
+                                  workspace_mib=request.get("workspace_mib"), timeout_s=request.get("timeout_s"),
+                                  on_line=on_line)
+
+    return serve(argv, "python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON", find_trtexec,
+                 f"this device has no trtexec (on PATH or {JETPACK_TRTEXEC}); install TensorRT "
+                 "(JetPack: sudo apt install nvidia-tensorrt)", build, LINE_PREFIX)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""`edgekit export tensorrt --on DEST`: the engine built on the device it will run on.
+"""`edgekit export tensorrt --on DEST`: the engine built on the device it will run on, by the
+device's trtexec (the generic engine, `build_on_device`) or Edge-LLM's llm_build
+(`build_edgellm_on_device`: a checkpoint is exported to Edge-LLM's ONNX here first, in the
+exporter's own venv, and the device's JetPack is checked against Edge-LLM's support matrix before
+anything is sent). Both go through `remote_build`, described below for trtexec.
 
 The workstation prepares the graph (converters.tensorrt_export.prepare: an FP16 export, or its
 INT4 QDQ form, and the profiles from the model's dims), sends it with deploy (venv, edgekit and
@@ -18,9 +22,11 @@ finds whatever the device finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -28,17 +34,27 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.atomic import atomic_dir
+from edgekit.converters.edgellm_export import export_edgellm_onnx
 from edgekit.converters.tensorrt_export import (
+    BESIDE,
     BUILD_LOG,
+    QUANT_NAME,
     check_request,
     copy_beside,
     engine_manifest,
     prepare,
+    runs_only_on,
 )
 from edgekit.device.deploy import Deployer, DeployOptions
+from edgekit.device.edgellm_build import LINE_PREFIX as EDGELLM_LINE_PREFIX
+from edgekit.device.probe import gather_facts
 from edgekit.device.tensorrt_build import LINE_PREFIX, LOG_FILE, RESULT_PREFIX
+from edgekit.edgellm import EDGELLM_VERSION, support_problem
 from edgekit.errors import EdgekitError
-from edgekit.manifest import ExportManifest
+from edgekit.formats import manifest_format
+from edgekit.formats.edgellm_onnx import model_dims
+from edgekit.manifest import ArtifactFile, EngineInfo, ExportManifest
+from edgekit.targets.jetson import parse_l4t
 from edgekit.terminal import printable
 
 Stage = Callable[[str, str], None]
@@ -81,6 +97,39 @@ def parse_build_result(stdout: str, remote_dir: str) -> dict:
     return r
 
 
+def remote_build(transport, host: str, artifact: Path, request: dict, *, module: str, tool: str, line_prefix: str,
+                 deploy_options: DeployOptions, timeout_s: float, stage: Stage) -> tuple[dict, str]:
+    """Deploy `artifact` (no runtime installed), put `request` beside the device's engine cache and
+    run `python -m <module> MODEL CACHE REQUEST` there, its tool's lines streamed to `stage`;
+    returns (the checked result, the remote dir)."""
+    deployed = Deployer(transport, host, replace(deploy_options, install_runtime=False), stage).run(artifact)
+    R = deployed.remote_dir
+    q = shlex.quote
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+    remote_request = f"{R}/engines/requests/{digest}.json"
+    r = transport.run(f"mkdir -p -- {q(R + '/engines/requests')}", timeout_s=60)
+    if r.returncode != 0:
+        raise EdgekitError(f"could not make {R}/engines on {host}", "check the device's disk and permissions")
+    with tempfile.TemporaryDirectory(prefix="edgekit-trt-request-") as work:
+        local = Path(work) / "request.json"
+        local.write_text(json.dumps(request), encoding="utf-8")
+        transport.put(local, remote_request)
+    stage("building", f"the engine on {host} with its {tool}")
+
+    def on_output(line: str) -> None:
+        if line.startswith(line_prefix):
+            stage("building", printable(line[len(line_prefix):], 160))
+
+    r = transport.run(f"{q(R)}/venv/bin/python -m {module} {q(deployed.model_path)} {q(R + '/engines')} "
+                      f"{q(remote_request)}", timeout_s=timeout_s + 120, on_output=on_output)
+    if r.returncode != 0:
+        said = next((ln for ln in reversed(r.stderr.splitlines()) if ln.startswith("error: ")), None)
+        problem, _, fix = (said[len("error: "):] if said else f"exit {r.returncode}").partition("; ")
+        raise EdgekitError(f"the engine build on {host} failed: {printable(problem, 300)}",
+                           printable(fix, 200) or "read the build log on the device")
+    return parse_build_result(r.stdout, R), R
+
+
 def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: str, *, max_prompt: int,
                     max_context: int, workspace_mib: int | None, block_size: int, deploy_options: DeployOptions,
                     force: bool = False, timeout_s: float = 3 * 3600, stage: Stage | None = None,
@@ -95,32 +144,12 @@ def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: s
         work = Path(work_dir)
         p = prepare(src, precision, work, max_prompt=max_prompt, max_context=max_context, block_size=block_size,
                     progress=progress)
-        deployed = Deployer(transport, host, replace(deploy_options, install_runtime=False), stage).run(p.graph.parent)
-        R = deployed.remote_dir
-        request = work / "request.json"
-        request.write_text(json.dumps({"onnx_sha256": p.source_sha256, "precision": precision,
-                                       "profiles": [q.to_dict() for q in p.profiles], "workspace_mib": workspace_mib,
-                                       "timeout_s": timeout_s}), encoding="utf-8")
-        q = shlex.quote
-        remote_request = f"{R}/engines/requests/{p.source_sha256[:16]}-{precision}.json"
-        r = transport.run(f"mkdir -p -- {q(R + '/engines/requests')}", timeout_s=60)
-        if r.returncode != 0:
-            raise EdgekitError(f"could not make {R}/engines on {host}", "check the device's disk and permissions")
-        transport.put(request, remote_request)
-        stage("building", f"the engine on {host} with its trtexec")
-
-        def on_output(line: str) -> None:
-            if line.startswith(LINE_PREFIX):
-                stage("building", printable(line[len(LINE_PREFIX):], 160))
-
-        r = transport.run(f"{q(R)}/venv/bin/python -m edgekit.device.tensorrt_build {q(deployed.model_path)} "
-                          f"{q(R + '/engines')} {q(remote_request)}", timeout_s=timeout_s + 120, on_output=on_output)
-        if r.returncode != 0:
-            said = next((ln for ln in reversed(r.stderr.splitlines()) if ln.startswith("error: ")), None)
-            problem, _, fix = (said[len("error: "):] if said else f"exit {r.returncode}").partition("; ")
-            raise EdgekitError(f"the engine build on {host} failed: {printable(problem, 300)}",
-                               printable(fix, 200) or "read the build log on the device")
-        result = parse_build_result(r.stdout, R)
+        request = {"onnx_sha256": p.source_sha256, "precision": precision,
+                   "profiles": [q.to_dict() for q in p.profiles], "workspace_mib": workspace_mib,
+                   "timeout_s": timeout_s}
+        result, _R = remote_build(transport, host, p.graph.parent, request, module="edgekit.device.tensorrt_build",
+                                  tool="trtexec", line_prefix=LINE_PREFIX, deploy_options=deploy_options,
+                                  timeout_s=timeout_s, stage=stage)
         location = f"{result['folder']}/model.engine"
         with atomic_dir(out_dir, force=force, inputs=(src,)) as tmp:
             transport.get(f"{result['folder']}/{LOG_FILE}", tmp / BUILD_LOG)
@@ -132,5 +161,65 @@ def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: s
                 built_on=host, max_prompt=max_prompt, max_context=max_context, device=result.get("device"),
                 compute_capability=result.get("compute_capability"), location=location,
                 total_s=time.monotonic() - t_start)
+            manifest.write(tmp)
+    return manifest, result["cached"]
+
+
+def build_edgellm_on_device(transport, host: str, src: Path, out_dir: Path, precision: str, *, max_prompt: int,
+                            max_context: int, deploy_options: DeployOptions, force: bool = False,
+                            timeout_s: float = 3 * 3600, stage: Stage | None = None,
+                            progress=None) -> tuple[ExportManifest, bool]:
+    """An Edge-LLM engine of `src` (a checkpoint, exported here first, or an edgellm-onnx folder)
+    built on the device by its llm_build, after Edge-LLM's support matrix has been asked about
+    the device's JetPack (refused before anything is sent); returns (OUT's manifest, cached)."""
+    t_start = time.monotonic()
+    stage = stage or (lambda _s, _d: None)
+    out_dir, src = Path(out_dir), Path(src)
+    check_request(src, out_dir, precision, max_prompt, max_context, force)
+    l4t = parse_l4t(gather_facts(transport).get("nv_tegra_release"))
+    with tempfile.TemporaryDirectory(prefix="edgekit-edgellm-") as work_dir:
+        folder = src
+        if manifest_format(src) != "edgellm-onnx":
+            folder = Path(work_dir) / "onnx"
+            folder.mkdir()
+            export_edgellm_onnx(str(src), folder, precision, report=progress)
+        source = ExportManifest.read(folder)
+        version = source.tools.get("tensorrt-edgellm", EDGELLM_VERSION)
+        problem = support_problem(l4t, version, precision)
+        if problem:
+            raise EdgekitError(f"{host} cannot run this engine: {problem}", "see docs/tensorrt.md (Edge-LLM's versions)")
+        if source.files[0].quant != precision.upper():
+            raise EdgekitError(f"{src} is Edge-LLM's {source.files[0].quant} ONNX, not {precision}",
+                               f"pass --precision {source.files[0].quant.lower()}, or export the checkpoint again")
+        onnx_sha = hashlib.sha256("".join(f"{f.file}\0{f.sha256}\0" for f in source.files).encode()).hexdigest()
+        request = {"onnx_sha256": onnx_sha, "precision": precision, "max_input_len": max_prompt,
+                   "max_kv_cache": max_context, "timeout_s": timeout_s}
+        result, _R = remote_build(transport, host, folder, request, module="edgekit.device.edgellm_build",
+                                  tool="llm_build", line_prefix=EDGELLM_LINE_PREFIX, deploy_options=deploy_options,
+                                  timeout_s=timeout_s, stage=stage)
+        device, capability = result.get("device"), result.get("compute_capability")
+        info = EngineInfo(
+            engine="edgellm", builder="llm_build", tensorrt_version=result.get("tensorrt_version"), device=device,
+            compute_capability=capability, built_on=host, location=f"{result['folder']}/engine", precision=precision,
+            max_prompt=max_prompt, max_context=max_context, profiles=[],
+            dims={k: v for k, v in model_dims(folder).items() if k != "hidden"}, source_onnx_sha256=onnx_sha,
+            block_size=128 if precision == "int4" else None,
+            runs_only_on=runs_only_on("llm_build", result.get("tensorrt_version"), [], device, capability)
+            + f" and Edge-LLM {version}")
+        with atomic_dir(out_dir, force=force, inputs=(src,)) as tmp:
+            transport.get(f"{result['folder']}/{LOG_FILE}", tmp / BUILD_LOG)
+            for name in ("config.json", *BESIDE):
+                if (folder / name).is_file() and not (tmp / name).exists():
+                    shutil.copy2(folder / name, tmp / name)
+            manifest = ExportManifest(
+                format="tensorrt", source=source.source, architecture=source.architecture, n_params=source.n_params,
+                vocab_size=source.vocab_size, context_length=source.context_length, tokenizer=source.tokenizer,
+                name=source.name,
+                files=[ArtifactFile(file="engine/llm.engine", format="tensorrt", quant=QUANT_NAME[precision],
+                                    size_bytes=result["engine_bytes"], sha256=result["engine_sha256"],
+                                    seconds=result["build_s"], options={"builder": "llm_build", "key": result["key"]})],
+                verified=None, verify_skipped="an engine runs only on its GPU: bench it there",
+                tools={**source.tools, "tensorrt": result.get("tensorrt_version") or "unknown"}, host=source.host,
+                total_s=round(time.monotonic() - t_start, 3), engine=info)
             manifest.write(tmp)
     return manifest, result["cached"]

@@ -11,6 +11,7 @@ a format's name, and runners never import converters.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +20,16 @@ from edgekit.errors import EdgekitError
 
 # name -> module; the order is the order `resolve_artifact` asks them
 FORMATS: dict[str, str] = {"gguf": "edgekit.formats.gguf", "onnx": "edgekit.formats.onnx",
-                           "tensorrt": "edgekit.formats.tensorrt"}
+                           "tensorrt": "edgekit.formats.tensorrt", "edgellm-onnx": "edgekit.formats.edgellm_onnx"}
+
+
+def manifest_format(folder: Path) -> str | None:
+    """The `format` of the edgekit manifest in `folder` (a small JSON read), or None without one."""
+    try:
+        data = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("format") if isinstance(data, dict) and isinstance(data.get("format"), str) else None
 
 
 @dataclass(frozen=True)

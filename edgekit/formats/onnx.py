@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from edgekit.formats import ModelFacts
+from edgekit.formats import ModelFacts, manifest_format
 from edgekit.runners.onnxruntime import (
     OrtRunner,
     available_providers,
@@ -123,10 +123,10 @@ class ONNXFormat:
     reads_header_only = False
 
     def sniff(self, path: Path) -> bool:
-        return Path(path).suffix == ".onnx" and Path(path).is_file()
+        return Path(path).suffix == ".onnx" and Path(path).is_file() and not _other_export(Path(path).parent)
 
     def find_in(self, folder: Path) -> list[Path]:
-        return [find_model(folder)] if any(Path(folder).glob("*.onnx")) else []
+        return [find_model(folder)] if any(Path(folder).glob("*.onnx")) and not _other_export(folder) else []
 
     def check(self, path: Path) -> None:
         check_onnx_complete(Path(path))
@@ -157,6 +157,11 @@ class ONNXFormat:
 
     def runtime_version(self) -> str:
         return ONNXRUNTIME.version_text()
+
+
+def _other_export(folder: Path) -> bool:
+    """An export of another format that holds .onnx files (Edge-LLM's ONNX, for its own builder)."""
+    return manifest_format(folder) not in (None, "onnx")
 
 
 def _int(value) -> int | None:

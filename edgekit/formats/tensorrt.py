@@ -16,6 +16,8 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
 from edgekit.manifest import MANIFEST_NAME, ExportManifest
+from edgekit.runners.edgellm import EdgeLlmRunner
+from edgekit.runners.tensorrt import TensorRTRunner
 from edgekit.runtimes import TENSORRT
 
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -137,8 +139,25 @@ class TensorRTFormat:
             return None
 
     def make_runner(self, path: Path, settings, spec):
-        raise EdgekitError("edgekit has no TensorRT runner yet: an engine folder can be built and inspected, "
-                           "not benched", "bench its ONNX export (onnxruntime) or its GGUF (llama.cpp) meanwhile")
+        """The engine's own runner: edgekit's TensorRT runner for a generic engine (refusing a prompt
+        beyond its prefill profile before anything loads), Edge-LLM's llm_bench for its engines."""
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        e = _manifest(folder).engine
+        if settings.n_prompt > e.max_prompt:
+            raise EdgekitError(f"-p {settings.n_prompt} is more than the engine's prefill profile of {e.max_prompt} "
+                               "tokens", f"pass -p {e.max_prompt} or less, or rebuild with --max-prompt "
+                               f"{settings.n_prompt}")
+        if e.engine == "edgellm":
+            return EdgeLlmRunner(folder, settings.n_prompt, settings.n_gen)
+        return TensorRTRunner(folder, n_batch=max(settings.tensorrt.n_batch, settings.n_prompt))
+
+    def device_needs(self, path: Path) -> dict[str, str]:
+        """What a device must have to run this engine (names of doctor's "tensorrt tools"), each with its fix."""
+        if _manifest(path).engine.engine == "edgellm":
+            return {"llm_bench": "build TensorRT Edge-LLM's C++ examples on the device (its install guide) and put "
+                                 "llm_bench on PATH, or set EDGEKIT_LLM_BENCH"}
+        return {"python bindings": "install JetPack's TensorRT bindings (sudo apt install python3-libnvinfer) and "
+                                   "deploy again: the venv links them; the device can build with trtexec meanwhile"}
 
     def runtime_version(self) -> str:
         return TENSORRT.version_text()

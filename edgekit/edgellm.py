@@ -17,6 +17,7 @@ Contract (all pure):
 - `bench_csv_name(mode, length)`: the file llm_bench writes for a run.
 - `support_problem(l4t, edgellm_version, precision)`: why a device/release/precision will not
   run, from Edge-LLM's own support matrix, or None.
+Where the tools are on a machine: edgekit.tensorrt_tools.
 """
 
 from __future__ import annotations
