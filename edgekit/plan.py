@@ -51,6 +51,7 @@ from edgekit.runtimes import get_runtime
 from edgekit.synth import PRESETS
 from edgekit.targets.host import host_facts
 from edgekit.targets.specs import all_specs
+from edgekit.tensorrt_rules import build_peak_bytes, build_rule
 
 QUANTS = ("Q4_K_M", "Q8_0", "ONNX-INT4", "F16")   # the default view
 TENSORRT_QUANTS = ("TRT-FP16", "TRT-INT4")        # planned on request (--quant), NVIDIA targets only
@@ -405,9 +406,11 @@ def tensorrt_weights(config: dict, quant: str, group: int = 128) -> Weights:
 
 
 def tensorrt_build_peak(config: dict, engine_bytes: int) -> int:
-    """Memory a TensorRT build on the device needs at its peak: the FP16 weights it reads and the
-    engine it writes, both resident (the builder's own workspace comes on top: not counted)."""
-    return tensorrt_weights(config, "TRT-FP16").total_bytes + engine_bytes
+    """Memory the engine's build on the device needs at its peak, by the rule the device builds are
+    refused with (edgekit.tensorrt_rules): plan's TRT rows are Edge-LLM engines (INT4 with one scale
+    per 128 weights, as its AWQ export writes them), built from their FP16 ONNX."""
+    return build_peak_bytes("edgellm", n_params(config), tensorrt_weights(config, "TRT-FP16").total_bytes,
+                            engine_bytes)
 
 
 def weights_for(config: dict, quant: str) -> Weights:
@@ -599,7 +602,7 @@ def plan(models: list[ModelSpec], targets: list[Target], quants: list[str], ctx:
                 else:
                     ok, why = fits(max(need, build or 0), t.usable_bytes)
                     if build and build > need:
-                        why += f" (the engine build's peak: FP16 weights + engine, {build / 2**30:.2f} GiB)"
+                        why += f" (the engine build's peak, {build_rule('edgellm')}: {build / 2**30:.2f} GiB)"
                 key = (t.name, w.runtime)
                 eff = cal.efficiency.get(key, rt.plan_efficiency)
                 eff_src = (f"measured: median of {cal.n[key]} result(s)" if key in cal.efficiency

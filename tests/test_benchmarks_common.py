@@ -37,3 +37,36 @@ def test_ratio_verdict_says_met_missed_or_undecided():
     assert "goal >= 1.0 missed" in common.ratio_verdict([0.90, 0.92, 0.95, 0.91, 0.93, 0.94, 0.96, 0.9], 1.0)
     undecided = common.ratio_verdict([0.98, 1.04, 0.97, 1.0, 0.99, 0.99, 1.15, 0.94], 1.0)
     assert "neither" in undecided and undecided.startswith("ratio 0.990 (99% CI 0.940-1.150 over 8 rounds)")
+
+
+def _orin():
+    spec = importlib.util.spec_from_file_location("orin_runtimes", Path(__file__).parents[1] / "benchmarks" /
+                                                  "orin_runtimes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_orin_comparison_runs_every_runtime_at_the_same_lengths(capsys):
+    orin = _orin()
+    assert orin.main(["--host", "orin", "-p", "256", "-n", "64", "-r", "2", "--dry-run", "--work", "/w"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    benches = [ln for ln in lines if " bench " in ln]
+    assert len(benches) == 4 and all(" -p 256 -n 64 -r 2 " in ln and "--host orin" in ln for ln in benches)
+    assert any("--engine edgellm" in ln and "--on orin" in ln for ln in lines)
+    assert any("export tensorrt /w/onnx-fp16" in ln and "--precision int4" in ln for ln in lines)
+    assert any("--providers cuda,cpu" in ln for ln in benches) and lines[0].endswith("synth r1-distill-qwen-1.5b "
+                                                                                      "/w/r1-distill-qwen-1.5b")
+
+
+def test_the_orin_comparison_takes_ratios_within_each_round():
+    orin = _orin()
+    rounds = [{"llama.cpp-cuda": {"pp_tok_s": 1000.0, "tg_tok_s": 20.0, "ttft_s": 0.5},
+               "tensorrt-edgellm": {"pp_tok_s": 3000.0, "tg_tok_s": 36.0, "ttft_s": 0.2}},
+              {"llama.cpp-cuda": {"pp_tok_s": 800.0, "tg_tok_s": 16.0, "ttft_s": 0.6},   # a hot round: both slower
+               "tensorrt-edgellm": {"pp_tok_s": 2400.0, "tg_tok_s": 28.8, "ttft_s": 0.25}}]
+    s = orin.summarise(rounds)
+    assert s["tensorrt-edgellm"]["tg_tok_s_ratio"] == pytest.approx(1.8)  # the same in both rounds
+    assert s["tensorrt-edgellm"]["pp_tok_s_ratio"] == pytest.approx(3.0)
+    assert s["tensorrt-edgellm"]["ttft_speedup"] == pytest.approx((0.5 / 0.2 + 0.6 / 0.25) / 2)
+    assert "tg_tok_s_ratio" not in s["llama.cpp-cuda"]

@@ -92,7 +92,7 @@ LAYERS: dict[str, Layer] = {
         "plain building blocks and schemas, no machine access: errors, files, settings and result schemas, "
         "registries, the child-process boundary, checkpoints and their architectures",
         ("edgekit", "edgekit.architectures", "edgekit.atomic", "edgekit.checkpoint", "edgekit.child", "edgekit.crossbuild",
-         "edgekit.edgellm", "edgekit.errors", "edgekit.tensorrt_tools",
+         "edgekit.edgellm", "edgekit.errors", "edgekit.tensorrt_rules", "edgekit.tensorrt_tools",
          "edgekit.hf_schema", "edgekit.llamacpp_build", "edgekit.llamacpp_log", "edgekit.manifest", "edgekit.native", "edgekit.options",
          "edgekit.pretokenizers", "edgekit.registry", "edgekit.results", "edgekit.runtimes", "edgekit.settings", "edgekit.tensorrt_profiles",
          "edgekit.terminal"),

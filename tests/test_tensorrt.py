@@ -482,3 +482,20 @@ def test_a_device_without_tensorrts_bindings_is_told_how_to_run_its_engine(monke
     with pytest.raises(EdgekitError, match="can build TensorRT engines .trtexec. but not run them") as e:
         bindings_module("trtexec")
     assert "python3-libnvinfer" in e.value.fix and "--system-site-packages" in e.value.fix
+
+
+def test_a_device_too_small_for_the_build_is_refused_by_plans_rule():
+    """The device build and plan's TRT rows share one rule (edgekit.tensorrt_rules): Edge-LLM's
+    builder at 3 bytes a parameter, TensorRT's at least the graph and the engine."""
+    from edgekit.device.tensorrt_remote import check_build_memory
+    from edgekit.tensorrt_rules import build_peak_bytes, device_build_problem
+
+    nano = {"meminfo": "MemTotal:        7802000 kB\n"}  # an 8 GB Orin Nano's MemTotal
+    agx = {"meminfo": "MemTotal:       65000000 kB\n"}
+    with pytest.raises(EdgekitError, match=r"cannot build this engine: .*needs about 21\.3 GiB .*3-4 bytes a param"):
+        check_build_memory(nano, "edgellm", 7_615_616_512, 15_300_000_000, "orin-nano")
+    check_build_memory(agx, "edgellm", 7_615_616_512, 15_300_000_000, "agx")
+    check_build_memory({}, "edgellm", 7_615_616_512, 15_300_000_000, "unknown RAM")  # not refused
+    check_build_memory(nano, "edgellm", 1_777_088_000, 3_550_000_000, "orin-nano")  # the 1.5B builds there
+    assert build_peak_bytes("generic", 10**9, 2 * 10**9, 2 * 10**9) == 4 * 10**9
+    assert device_build_problem("generic", 4 * 2**30, 4 * 2**30) is not None  # 90 % of RAM at most

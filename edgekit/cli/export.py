@@ -160,17 +160,21 @@ def _check_text(v: dict | None) -> str:
                    "is sent with deploy (no runtime installed), the engine stays in the device's cache, OUT gets "
                    "its manifest. Deploy's --remote-dir, --python and --wheels apply.")
 @click.option("--remote-dir", default="~/.edgekit", show_default=True, help="With --on: edgekit's folder there.")
+@click.option("--target", "device_target", default="auto", show_default=True,
+              help="With --on: the device, as `edgekit targets` names it (auto: detected).")
 @click.option("--python", "device_python", metavar="PATH|NAME", help="With --on: the device Python for the venv.")
 @click.option("--wheels", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="With --on: an offline device's wheels (pip --no-index).")
 @click.option("--build-timeout", "build_timeout_s", type=float, default=3 * 3600.0, show_default=True,
-              help="With --on: seconds the device's trtexec may take.")
+              help="With --on: seconds the device's trtexec or llm_build may take.")
+@click.option("--no-memory-check", is_flag=True,
+              help="With --on: build even where the device's RAM looks too small for the build (plan's rule).")
 @ssh_options
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, engine_kind, builder, target_sm, workspace_mib,
-                 block_size, host, remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
-                 accept_new_host_key, force, as_json):
+                 block_size, host, remote_dir, device_target, device_python, wheels, build_timeout_s, no_memory_check, ssh_options,
+                 ssh_config, accept_new_host_key, force, as_json):
     """Build a TensorRT engine from SOURCE: an ONNX export folder (edgekit export onnx --precision fp16) or a
     checkpoint (exported to FP16 ONNX first). Two optimisation profiles from the model's own dims: prefill (a
     prompt of 1..--max-prompt tokens) and decode (one token, a cache of 0..--max-context-1). An engine runs
@@ -181,8 +185,8 @@ def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, engine_kin
                            "pass --on DEST (on the Jetson itself: --on localhost)")
     if host is not None:
         manifest = _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size,
-                                remote_dir, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
-                                accept_new_host_key, force, as_json, engine_kind)
+                                remote_dir, device_target, device_python, wheels, build_timeout_s, ssh_options, ssh_config,
+                                accept_new_host_key, force, as_json, engine_kind, not no_memory_check)
     else:
         with progress_bars(not as_json) as report:
             manifest = export_tensorrt(source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
@@ -197,10 +201,11 @@ def tensorrt_cmd(source, out_dir, precision, max_prompt, max_context, engine_kin
 
 
 def _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, workspace_mib, block_size, remote_dir,
-                 device_python, wheels, build_timeout_s, ssh_options, ssh_config, accept_new_host_key, force, as_json,
-                 engine_kind="generic"):
+                 device_target, device_python, wheels, build_timeout_s, ssh_options, ssh_config, accept_new_host_key, force, as_json,
+                 engine_kind="generic", memory_check=True):
     lines = StageLines(host, quiet=as_json)
-    options = DeployOptions(remote_dir=remote_dir, python=device_python, wheels=wheels, ctx=max_context)
+    options = DeployOptions(remote_dir=remote_dir, python=device_python, wheels=wheels, ctx=max_context,
+                            target=device_target)
     try:
         with open_transport(host, ssh_options, ssh_config, accept_new_host_key) as transport:
             if engine_kind == "edgellm":
@@ -208,13 +213,13 @@ def _tensorrt_on(host, source, out_dir, precision, max_prompt, max_context, work
                     manifest, cached = build_edgellm_on_device(
                         transport, host, source, out_dir, precision, max_prompt=max_prompt, max_context=max_context,
                         deploy_options=options, force=force, timeout_s=build_timeout_s, stage=lines,
-                        progress=report)
+                        progress=report, memory_check=memory_check)
             else:
                 manifest, cached = build_on_device(transport, host, source, out_dir, precision,
                                                    max_prompt=max_prompt, max_context=max_context,
                                                    workspace_mib=workspace_mib, block_size=block_size,
                                                    deploy_options=options, force=force, timeout_s=build_timeout_s,
-                                                   stage=lines)
+                                                   stage=lines, memory_check=memory_check)
     finally:
         lines.close()
     if not as_json:

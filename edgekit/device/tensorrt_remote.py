@@ -54,7 +54,9 @@ from edgekit.errors import EdgekitError
 from edgekit.formats import manifest_format
 from edgekit.formats.edgellm_onnx import model_dims
 from edgekit.manifest import ArtifactFile, EngineInfo, ExportManifest
+from edgekit.targets.host import parse_meminfo_total_bytes
 from edgekit.targets.jetson import parse_l4t
+from edgekit.tensorrt_rules import build_peak_bytes, device_build_problem
 from edgekit.terminal import printable
 
 Stage = Callable[[str, str], None]
@@ -130,10 +132,20 @@ def remote_build(transport, host: str, artifact: Path, request: dict, *, module:
     return parse_build_result(r.stdout, R), R
 
 
+def check_build_memory(facts: dict, engine: str, n_params: int, graph_bytes: int, host: str) -> None:
+    """Refuse, before anything is sent, a device whose RAM cannot hold the build (edgekit.tensorrt_rules;
+    the engine is taken to be about as large as the graph it is built from)."""
+    peak = build_peak_bytes(engine, n_params, graph_bytes, graph_bytes)
+    problem = device_build_problem(engine, peak, parse_meminfo_total_bytes(facts.get("meminfo") or ""))
+    if problem:
+        raise EdgekitError(f"{host} cannot build this engine: {problem}",
+                           "build a smaller model or on a device with more memory, or pass --no-memory-check to try")
+
+
 def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: str, *, max_prompt: int,
                     max_context: int, workspace_mib: int | None, block_size: int, deploy_options: DeployOptions,
                     force: bool = False, timeout_s: float = 3 * 3600, stage: Stage | None = None,
-                    progress=None) -> tuple[ExportManifest, bool]:
+                    progress=None, memory_check: bool = True) -> tuple[ExportManifest, bool]:
     """Build the engine of `src` on the device behind `transport`; returns (OUT's manifest, whether
     the device had it already)."""
     t_start = time.monotonic()
@@ -144,6 +156,9 @@ def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: s
         work = Path(work_dir)
         p = prepare(src, precision, work, max_prompt=max_prompt, max_context=max_context, block_size=block_size,
                     progress=progress)
+        if memory_check:
+            graph_bytes = sum(f.stat().st_size for f in p.graph.parent.iterdir() if f.is_file())
+            check_build_memory(gather_facts(transport), "generic", p.source.n_params, graph_bytes, host)
         request = {"onnx_sha256": p.source_sha256, "precision": precision,
                    "profiles": [q.to_dict() for q in p.profiles], "workspace_mib": workspace_mib,
                    "timeout_s": timeout_s}
@@ -168,7 +183,7 @@ def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: s
 def build_edgellm_on_device(transport, host: str, src: Path, out_dir: Path, precision: str, *, max_prompt: int,
                             max_context: int, deploy_options: DeployOptions, force: bool = False,
                             timeout_s: float = 3 * 3600, stage: Stage | None = None,
-                            progress=None) -> tuple[ExportManifest, bool]:
+                            progress=None, memory_check: bool = True) -> tuple[ExportManifest, bool]:
     """An Edge-LLM engine of `src` (a checkpoint, exported here first, or an edgellm-onnx folder)
     built on the device by its llm_build, after Edge-LLM's support matrix has been asked about
     the device's JetPack (refused before anything is sent); returns (OUT's manifest, cached)."""
@@ -176,7 +191,8 @@ def build_edgellm_on_device(transport, host: str, src: Path, out_dir: Path, prec
     stage = stage or (lambda _s, _d: None)
     out_dir, src = Path(out_dir), Path(src)
     check_request(src, out_dir, precision, max_prompt, max_context, force)
-    l4t = parse_l4t(gather_facts(transport).get("nv_tegra_release"))
+    facts = gather_facts(transport)
+    l4t = parse_l4t(facts.get("nv_tegra_release"))
     with tempfile.TemporaryDirectory(prefix="edgekit-edgellm-") as work_dir:
         folder = src
         if manifest_format(src) != "edgellm-onnx":
@@ -188,6 +204,8 @@ def build_edgellm_on_device(transport, host: str, src: Path, out_dir: Path, prec
         problem = support_problem(l4t, version, precision)
         if problem:
             raise EdgekitError(f"{host} cannot run this engine: {problem}", "see docs/tensorrt.md (Edge-LLM's versions)")
+        if memory_check:
+            check_build_memory(facts, "edgellm", source.n_params, sum(f.size_bytes for f in source.files), host)
         if source.files[0].quant != precision.upper():
             raise EdgekitError(f"{src} is Edge-LLM's {source.files[0].quant} ONNX, not {precision}",
                                f"pass --precision {source.files[0].quant.lower()}, or export the checkpoint again")
