@@ -117,7 +117,8 @@ def detect(facts: dict[str, str]) -> tuple[TargetSpec, dict]:
 def install_recipes(spec: TargetSpec) -> dict[str, str]:
     """Shell commands that install each runtime on the device (what `edgekit targets` shows and
     `edgekit deploy` runs, through runtime_install)."""
-    return {runtime: runtime_install(spec, runtime).command() for runtime in deployable()}
+    return {runtime: runtime_install(spec, runtime).command() for runtime in deployable()
+            if get_runtime(runtime).recipe}  # a runtime linked from the OS (TensorRT on JetPack) has no pip line
 
 
 @dataclass(frozen=True)

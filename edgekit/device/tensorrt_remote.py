@@ -55,7 +55,7 @@ from edgekit.formats import manifest_format
 from edgekit.formats.edgellm_onnx import model_dims
 from edgekit.manifest import ArtifactFile, EngineInfo, ExportManifest
 from edgekit.targets.host import parse_meminfo_total_bytes
-from edgekit.targets.jetson import parse_l4t
+from edgekit.targets.specs import family_module
 from edgekit.tensorrt_rules import build_peak_bytes, device_build_problem
 from edgekit.terminal import printable
 
@@ -192,7 +192,7 @@ def build_edgellm_on_device(transport, host: str, src: Path, out_dir: Path, prec
     out_dir, src = Path(out_dir), Path(src)
     check_request(src, out_dir, precision, max_prompt, max_context, force)
     facts = gather_facts(transport)
-    l4t = parse_l4t(facts.get("nv_tegra_release"))
+    l4t = family_module("jetson").parse_l4t(facts.get("nv_tegra_release"))  # the family, loaded on use
     with tempfile.TemporaryDirectory(prefix="edgekit-edgellm-") as work_dir:
         folder = src
         if manifest_format(src) != "edgellm-onnx":
