@@ -647,6 +647,11 @@ def test_a_tensorrt_engine_is_built_on_the_device_and_kept_there(device, cache, 
         r = invoke(["inspect", str(tmp_path / "one"), "--json"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["model"]["location"] == e.location
+        device.clear_fakes()
+        assert_one_line_error(invoke([*base, "--max-context", "128", "-o", str(tmp_path / "three")]),
+                              "this device has neither TensorRT's Python bindings nor trtexec")
+        assert not (tmp_path / "three").exists()
+        device.fake("trtexec", f'FAKE_TRTEXEC_CALLS={calls} exec {BASE_PYTHON} {fixtures / "fake_trtexec.py"} "$@"\n')
         # deploy --runtime tensorrt: a device with trtexec but no Python bindings can build, not run
         deploy = ["deploy", str(tmp_path / "one"), "--runtime", "tensorrt", "--host", device.dest,
                   *flags(device.options), "--remote-dir", remote, "--wheels", str(cache)]
@@ -669,10 +674,6 @@ def test_a_tensorrt_engine_is_built_on_the_device_and_kept_there(device, cache, 
         r = invoke(["bench", str(tmp_path / "one"), "--host", device.dest, *flags(device.options), "--remote-dir",
                     remote, "--no-deploy", "-p", "8", "-n", "4", "-r", "1", "--results", str(tmp_path / "results")])
         assert_one_line_error(r, "CUDA")
-        device.clear_fakes()
-        assert_one_line_error(invoke([*base, "--max-context", "128", "-o", str(tmp_path / "three")]),
-                              "this device has no trtexec")
-        assert not (tmp_path / "three").exists()
     finally:
         device.clear_fakes()
 

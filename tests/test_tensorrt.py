@@ -349,18 +349,19 @@ def test_a_devices_build_result_is_checked_field_by_field():
     from edgekit.device.tensorrt_remote import parse_build_result
 
     good = {"key": "0123456789abcdef0123", "engine_sha256": "ab" * 32, "engine_bytes": 1234, "tensorrt_version": "10.3.0",
-            "device": "Orin", "compute_capability": "8.7", "cached": False, "build_s": 12.5,
+            "device": "Orin", "compute_capability": "8.7", "cached": False, "build_s": 12.5, "builder": "trtexec",
             "folder": "/r/engines/0123456789abcdef0123"}
-    out = "trtexec: [I] ...\nresult " + json.dumps(good) + "\n"
+    out = "build: [I] ...\nresult " + json.dumps(good) + "\n"
     assert parse_build_result(out, "/r")["engine_bytes"] == 1234
     assert parse_build_result("result " + json.dumps({**good, "device": "Orin\x1b]0;pwned\x07"}), "/r")["device"] == "Orin"
     bad = {"key": "../../etc", "engine_sha256": "zz", "engine_bytes": -1, "tensorrt_version": "10.3; rm -rf",
-           "compute_capability": "x", "cached": "yes", "build_s": float("inf"), "folder": "/elsewhere/engines/x"}
+           "compute_capability": "x", "cached": "yes", "build_s": float("inf"), "folder": "/elsewhere/engines/x",
+           "builder": "tensorrt; rm -rf ~"}
     for field, value in bad.items():
         with pytest.raises(EdgekitError, match=f"bad {field}"):
             parse_build_result("result " + json.dumps({**good, field: value}), "/r")
     with pytest.raises(EdgekitError, match="no result line"):
-        parse_build_result("trtexec: done\n", "/r")
+        parse_build_result("build: done\n", "/r")
 
 
 def test_trtexec_does_not_outlive_a_killed_builder(fake_trtexec, onnx_export, tiny_qwen2, tmp_path, monkeypatch):
@@ -382,7 +383,7 @@ def test_trtexec_does_not_outlive_a_killed_builder(fake_trtexec, onnx_export, ti
     monkeypatch.setenv("FAKE_TRTEXEC_PID", str(pid_file))
     builder = subprocess.Popen([sys.executable, "-m", "edgekit.device.tensorrt_build", str(onnx),
                                 str(tmp_path / "engines"), str(request)], stdout=subprocess.PIPE, text=True)
-    assert builder.stdout.readline().startswith("trtexec: &&&& RUNNING")  # trtexec is running, silent now
+    assert builder.stdout.readline().startswith("build: &&&& RUNNING")  # trtexec is running, silent now
     trtexec = int(pid_file.read_text())
     builder.send_signal(signal.SIGKILL)
     builder.wait()
@@ -499,3 +500,39 @@ def test_a_device_too_small_for_the_build_is_refused_by_plans_rule():
     check_build_memory(nano, "edgellm", 1_777_088_000, 3_550_000_000, "orin-nano")  # the 1.5B builds there
     assert build_peak_bytes("generic", 10**9, 2 * 10**9, 2 * 10**9) == 4 * 10**9
     assert device_build_problem("generic", 4 * 2**30, 4 * 2**30) is not None  # 90 % of RAM at most
+
+
+@needs_rtx
+def test_a_device_with_tensorrts_bindings_builds_with_them(onnx_export, tiny_qwen2, tmp_path, monkeypatch, request):
+    """The bindings come first where Python finds them (here TensorRT-RTX's, behind a `tensorrt`
+    name, as a device's JetPack module would be): a real build in a child, cached like trtexec's;
+    with tool "trtexec" asked for and no trtexec, the device says it has neither."""
+    from edgekit.device import tensorrt_build
+    from edgekit.manifest import sha256_of
+
+    shim = tmp_path / "shim"
+    (shim / "tensorrt").mkdir(parents=True)
+    (shim / "tensorrt" / "__init__.py").write_text("from tensorrt_rtx import *  # noqa\nfrom tensorrt_rtx import "
+                                                   "__version__, ILogger, Builder, OnnxParser  # noqa\n")
+    monkeypatch.syspath_prepend(str(shim))
+    # the build's child (python -I) finds it as a device venv finds JetPack's: through a .pth
+    import sysconfig
+
+    pth = Path(sysconfig.get_paths()["purelib"]) / "edgekit-test-tensorrt-shim.pth"
+    pth.write_text(str(shim) + "\n")
+    request.addfinalizer(pth.unlink)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # and no trtexec
+    fp16, _ = onnx_export(tiny_qwen2, "fp16")
+    onnx = fp16 / "model.onnx"
+    assert tensorrt_build.choose_tool(None) == "python" and tensorrt_build.choose_tool("trtexec") is None
+    profiles = derive_profiles(decoder_inputs(onnx), 16, 64)
+    kw = dict(onnx_sha256=sha256_of(onnx), precision="fp16")
+    lines = []
+    first = tensorrt_build.build_with_python_api(onnx, tmp_path / "engines", profiles, on_line=lines.append, **kw)
+    assert not first["cached"] and first["builder"] == f"tensorrt {trt_rtx.__version__}"
+    engine = Path(first["folder"]) / "model.engine"
+    assert engine.read_bytes()[:4] == b"vtrt" and any("[INFO]" in ln for ln in lines)
+    assert tensorrt_build.build_with_python_api(onnx, tmp_path / "engines", profiles, **kw)["cached"]
+    asked = tmp_path / "request.json"
+    asked.write_text(json.dumps({**kw, "profiles": [p.to_dict() for p in profiles], "tool": "trtexec"}))
+    assert tensorrt_build.main([str(onnx), str(tmp_path / "engines"), str(asked)]) == 2

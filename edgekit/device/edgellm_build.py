@@ -20,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from edgekit.child import run_logged
-from edgekit.device.tensorrt_build import LOG_FILE, build_cached, builder_identity, serve
+from edgekit.device.tensorrt_build import LOG_FILE, build_cached, builder_identity, gpu_facts, serve
 from edgekit.edgellm import llm_build_command, parse_llm_build_log
 from edgekit.errors import EdgekitError
 from edgekit.tensorrt_tools import find_tool
@@ -35,33 +34,6 @@ from edgekit.tensorrt_tools import find_tool
 ENGINE_DIR = "engine"
 ENGINE_FILE = "llm.engine"
 LINE_PREFIX = "llm_build: "
-DEVICE_TREE_MODEL = "/proc/device-tree/model"
-
-
-def parse_gpu_query(text: str) -> tuple[str | None, str | None]:
-    """`nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`'s first line -> (name, "8.7")."""
-    first = (text.strip().splitlines() or [""])[0]
-    name, _, cap = (p.strip() for p in first.partition(","))
-    ok = bool(cap) and all(x.isdigit() for x in cap.split(".")) and cap.count(".") == 1
-    return (name or None), (cap if ok else None)
-
-
-def gpu_facts() -> tuple[str | None, str | None]:
-    """(GPU name, compute capability) of this device, where it can tell."""
-    if shutil.which("nvidia-smi"):
-        try:
-            r = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=30, check=False)
-            if r.returncode == 0:
-                name, cap = parse_gpu_query(r.stdout)
-                if name:
-                    return name, cap
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    try:
-        return Path(DEVICE_TREE_MODEL).read_text(errors="replace").strip("\0 \n") or None, None
-    except OSError:
-        return None, None
 
 
 def build_key(onnx_sha256: str, precision: str, max_input_len: int, max_kv_cache: int, identity: str) -> str:

@@ -1,5 +1,6 @@
-"""Building a TensorRT engine on the device it will run on, with that device's trtexec, and
-keeping it there.
+"""Building a TensorRT engine on the device it will run on, with that device's TensorRT, and
+keeping it there: its Python bindings where the device's Python has them (JetPack installs them
+for the system Python; deploy links them into the venv), else its trtexec.
 
 An engine is bound to the GPU and the TensorRT that built it, so it is built where it runs
 (JetPack puts trtexec at /usr/src/tensorrt/bin/trtexec, off PATH) and cached there, in a folder
@@ -16,25 +17,32 @@ Contract:
   converters.tensorrt.parse_trtexec_log, the engine checked to exist, all in a temporary folder
   renamed to cache/<key>/ only when trtexec passed. Returns facts.json's dict with "cached".
   A failed build is one EdgekitError naming trtexec's first error line and the kept log.
+- `build_with_python_api(onnx, cache, profiles, ...)`: the same through the `tensorrt` bindings
+  (converters.tensorrt.build_engine in an edgekit.native child: a crash in TensorRT is one line),
+  the GPU named by `gpu_facts()` (nvidia-smi where it answers, else the board's device-tree model).
 - `python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON` (how `export tensorrt --on`
   runs it on the device): REQUEST_JSON holds onnx_sha256, precision, profiles, workspace_mib,
-  timeout_s. trtexec's lines go to stdout as they come, prefixed `trtexec: `; the last line is
+  timeout_s and optionally tool ("python" or "trtexec"; default: the bindings where Python finds
+  them, else trtexec). The builder's lines go to stdout prefixed `build: `; the last line is
   `result <facts.json>`. Exit 1 with `error: <problem>; <fix>` on stderr when it cannot build,
-  exit 2 when the device has no trtexec.
+  exit 2 when the device has neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+from edgekit import native
 from edgekit.child import run_logged
 from edgekit.converters.tensorrt import parse_trtexec_log, trtexec_command
 from edgekit.errors import EdgekitError
@@ -42,9 +50,46 @@ from edgekit.manifest import sha256_of
 from edgekit.tensorrt_profiles import Profile
 from edgekit.tensorrt_tools import JETPACK_TRTEXEC, find_trtexec
 
+DEVICE_TREE_MODEL = "/proc/device-tree/model"
+
 ENGINE_FILE = "model.engine"
 FACTS_FILE = "facts.json"
 LOG_FILE = "build.log"
+
+
+def parse_gpu_query(text: str) -> tuple[str | None, str | None]:
+    """`nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`'s first line -> (name, "8.7")."""
+    first = (text.strip().splitlines() or [""])[0]
+    name, _, cap = (p.strip() for p in first.partition(","))
+    ok = bool(cap) and all(x.isdigit() for x in cap.split(".")) and cap.count(".") == 1
+    return (name or None), (cap if ok else None)
+
+
+def gpu_facts() -> tuple[str | None, str | None]:
+    """(GPU name, compute capability) of this device, where it can tell."""
+    if shutil.which("nvidia-smi"):
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30, check=False)
+            if r.returncode == 0:
+                name, cap = parse_gpu_query(r.stdout)
+                if name:
+                    return name, cap
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        return Path(DEVICE_TREE_MODEL).read_text(errors="replace").strip("\0 \n") or None, None
+    except OSError:
+        return None, None
+
+
+def bindings_origin(module: str = "tensorrt") -> str | None:
+    """Where this Python would import TensorRT's bindings from (found, not imported), or None."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec and spec.origin else None
 
 
 def builder_identity(tool: str) -> str:
@@ -131,8 +176,41 @@ def build_with_trtexec(trtexec: str, onnx: Path, cache: Path, profiles: list[Pro
     return build_cached(cache, key, build)
 
 
+def build_with_python_api(onnx: Path, cache: Path, profiles: list[Profile], *, onnx_sha256: str, precision: str,
+                          workspace_mib: int | None = None, timeout_s: float | None = None,
+                          on_line: Callable[[str], None] | None = None) -> dict:
+    """The engine of this build in `cache`, built with the `tensorrt` bindings (see the module's doc)."""
+    origin = bindings_origin()
+    if origin is None:
+        raise EdgekitError("this Python has no `tensorrt` module", "deploy with --runtime tensorrt, or use trtexec")
+    key = engine_key(onnx_sha256, profiles, precision, workspace_mib, "python " + builder_identity(origin))
+
+    def build(tmp: Path, failed_log: Path) -> dict:
+        t0 = time.monotonic()
+        try:
+            built = native.call("edgekit.converters.tensorrt_export:build_in_child", "tensorrt", str(onnx),
+                                str(tmp / ENGINE_FILE), [p.to_dict() for p in profiles],
+                                workspace_mib * 2**20 if workspace_mib else None, None, str(tmp / LOG_FILE),
+                                library="TensorRT", what="the engine build", timeout_s=timeout_s)
+        except EdgekitError as e:
+            if (tmp / LOG_FILE).is_file():
+                shutil.copyfile(tmp / LOG_FILE, failed_log)
+            raise EdgekitError(f"{e.problem} (log: {failed_log})", e.fix) from None
+        for line in (tmp / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines():
+            if on_line:
+                on_line(line)
+        device, capability = gpu_facts()
+        version = built["tensorrt_version"]
+        return {"engine": ENGINE_FILE, "builder": f"tensorrt {version}", "tensorrt_version": version,
+                "device": device, "compute_capability": capability, "precision": precision,
+                "onnx_sha256": onnx_sha256, "profiles": [p.to_dict() for p in profiles],
+                "workspace_mib": workspace_mib, "build_s": round(time.monotonic() - t0, 3)}
+
+    return build_cached(cache, key, build)
+
+
 RESULT_PREFIX = "result "
-LINE_PREFIX = "trtexec: "
+LINE_PREFIX = "build: "
 
 
 def serve(argv: list[str], usage: str, find: Callable[[], str | None], missing: str,
@@ -161,16 +239,36 @@ def serve(argv: list[str], usage: str, find: Callable[[], str | None], missing: 
     return 0
 
 
-def main(argv: list[str]) -> int:
-    def build(trtexec, onnx, cache, request, on_line):
-        return build_with_trtexec(trtexec, onnx, cache, [Profile.from_dict(p) for p in request["profiles"]],
-                                  onnx_sha256=request["onnx_sha256"], precision=request["precision"],
-                                  workspace_mib=request.get("workspace_mib"), timeout_s=request.get("timeout_s"),
-                                  on_line=on_line)
+def choose_tool(wanted: str | None) -> str | None:
+    """"python" (the bindings), "trtexec", or None: what builds here, the bindings first."""
+    if wanted in (None, "python") and bindings_origin():
+        return "python"
+    if wanted in (None, "trtexec") and find_trtexec():
+        return "trtexec"
+    return None
 
-    return serve(argv, "python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON", find_trtexec,
-                 f"this device has no trtexec (on PATH or {JETPACK_TRTEXEC}); install TensorRT "
-                 "(JetPack: sudo apt install nvidia-tensorrt)", build, LINE_PREFIX)
+
+def main(argv: list[str]) -> int:
+    wanted: dict = {}
+
+    def find() -> str | None:
+        try:
+            wanted["tool"] = json.loads(Path(argv[2]).read_text(encoding="utf-8")).get("tool")
+        except (OSError, ValueError, IndexError, AttributeError):
+            wanted["tool"] = None
+        return choose_tool(wanted["tool"])
+
+    def build(tool, onnx, cache, request, on_line):
+        kw = dict(onnx_sha256=request["onnx_sha256"], precision=request["precision"],
+                  workspace_mib=request.get("workspace_mib"), timeout_s=request.get("timeout_s"), on_line=on_line)
+        profiles = [Profile.from_dict(p) for p in request["profiles"]]
+        if tool == "python":
+            return build_with_python_api(onnx, cache, profiles, **kw)
+        return build_with_trtexec(find_trtexec(), onnx, cache, profiles, **kw)
+
+    return serve(argv, "python -m edgekit.device.tensorrt_build ONNX CACHE REQUEST_JSON", find,
+                 f"this device has neither TensorRT's Python bindings nor trtexec (on PATH or {JETPACK_TRTEXEC}); "
+                 "install TensorRT (JetPack: sudo apt install nvidia-tensorrt python3-libnvinfer)", build, LINE_PREFIX)
 
 
 if __name__ == "__main__":

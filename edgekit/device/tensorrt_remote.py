@@ -93,6 +93,8 @@ def parse_build_result(stdout: str, remote_dir: str) -> dict:
          "compute_capability")
     want(r.get("device") is None or isinstance(r["device"], str), "device")
     want(isinstance(r.get("cached"), bool), "cached")
+    want(r.get("builder") in ("trtexec", "llm_build") or (isinstance(r.get("builder"), str) and re.fullmatch(
+        r"tensorrt \d+(\.\d+){0,3}", r["builder"]) is not None), "builder")
     want(isinstance(r.get("build_s"), (int, float)) and 0 <= r["build_s"] < 1e7, "build_s")
     want(r.get("folder") == f"{remote_dir}/engines/{r['key']}", "folder")
     r["device"] = printable(r["device"], 100) if r.get("device") else None
@@ -163,16 +165,16 @@ def build_on_device(transport, host: str, src: Path, out_dir: Path, precision: s
                    "profiles": [q.to_dict() for q in p.profiles], "workspace_mib": workspace_mib,
                    "timeout_s": timeout_s}
         result, _R = remote_build(transport, host, p.graph.parent, request, module="edgekit.device.tensorrt_build",
-                                  tool="trtexec", line_prefix=LINE_PREFIX, deploy_options=deploy_options,
+                                  tool="TensorRT", line_prefix=LINE_PREFIX, deploy_options=deploy_options,
                                   timeout_s=timeout_s, stage=stage)
         location = f"{result['folder']}/model.engine"
         with atomic_dir(out_dir, force=force, inputs=(src,)) as tmp:
             transport.get(f"{result['folder']}/{LOG_FILE}", tmp / BUILD_LOG)
             copy_beside(p.src_onnx, tmp)
             manifest = engine_manifest(
-                p, precision, builder="trtexec", tensorrt_version=result.get("tensorrt_version"),
+                p, precision, builder=result["builder"], tensorrt_version=result.get("tensorrt_version"),
                 engine_bytes=result["engine_bytes"], engine_sha256=result["engine_sha256"], seconds=result["build_s"],
-                options={"builder": "trtexec", "workspace_mib": workspace_mib, "key": result["key"]},
+                options={"builder": result["builder"], "workspace_mib": workspace_mib, "key": result["key"]},
                 built_on=host, max_prompt=max_prompt, max_context=max_context, device=result.get("device"),
                 compute_capability=result.get("compute_capability"), location=location,
                 total_s=time.monotonic() - t_start)
