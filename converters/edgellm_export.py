@@ -16,14 +16,18 @@ Contract:
   group 128), calibrated offline on edgekit's own text (EDGELLM_QUANT_DATASET_CNN_DAILYMAIL set
   to a JSONL of it: no hub download). Each tool runs as a child that dies with edgekit, its
   output in the folder's export.log.
+The quantizer needs ModelOpt and datasets beyond the [export] extra (QUANTIZER_PACKAGES): edgekit
+installs them into its venv on the first int4 export.
 Measured (docs/tensorrt.md): export of R1-Distill-Qwen-1.5B's shapes 65 s and 5.5 GB peak on 2
-cores; the INT4 quantize 4 min 55 s and 8.6 GB with 2 samples.
+cores; the INT4 quantize 4 min 55 s and 8.6 GB with 2 samples; through this module, the venv 69 s
+(1.8 GB), the tiny Qwen2 fp16 export 10.8 s and int4 (quantize + export) 37.6 s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +49,10 @@ Progress = Callable[[str, float, float], None]
 VENV_ENV = "EDGEKIT_EDGELLM_VENV"
 WHEEL_PYTHON = (3, 11)  # tensorrt-edgellm 0.11.0 ships cp311 wheels only
 CALIBRATION_ENV = "EDGELLM_QUANT_DATASET_CNN_DAILYMAIL"
+# what tensorrt-edgellm-quantize imports beyond the [export] extra: its [tools] extra's quantization part
+# (the whole extra also pins torchvision 0.28, which does not import beside a CPU torch from another index)
+QUANTIZER_PACKAGES = ("nvidia-modelopt==0.45.0", "datasets==5.0.0", "einops==0.8.2")
+QUANTIZER_MODULES = ("modelopt", "datasets", "einops")
 MAIN = "model.onnx"
 LOG = "export.log"
 
@@ -102,6 +110,26 @@ def exporter_venv(report: Progress | None = None) -> Path:
     return final
 
 
+def quantizer_ready(venv: Path, report: Progress | None = None) -> None:
+    """The quantizer's own packages in the exporter's venv: installed there on first use when the venv
+    is edgekit's; a venv the user gave is never changed (an EdgekitError names what to install)."""
+    python = str(Path(venv) / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import " + ", ".join(QUANTIZER_MODULES)], capture_output=True, text=True,
+                           timeout=300, check=False)
+    if probe.returncode == 0:
+        return
+    if os.environ.get(VENV_ENV):
+        raise EdgekitError(f"{VENV_ENV}={venv} lacks what tensorrt-edgellm-quantize imports "
+                           f"({', '.join(QUANTIZER_MODULES)})", f"{python} -m pip install {' '.join(QUANTIZER_PACKAGES)}")
+    log = Path(venv).parent / f"{Path(venv).name}-quantizer-install.log"
+    if report:
+        report("edgellm: installing its quantizer's packages (ModelOpt)", 0, 1)
+    rc, _ = run_logged([python, "-m", "pip", "install", *QUANTIZER_PACKAGES], log, 3600)
+    if rc != 0:
+        raise EdgekitError(f"could not install the INT4 quantizer's packages (exit {rc}; log: {log})",
+                           "read the log; it needs PyPI (or a local index)")
+
+
 def _tool(venv: Path, name: str) -> list[str]:
     """A venv console script, run by the venv's python (so a moved venv's #! line never matters)."""
     return [str(Path(venv) / "bin" / "python"), str(Path(venv) / "bin" / name)]
@@ -156,6 +184,7 @@ def export_edgellm_onnx(checkpoint: str, folder: Path, precision: str, *, num_sa
     log = folder / LOG
     source = str(ckpt.path)
     if precision == "int4" and not is_int4_checkpoint(ckpt.config, ckpt.path):
+        quantizer_ready(venv, report)
         if report:
             report("edgellm: INT4 AWQ quantization on the CPU (minutes)", 0, 1)
         _run([*_tool(venv, "tensorrt-edgellm-quantize"), "llm", "--model_dir", source, "--output_dir",
@@ -179,7 +208,7 @@ def export_edgellm_onnx(checkpoint: str, folder: Path, precision: str, *, num_sa
     files = [ArtifactFile(file=n, format="edgellm-onnx", quant=quant, size_bytes=(folder / n).stat().st_size,
                           sha256=sha256_of(folder / n), seconds=0.0) for n in names]
     cfg = ckpt.config
-    version = _exporter_version(venv)
+    version = _exporter_version(venv, folder / "config.json")
     manifest = ExportManifest(
         format="edgellm-onnx",
         source=SourceInfo(spec=checkpoint, path=str(ckpt.path), hub_id=ckpt.hub_id, dtype=ckpt.source_dtype),
@@ -194,7 +223,14 @@ def export_edgellm_onnx(checkpoint: str, folder: Path, precision: str, *, num_sa
     return manifest
 
 
-def _exporter_version(venv: Path) -> str:
+def _exporter_version(venv: Path, config: Path) -> str:
+    """The release that exported: its own config.json's edgellm_version, else the venv's package."""
+    try:
+        said = json.loads(config.read_text(encoding="utf-8")).get("edgellm_version")
+        if isinstance(said, str) and re.fullmatch(r"\d+(\.\d+){1,3}", said):
+            return said
+    except (OSError, ValueError, AttributeError):
+        pass
     r = subprocess.run([str(Path(venv) / "bin" / "python"), "-c",
                         "import importlib.metadata as m; print(m.version('tensorrt-edgellm'))"],
                        capture_output=True, text=True, timeout=120, check=False)

@@ -708,6 +708,11 @@ def test_an_edgellm_engine_is_exported_here_built_there_deployed_and_benched(dev
     calls.write_text("")
     monkeypatch.setenv("FAKE_EDGELLM_CALLS", str(calls))
     monkeypatch.setenv("EDGEKIT_EDGELLM_VENV", str(_fake_edgellm_venv(tmp_path, fake)))
+    quantizer = tmp_path / "quantizer-modules"  # what the real quantizer imports, present in the stand-in's venv
+    for module in ("modelopt", "datasets", "einops"):
+        (quantizer / module).mkdir(parents=True)
+        (quantizer / module / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(quantizer))
     for tool in ("llm_build", "llm_bench"):
         device.fake(tool, f'FAKE_EDGELLM_CALLS={calls} exec {BASE_PYTHON} {fake} {tool} "$@"\n')
     remote = device.remote + "-edgellm"
@@ -732,6 +737,11 @@ def test_an_edgellm_engine_is_exported_here_built_there_deployed_and_benched(dev
         assert r.exit_code == 0, r.output
         assert "found in the device cache (skipped the build)" in r.output
         assert len([ln for ln in calls.read_text().splitlines() if ln.startswith("llm_build")]) == 1
+        monkeypatch.delenv("PYTHONPATH")  # a venv of the user's without the quantizer's packages: said, not changed
+        line = assert_one_line_error(invoke([*base, "--precision", "int4", "-o", str(tmp_path / "int4")]),
+                                     "lacks what tensorrt-edgellm-quantize imports")
+        assert "nvidia-modelopt==0.45.0" in line and not (tmp_path / "int4").exists()
+        monkeypatch.setenv("PYTHONPATH", str(quantizer))
         r = invoke([*base, "--precision", "int4", "-o", str(tmp_path / "int4")])
         assert r.exit_code == 0, r.output
         quantized = [ln for ln in calls.read_text().splitlines() if ln.startswith("quantize")]
