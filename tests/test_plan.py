@@ -98,6 +98,16 @@ def test_fit_decisions_at_the_edges():
     assert over.fits is False and over.tg_tok_s is None
 
 
+def _bench_q4(exported, tiny_qwen2, tmp_path) -> Path:
+    """A real bench of the tiny model's Q4_K_M (short), the result file the calibration tests edit."""
+    folder, _ = exported(tiny_qwen2)
+    out = tmp_path / "one.json"
+    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
+                                 "-r", "1", "--power", "none", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
 def _result(src: Path, dst: Path, target: str, efficiency: float, tg: float, pp: float, watts: float | None):
     data = json.loads(src.read_text())
     data["target"] = target
@@ -112,11 +122,7 @@ def _result(src: Path, dst: Path, target: str, efficiency: float, tg: float, pp:
 def test_calibration_from_a_results_folder(exported, tiny_qwen2, tmp_path):
     """Efficiency, pp/tg and watts are fitted per target x runtime from results; the row then shows
     predicted beside measured and the error, with the sources saying so."""
-    folder, _ = exported(tiny_qwen2)
-    out = tmp_path / "one.json"
-    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
-                                 "-r", "1", "--power", "none", "-o", str(out)])
-    assert r.exit_code == 0, r.output
+    out = _bench_q4(exported, tiny_qwen2, tmp_path)
     results = tmp_path / "results"
     for i, (eff, tg, pp, w) in enumerate([(0.5, 10.0, 50.0, 20.0), (0.7, 12.0, 60.0, 30.0), (0.9, 20.0, 100.0, 40.0)]):
         _result(out, results / f"jetson/{i}/result.json", "jetson-agx-orin-64gb", eff, tg, pp, w)
@@ -195,11 +201,7 @@ def test_tensorrt_rows_by_hand_and_only_on_nvidia_targets():
 
 def test_report_shows_the_plan_beside_the_measurements(exported, tiny_qwen2, tmp_path):
     """edgekit report --plan: each result's tg as plan predicts it from the other results' efficiency."""
-    folder, _ = exported(tiny_qwen2)
-    out = tmp_path / "one.json"
-    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
-                                 "-r", "1", "--power", "none", "-o", str(out)])
-    assert r.exit_code == 0, r.output
+    out = _bench_q4(exported, tiny_qwen2, tmp_path)
     data = json.loads(out.read_text())
     bw, bpt = data["roofline"]["bandwidth_gb_s"], data["roofline"]["bytes_per_token"]
     for name, eff in (("a", 0.5), ("b", 0.8)):
@@ -241,11 +243,7 @@ def test_the_671b_moe_through_llama_cpps_own_dry_run():
 
 def test_tensorrt_rows_are_calibrated_by_tensorrt_results(exported, tiny_qwen2, tmp_path):
     """A TensorRT result on a target calibrates that target's TRT rows (and only those)."""
-    folder, _ = exported(tiny_qwen2)
-    out = tmp_path / "one.json"
-    r = CliRunner().invoke(cli, ["bench", str(folder / f"{tiny_qwen2.name}-Q4_K_M.gguf"), "-p", "8", "-n", "4",
-                                 "-r", "1", "--power", "none", "-o", str(out)])
-    assert r.exit_code == 0, r.output
+    out = _bench_q4(exported, tiny_qwen2, tmp_path)
     results = tmp_path / "results"
     _result(out, results / "orin" / "result.json", "jetson-agx-orin-64gb", 0.8, 50.0, 900.0, None)
     data = json.loads((results / "orin" / "result.json").read_text())

@@ -66,3 +66,43 @@ class LoadedInContext:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class TwoBufferSets:
+    """One sequence's KV cache as two buffer sets used in turns (both runners' caches): the step
+    reads each layer's past from the front set and writes its present (past + new tokens) into the
+    back set; then they swap. A subclass's `_allocate(capacity)` returns (its handle of one set,
+    the address of each tensor's slot) and `_release(handle)` frees one (or nothing, where the
+    runtime frees by reference). A back set too small for the next step is replaced by one twice
+    the front's size (the front is what is read, so nothing is copied)."""
+
+    def __init__(self, capacity: int):
+        self.tokens = 0
+        self.front_capacity = self.back_capacity = max(1, capacity)
+        self.front, self.front_ptrs = self._allocate(self.front_capacity)
+        self.back, self.back_ptrs = self._allocate(self.back_capacity)
+
+    def _allocate(self, capacity: int) -> tuple[Any, list[int]]:
+        raise NotImplementedError
+
+    def _release(self, handle: Any) -> None:
+        pass
+
+    def make_room(self, tokens: int) -> None:
+        """The back set holds `tokens` tokens after this."""
+        if tokens > self.back_capacity:
+            self._release(self.back)
+            self.back_capacity = max(tokens, 2 * self.front_capacity)
+            self.back, self.back_ptrs = self._allocate(self.back_capacity)
+
+    def advance(self, tokens: int) -> None:
+        """The step wrote `tokens` tokens into the back set: it becomes the front."""
+        self.front, self.back = self.back, self.front
+        self.front_ptrs, self.back_ptrs = self.back_ptrs, self.front_ptrs
+        self.front_capacity, self.back_capacity = self.back_capacity, self.front_capacity
+        self.tokens = tokens
+
+    def free(self) -> None:
+        for handle in (self.front, self.back):
+            self._release(handle)
+        self.front = self.back = None

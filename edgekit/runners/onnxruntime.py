@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.llamacpp_build import cache_root
-from edgekit.runners import LoadedInContext
+from edgekit.runners import LoadedInContext, TwoBufferSets
 from edgekit.tensorrt_profiles import derive_profiles, graph_inputs, ort_tensorrt_options
 
 # ---------------------------------------------------------------- the model file
@@ -466,7 +466,7 @@ def _layer_key(name: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0, parts[-1])
 
 
-class KVCache:
+class KVCache(TwoBufferSets):
     """One sequence's KV cache: two buffer sets, used in turns.
 
     ONNX Runtime reads each layer's past from the front set and writes its present (the past
@@ -482,9 +482,8 @@ class KVCache:
     """
 
     def __init__(self, runner: OrtRunner, capacity: int):
-        self.runner, self.tokens = runner, 0
-        self.front, self.front_ptrs, self.front_capacity = *self._allocate(capacity), capacity
-        self.back, self.back_ptrs, self.back_capacity = *self._allocate(capacity), capacity
+        self.runner = runner
+        super().__init__(capacity)
 
     def _allocate(self, capacity: int) -> tuple:
         from onnxruntime import OrtValue
@@ -494,16 +493,3 @@ class KVCache:
         block = OrtValue.ortvalue_from_shape_and_type((len(r.past_names) * slot,), r.kv_dtype, r.device, 0)
         base, stride = block.data_ptr(), slot * np.dtype(r.kv_dtype).itemsize
         return block, [base + i * stride for i in range(len(r.past_names))]
-
-    def make_room(self, tokens: int) -> None:
-        """The back set holds `tokens` tokens after this."""
-        if tokens > self.back_capacity:
-            self.back_capacity = max(tokens, 2 * self.front_capacity)
-            self.back, self.back_ptrs = self._allocate(self.back_capacity)
-
-    def advance(self, tokens: int) -> None:
-        """The step wrote `tokens` tokens into the back set: it becomes the front."""
-        self.front, self.back = self.back, self.front
-        self.front_ptrs, self.back_ptrs = self.back_ptrs, self.front_ptrs
-        self.front_capacity, self.back_capacity = self.back_capacity, self.front_capacity
-        self.tokens = tokens

@@ -37,7 +37,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.manifest import ExportManifest
-from edgekit.runners import LoadedInContext
+from edgekit.runners import LoadedInContext, TwoBufferSets
 from edgekit.runners.cuda import D2H, H2D, CudaRuntime
 
 BINDINGS = {"tensorrt-rtx": "tensorrt_rtx"}  # the builder's name -> its module; any other builder: tensorrt
@@ -375,34 +375,20 @@ def _layer_key(name: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0, parts[-1])
 
 
-class KVCache:
-    """One sequence's cache on the GPU: two buffer sets, used in turns (see the module's doc)."""
+class KVCache(TwoBufferSets):
+    """One sequence's cache on the GPU: two buffer sets, used in turns (see the module's doc); each
+    set one cudaMalloc with a 64-element-aligned slot per tensor."""
 
     def __init__(self, runner: TensorRTRunner, capacity: int):
-        self.runner, self.tokens = runner, 0
-        self.front_capacity = self.back_capacity = max(1, capacity)
-        self.front, self.front_ptrs = self._allocate(self.front_capacity)
-        self.back, self.back_ptrs = self._allocate(self.back_capacity)
+        self.runner = runner
+        super().__init__(capacity)
 
     def _allocate(self, capacity: int) -> tuple[int, list[int]]:
         r = self.runner
-        slot = -(-r.kv_heads * capacity * r.head_dim // 64) * 64 * r.kv_dtype.itemsize  # bytes, 64-element aligned
+        slot = -(-r.kv_heads * capacity * r.head_dim // 64) * 64 * r.kv_dtype.itemsize  # bytes
         base = r.cuda.malloc(slot * len(r.past_names))
         return base, [base + i * slot for i in range(len(r.past_names))]
 
-    def make_room(self, tokens: int) -> None:
-        if tokens > self.back_capacity:
-            self.runner.cuda.free(self.back)
-            self.back_capacity = max(tokens, 2 * self.front_capacity)
-            self.back, self.back_ptrs = self._allocate(self.back_capacity)
-
-    def advance(self, tokens: int) -> None:
-        self.front, self.back = self.back, self.front
-        self.front_ptrs, self.back_ptrs = self.back_ptrs, self.front_ptrs
-        self.front_capacity, self.back_capacity = self.back_capacity, self.front_capacity
-        self.tokens = tokens
-
-    def free(self) -> None:
-        for ptr in (self.front, self.back):
-            self.runner.cuda.free(ptr)
-        self.front = self.back = 0
+    def _release(self, handle) -> None:
+        if handle:
+            self.runner.cuda.free(handle)
