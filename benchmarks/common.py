@@ -57,15 +57,73 @@ def cached_export(work: Path, preset: str, fmt: str, quant: str) -> Path:
 
 def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
     """Run a command; return (wall seconds, peak RSS bytes of that child)."""
+    wall, rss, _ = run_measured_tree(cmd, log, sample_s=None)
+    return wall, rss
+
+
+def tree_rss_bytes(root: int) -> int:
+    """RSS of `root` and all its descendants now (Linux /proc), summed."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def run_measured_tree(cmd: list[str], log: Path, sample_s: float | None = 0.1,
+                      env: dict | None = None) -> tuple[float, int, int]:
+    """Run a command; return (wall seconds, peak RSS bytes of its largest process (the kernel's
+    ru_maxrss over the tree), peak of the RSS summed over all its processes at once, sampled every
+    `sample_s` (0 when not sampled)). Exits naming the log when the command fails."""
+    import threading
+
     t0 = time.perf_counter()
+    peak_sum = 0
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_sum
+            while not done.wait(sample_s):
+                peak_sum = max(peak_sum, tree_rss_bytes(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True) if sample_s else None
+        if sampler:
+            sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        if sampler:
+            sampler.join()
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    measured = (wall, usage.ru_maxrss * 1024, peak_sum)  # Linux: ru_maxrss in KiB
     if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss * 1024  # Linux: KiB
+        raise CommandFailed(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}", measured)
+    return measured
+
+
+class CommandFailed(SystemExit):
+    """A measured command that failed (a SystemExit: a script that does not catch it exits with its
+    message); `measured` holds what was measured until then (wall, largest process, summed peak)."""
+
+    def __init__(self, message: str, measured: tuple[float, int, int]):
+        super().__init__(message)
+        self.measured = measured
 
 
 def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float, float]:

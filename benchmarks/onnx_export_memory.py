@@ -1,128 +1,147 @@
 #!/usr/bin/env python3
-"""How much RAM an ONNX export of a big preset needs, measured on slices of it that fit.
+"""Peak RAM and time of whole-model ONNX exports: edgekit's streamed export at 1.5B, 7B and 8B,
+against references run in the same job.
 
-The ONNX path traces the whole model in torch (optimum-onnx), so its peak grows with the
-weights. A preset too big for this machine (r1-distill-qwen-7b on 24 GB) cannot be
-measured whole; its geometry can. For each --layers count this synthesizes the preset
-with only that many decoder layers (same hidden size, MLP, heads and 152k vocabulary,
-so embeddings and lm_head are full size), runs
+For every preset (synthesized once into --work: exact R1-Distill shapes, random weights) and
+precision this runs
 
-    edgekit export onnx CKPT --precision P --no-verify --no-memory-check
+    edgekit export onnx CKPT -o OUT --precision P --no-verify            (--method stream, the default)
 
-and records the peak RSS of the export (the largest process of it: the torch-trace child,
-or the INT4 quantizer), fits peak = base + per_layer x layers by least squares, and
-prints the prediction for the full layer count next to edgekit's up-front estimate
-(`export_memory_bytes`, what `edgekit export onnx` refuses on) and this machine's
-available memory. Measure slices whose export passes 2 GB: below that the exporter keeps
-the whole model inline in one protobuf and peaks differently (the 1-layer slice of the
-1.5B preset: a 2.05 GB inline FP32 model, an 8.5 GB peak, above the 2-layer slice's).
+(with --checks: without --no-verify, so with its default checks) and records its wall time and its
+peak memory: the RSS of all its processes summed, sampled every
+0.1 s (the template's trace runs in a child), and the kernel's ru_maxrss of its largest process.
+With --generate the export is then loaded by ONNX Runtime and generates (`edgekit bench OUT -p 8
+-n 4 -r 1`): the folder must work, not only exist. The goal is printed against --budget-gb (8).
 
-    python benchmarks/onnx_export_memory.py                               # 7B, 1 and 2 layers, fp16 and int4
-    python benchmarks/onnx_export_memory.py --layers 1,2,4 --precisions fp16
+The references, in the same job and on the same machine:
+- --trace PRESET: the traced export (`--method trace`, optimum-onnx over the whole model) of that
+  preset: the streamed export's time and peak as ratios of it ("no slower" is time ratio <= 1);
+- --genai PRESETS: onnxruntime-genai's model builder (`python -m onnxruntime_genai.models.builder
+  -i CKPT -o OUT -p P -e cpu`) on the same checkpoints. It loads the whole model; a preset it
+  cannot fit in this machine is recorded as what killed it.
+
+    python benchmarks/onnx_export_memory.py                                  # 1.5B, 7B, 8B; int4, fp16
+    python benchmarks/onnx_export_memory.py --presets r1-distill-qwen-7b --precisions int4 --generate
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from common import edgekit_exe, run_measured
+from common import CommandFailed, edgekit_exe, run_measured_tree
+
+DEFAULT_PRESETS = "r1-distill-qwen-1.5b,r1-distill-qwen-7b,r1-distill-llama-8b"
 
 
-def synthesize_slice(preset_name: str, layers: int, out: Path) -> None:
-    from edgekit import synth
-
-    base = synth.get_preset(preset_name)
-    name = out.name
-    synth.PRESETS[name] = synth.Preset(name, base.family, {**base.config, "num_hidden_layers": layers},
-                                       base.tokenizer_vocab)
-    synth.synthesize(name, out, force=True)
-
-
-def sliced_checkpoint(work: Path, preset_name: str, layers: int) -> Path:
-    """The preset with `layers` decoder layers, synthesized once into the work folder, in a child
-    process: Linux carries a parent's peak RSS into the ru_maxrss of every child started after it."""
-    out = work / f"{preset_name}-{layers}layers"
+def checkpoint(work: Path, preset: str) -> Path:
+    out = work / preset
     if not (out / "config.json").exists():
-        subprocess.run([sys.executable, __file__, "--synth-slice", preset_name, str(layers), str(out)], check=True)
+        subprocess.run([edgekit_exe(), "synth", preset, str(out)], check=True)
     return out
 
 
-def fit_line(xs: list[int], ys: list[float]) -> tuple[float, float]:
-    """Least-squares base + slope * x (exact through two points)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - slope * mx, slope
+def measure(cmd: list[str], log: Path) -> dict:
+    """Run one export; its wall time and peaks, or how it died (the benchmark goes on)."""
+    try:
+        wall, largest, total = run_measured_tree(cmd, log)
+    except CommandFailed as e:  # killed (the OOM killer: -9) or failed: how far it got
+        wall, largest, total = e.measured
+        return {"failed": str(e).split(",")[0], "after_s": round(wall, 1),
+                "peak_rss_gb": round(max(total, largest) / 1e9, 2)}
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(max(total, largest) / 1e9, 2),
+            "largest_process_gb": round(largest / 1e9, 2)}
+
+
+def generates(out: Path, log: Path) -> bool:
+    """The export loads in ONNX Runtime (edgekit's runner, CPU) and generates 4 tokens. ONNX Runtime's
+    CPU provider computes FP16 MatMuls in FP32 and holds an FP32 copy of their weights: an FP16
+    export of more than about a third of this machine's RAM is killed, whatever the export."""
+    res = subprocess.run([edgekit_exe(), "bench", str(out), "-p", "8", "-n", "4", "-r", "1", "--json",
+                          "--power", "none"], capture_output=True, text=True)
+    with open(log, "a") as f:
+        f.write(res.stdout + res.stderr)
+    if res.returncode != 0:
+        return False
+    samples = json.loads(res.stdout).get("metrics", {}).get("tg_tok_s", {}).get("samples", [])
+    return bool(samples) and all(x > 0 for x in samples)
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--synth-slice"]:
-        synthesize_slice(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
-        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="r1-distill-qwen-7b")
-    ap.add_argument("--layers", default="1,2", help="layer counts to measure (at least two)")
-    ap.add_argument("--precisions", default="fp16,int4")
+    ap.add_argument("--presets", default=DEFAULT_PRESETS)
+    ap.add_argument("--precisions", default="int4,fp16")
+    ap.add_argument("--trace", default="r1-distill-qwen-1.5b", help="preset whose traced export is the reference "
+                    "('' for none)")
+    ap.add_argument("--genai", default="r1-distill-qwen-1.5b,r1-distill-qwen-7b",
+                    help="presets onnxruntime-genai's builder exports too ('' for none)")
+    ap.add_argument("--tools", default="stream,trace,genai",
+                    help="which exports to run: stream (edgekit's default), trace, genai")
+    ap.add_argument("--generate", action="store_true", help="load each streamed export in ONNX Runtime and generate")
+    ap.add_argument("--checks", action="store_true",
+                    help="run the exports with their default checks (no --no-verify): above 3B, the check on a slice")
+    ap.add_argument("--budget-gb", type=float, default=8.0)
     ap.add_argument("--work", default="bench-work")
-    ap.add_argument("--json", dest="json_out", help="write the measurements and predictions here")
+    ap.add_argument("--keep", action="store_true", help="keep the exports (they are large)")
+    ap.add_argument("--json", dest="json_out", help="write the measurements here")
     args = ap.parse_args()
 
-    from edgekit.converters.onnx import export_memory_bytes
-    from edgekit.synth import get_preset, tensor_shapes
-    from edgekit.targets.host import parse_meminfo_bytes
-
-    layers = sorted({int(x) for x in args.layers.split(",")})
-    if len(layers) < 2:
-        sys.exit("--layers needs at least two counts to fit a line")
     work = Path(args.work).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    config = dict(get_preset(args.preset).config)
-    full_layers = int(config["num_hidden_layers"])
-    if config.get("vocab_size") is None:
-        sys.exit(f"{args.preset} has no fixed vocabulary size; pick one of the R1-Distill presets")
-    n_params = sum(math.prod(s) for s in tensor_shapes(config).values())
-
+    log = work / "onnx_export_memory.log"
     edgekit = edgekit_exe()
-    peaks: dict[str, dict[int, float]] = {p: {} for p in args.precisions.split(",")}
-    for n_layers in layers:
-        ckpt = sliced_checkpoint(work, args.preset, n_layers)
-        for precision in peaks:
-            out = work / f"{ckpt.name}-onnx-{precision}"
-            wall, rss = run_measured([edgekit, "export", "onnx", str(ckpt), "-o", str(out), "--precision",
-                                      precision, "--no-verify", "--no-memory-check", "--force"],
-                                     work / "onnx_export_memory.log")
-            peaks[precision][n_layers] = rss / 1e9
-            print(f"{ckpt.name} {precision}: peak RSS {rss / 1e9:.2f} GB, {wall:.0f} s", flush=True)
-            shutil.rmtree(out, ignore_errors=True)
+    precisions = [p for p in args.precisions.split(",") if p]
+    rows: list[dict] = []
 
-    try:
-        avail = parse_meminfo_bytes(Path("/proc/meminfo").read_text(), "MemAvailable") or 0
-    except OSError:
-        avail = 0
-    summary = {"preset": args.preset, "n_params": n_params, "full_layers": full_layers,
-               "available_gb": round(avail / 1e9, 1), "precisions": {}}
-    print(f"\n{args.preset}: {n_params / 1e9:.2f}B parameters, {full_layers} layers; "
-          f"this machine has {avail / 1e9:.1f} GB available")
-    for precision, by_layers in peaks.items():
-        base, per_layer = fit_line(list(by_layers), list(by_layers.values()))
-        predicted = base + per_layer * full_layers
-        estimate = export_memory_bytes(n_params, precision) / 1e9
-        fits = predicted * 1e9 < avail
-        summary["precisions"][precision] = {
-            "measured_gb": {str(k): round(v, 2) for k, v in by_layers.items()}, "base_gb": round(base, 2),
-            "per_layer_gb": round(per_layer, 3), "predicted_gb": round(predicted, 1),
-            "edgekit_estimate_gb": round(estimate, 1), "fits_here": fits}
-        print(f"  {precision}: {base:.2f} GB + {per_layer:.3f} GB/layer -> {predicted:.1f} GB at {full_layers} layers "
-              f"(edgekit's up-front estimate {estimate:.1f} GB, ratio {predicted / estimate:.2f}); "
-              f"{'fits' if fits else 'does not fit'} here")
+    def run(tool: str, preset: str, precision: str, cmd: list[str], out: Path, check: bool = False) -> dict:
+        shutil.rmtree(out, ignore_errors=True)
+        row = {"tool": tool, "preset": preset, "precision": precision, **measure(cmd, log)}
+        if check and "failed" not in row:
+            row["generates"] = generates(out, log)
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        return row
+
+    for preset in [p for p in args.presets.split(",") if p]:
+        ckpt = checkpoint(work, preset)
+        for precision in precisions:
+            out = work / f"{preset}-onnx-{precision}"
+            base = [edgekit, "export", "onnx", str(ckpt), "-o", str(out), "--precision", precision, "--force",
+                    *([] if args.checks else ["--no-verify"])]
+            tools = args.tools.split(",")
+            if "stream" in tools:
+                run("edgekit stream", preset, precision, base, out, check=args.generate)
+            if preset == args.trace and "trace" in tools:
+                run("edgekit trace", preset, precision, base + ["--method", "trace", "--no-memory-check"], out)
+            if preset in args.genai.split(",") and "genai" in tools:
+                run("genai builder", preset, precision,
+                    [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o", str(out),
+                     "-p", precision, "-e", "cpu", "-c", str(work / "genai-cache")], out)
+
+    print(f"\n{'tool':16} {'preset':22} {'prec':5} {'wall s':>8} {'peak GB':>8}  notes")
+    for r in rows:
+        notes = r.get("failed", "")
+        if r["tool"] == "edgekit stream" and "peak_rss_gb" in r:
+            notes = f"{'within' if r['peak_rss_gb'] <= args.budget_gb else 'OVER'} the {args.budget_gb:g} GB budget"
+            if "generates" in r:
+                notes += "; generates" if r["generates"] else "; DOES NOT GENERATE"
+            for tool, label in (("edgekit trace", "vs trace"), ("genai builder", "vs genai's builder")):
+                ref = next((x for x in rows if x["tool"] == tool and x["preset"] == r["preset"]
+                            and x["precision"] == r["precision"] and "wall_s" in x), None)
+                if ref:
+                    notes += (f"; {label}: time ratio {r['wall_s'] / ref['wall_s']:.2f}"
+                              + (" (goal <= 1)" if tool == "edgekit trace" else "")
+                              + f", peak ratio {r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}")
+        print(f"{r['tool']:16} {r['preset']:22} {r['precision']:5} {r.get('wall_s', '-'):>8} "
+              f"{r.get('peak_rss_gb', '-'):>8}  {notes}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps({"budget_gb": args.budget_gb, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

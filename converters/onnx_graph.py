@@ -1,5 +1,6 @@
-"""The exported ONNX decoder as a file: saving and moving it, running it for logits, and the
-rewrites edgekit applies to optimum's graph.
+"""The exported ONNX decoder as a file: optimum's export that makes it (run_optimum_export, in a
+child of both the traced and the streamed export), saving and moving it, running it for logits,
+and the rewrites edgekit applies to optimum's graph.
 
 Rewrites (each in place on `model.onnx`, inputs and outputs unchanged unless said):
 - group_attention: attention over the KV cache as stored instead of repeated to every query head;
@@ -48,6 +49,26 @@ def quiet():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+# ---------------------------------------------------------------- optimum's export
+
+OPSET = 18
+# what optimum writes beside the model (and edgekit keeps in the export folder)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "generation_config.json", "config.json")
+
+
+def run_optimum_export(ckpt_path: str, out: str, precision: str) -> None:
+    """optimum-onnx's main_export in this process (what torch_export's child runs)."""
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError:
+        raise EdgekitError("ONNX export needs optimum-onnx", "pip install 'edgekit[onnx]'") from None
+    with quiet():
+        main_export(ckpt_path, out, task="text-generation-with-past", opset=OPSET,
+                    dtype="fp16" if precision == "fp16" else None, do_validation=False, local_files_only=True,
+                    library_name="transformers", device="cpu")
 
 
 # ---------------------------------------------------------------- model files
@@ -117,13 +138,22 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
     layers were rewritten (0 where nothing is repeated: n_heads == n_kv_heads).
     """
     import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    grouped = group_attention_graph(model.graph, n_heads, n_kv_heads, head_dim)
+    if grouped:
+        onnx.save_model(model, str(model_path))  # the proto alone: initializers in external data stay where they are
+    return grouped
+
+
+def group_attention_graph(graph, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
+    """group_attention on a GraphProto in memory (the streamed export rewrites its graph before any
+    weight is written); returns how many layers were rewritten."""
     from onnx import helper, numpy_helper
 
     if n_heads % n_kv_heads:
         raise EdgekitError(f"{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads",
                            "please report this checkpoint")
-    model = onnx.load(str(model_path), load_external_data=False)
-    graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = defaultdict(list)
     for node in graph.node:
@@ -221,7 +251,6 @@ def group_attention(model_path: Path, n_heads: int, n_kv_heads: int, head_dim: i
             for i, node in enumerate(new):
                 graph.node.insert(at + i, node)
     _drop_dead_nodes(graph)
-    onnx.save_model(model, str(model_path))  # the proto alone: initializers in external data stay where they are
     return len(plan)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit import parity
 from edgekit.converters.onnx_graph import onnx_logits, quiet, save_model
+from edgekit.converters.onnx_stream import ExternalData, Streamed, onnx_reader, streamed_file, write_model
 from edgekit.errors import EdgekitError
 
 ACCURACY_LEVELS = {0: "unset (the EP's default)", 1: "fp32", 2: "fp16", 3: "bf16", 4: "int8"}
@@ -52,32 +53,21 @@ class Int4Options:
 # ---------------------------------------------------------------- quantization
 
 
-def quantize_int4(src: Path, dst: Path, opts: Int4Options) -> None:
+def quantize_int4(src, dst: Path, opts: Int4Options, progress=None) -> None:
     """onnxruntime's weight-only INT4 quantizer over every MatMul weight (and optionally the
     embedding Gather), in `opts.form`: "matmulnbits" (the MatMulNBits contrib op, ONNX Runtime's
     kernels) or "qdq" (blocked INT4 DequantizeLinear in front of each MatMul, opset 21, axis 0 of
     the [K, N] weight, scales in the graph's float type: the form TensorRT's parser imports as
-    weight-only INT4; from an FP16 graph the activations stay FP16)."""
-    import onnx
+    weight-only INT4; from an FP16 graph the activations stay FP16).
 
-    try:
-        from onnxruntime.quantization import QuantFormat
-        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
-    except ImportError as e:
-        raise EdgekitError(f"INT4 quantization needs onnxruntime's quantization tools ({e})",
-                           "pip install 'edgekit[onnx]' (it brings onnxruntime and onnx-ir)") from None
+    `src` is an ONNX file (its weights memory-mapped) or a converters.onnx_stream.Streamed model
+    (weights read from the checkpoint); either way one weight is in memory at a time, quantized by
+    onnxruntime's own per-node quantizer into the nodes and bytes its whole-model quantizer writes
+    (converters/onnx_stream.write_model), and `dst` gets its weights in `<dst>_data`."""
     opts.check()
-    ops = ("MatMul", "Gather") if opts.quantize_embedding else ("MatMul",)
-    config = DefaultWeightOnlyQuantConfig(block_size=opts.block_size, is_symmetric=opts.symmetric,
-                                          accuracy_level=opts.accuracy_level or None, op_types_to_quantize=ops,
-                                          quant_axes=(("MatMul", 0), ("Gather", 1)),
-                                          quant_format=QuantFormat.QDQ if opts.form == "qdq" else QuantFormat.QOperator)
     with quiet():
-        model = onnx.load(str(src))
-        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-        quantizer.process()
-        del model
-        save_model(quantizer.model.model, dst)
+        write_model(src if isinstance(src, Streamed) else streamed_file(Path(src)), Path(dst), int4=opts,
+                    progress=progress)
 
 
 def quantize_int4_qdq(src: Path, dst: Path, block_size: int = 32) -> None:
@@ -126,21 +116,14 @@ def dequantize_gather_block(data: np.ndarray, scales: np.ndarray, zero_points: n
 def fp32_weight_reader(fp32_path: Path):
     """name -> the FP32 graph's initializer as an array, external data memory-mapped (not loaded)."""
     import onnx
-    from onnx import numpy_helper
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     model = onnx.load(str(fp32_path), load_external_data=False)
     index = {t.name: t for t in model.graph.initializer}
+    read_tensor = onnx_reader(fp32_path)
 
     def read(name: str) -> np.ndarray | None:
         t = index.get(name)
-        if t is None or t.data_type != onnx.TensorProto.FLOAT:
-            return None
-        if uses_external_data(t):
-            info = ExternalDataInfo(t)
-            return np.memmap(fp32_path.parent / info.location, dtype=np.float32, mode="r",
-                             offset=info.offset or 0, shape=tuple(t.dims))
-        return numpy_helper.to_array(t)
+        return read_tensor(t) if t is not None and t.data_type == onnx.TensorProto.FLOAT else None
 
     return read
 
@@ -180,17 +163,11 @@ def build_dequantized_reference(int4_path: Path, out_path: Path, fp32_path: Path
     arr = lambda name: numpy_helper.to_array(init[name]) if name in init else None  # noqa: E731
     data_name = out_path.name + "_data"
     new_nodes, dropped, added = [], set(), []
-    with open(out_path.parent / data_name, "wb") as data:
+    data = ExternalData(out_path.parent / data_name)
+    try:
         def external(name: str, w: np.ndarray):
-            offset = data.tell()
-            raw = np.ascontiguousarray(w, dtype=np.float32).tobytes()
-            data.write(raw)
-            t = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT, dims=list(w.shape))
-            t.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
-            added.append(t)
+            added.append(data.add_array(onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT),
+                                        np.asarray(w, dtype=np.float32)))
 
         for node in graph.node:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -242,6 +219,8 @@ def build_dequantized_reference(int4_path: Path, out_path: Path, fp32_path: Path
                 external(t.name, numpy_helper.to_array(t))
             else:
                 kept.append(t)
+    finally:
+        data.close()
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.initializer[:]

@@ -30,6 +30,8 @@ TENSORRT_PRECISIONS = ("fp16", "int4")
 TENSORRT_BUILDERS = ("tensorrt", "tensorrt-rtx")  # the Python modules: tensorrt, tensorrt_rtx
 # edgekit.converters.onnx.LOGITS_MODES
 ONNX_LOGITS = ("last", "all")
+# edgekit.converters.onnx.METHODS
+ONNX_METHODS = ("stream", "trace")
 # edgekit.converters.gguf.ALL_TYPES (its keys, in its order: unquantized first)
 GGUF_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S",
                "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")

@@ -205,15 +205,16 @@ def _numel(shape) -> int:
 
 
 def synthesize(preset_name: str, out_dir: Path, seed: int = 0, force: bool = False,
-               progress: Callable[[str, float, float], None] | None = None) -> dict:
-    """Write the preset's checkpoint folder; returns a summary dict."""
+               progress: Callable[[str, float, float], None] | None = None, overrides: dict | None = None) -> dict:
+    """Write the preset's checkpoint folder; returns a summary dict. `overrides` replace config.json
+    keys of the preset (a slice of a big one: num_hidden_layers, say)."""
     from safetensors.torch import save_file
 
     preset = get_preset(preset_name)
     with atomic_dir(Path(out_dir), force=force) as tmp:
         tok = train_tokenizer(preset.family, preset.tokenizer_vocab)
         n_tok = tok.get_vocab_size(with_added_tokens=True)
-        config = dict(preset.config)
+        config = {**preset.config, **(overrides or {})}
         if config.get("vocab_size") is None:
             config["vocab_size"] = -(-n_tok // 64) * 64
         if n_tok > config["vocab_size"]:

@@ -70,3 +70,22 @@ def test_the_orin_comparison_takes_ratios_within_each_round():
     assert s["tensorrt-edgellm"]["pp_tok_s_ratio"] == pytest.approx(3.0)
     assert s["tensorrt-edgellm"]["ttft_speedup"] == pytest.approx((0.5 / 0.2 + 0.6 / 0.25) / 2)
     assert "tg_tok_s_ratio" not in s["llama.cpp-cuda"]
+
+
+def test_memory_peaks_count_every_process_of_the_tree_at_once(tmp_path):
+    """A parent and its child each holding 150 MB at the same time: the summed peak sees both; one
+    process alone, only itself. (The kernel's ru_maxrss starts a forked child at its parent's RSS, so
+    of the largest process only a lower bound holds here, inside pytest.) A killed command still says
+    how far it got."""
+    import sys
+
+    touch = "b = bytearray(150 << 20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1.5)"
+    both = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {touch!r}]); {touch}; c.wait()")
+    _, largest, total = common.run_measured_tree([sys.executable, "-c", both], tmp_path / "log", sample_s=0.05)
+    assert largest > 150e6 and total > 300e6
+    _, _, alone = common.run_measured_tree([sys.executable, "-c", touch], tmp_path / "log", sample_s=0.05)
+    assert 150e6 < alone < 250e6
+    with pytest.raises(common.CommandFailed) as died:
+        common.run_measured_tree([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                                 tmp_path / "log")
+    assert "command failed (-9)" in str(died.value) and died.value.measured[0] > 0

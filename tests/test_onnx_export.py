@@ -199,7 +199,12 @@ def test_int4_checks_against_dequantized_reference_and_fp32(onnx_export, tiny_ck
                                          "accuracy_level": 4, "quantize_embedding": False, "form": "matmulnbits"}
     fp32_out, _ = onnx_export(tiny_ckpt, "fp32")
     # embedding stays fp32 by default; every MatMul weight shrinks ~7x
-    assert (out / "model.onnx").stat().st_size < 0.5 * (fp32_out / "model.onnx").stat().st_size
+    assert model_bytes(out) < 0.5 * model_bytes(fp32_out)
+
+
+def model_bytes(folder) -> int:
+    """The graph and its weights (model.onnx_data)."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
 
 
 def test_int4_fp32_compute_equals_its_dequantized_weights(onnx_export, tiny_qwen2):
@@ -223,8 +228,8 @@ def test_corrupted_int4_weights_fail_the_check(tiny_qwen2, tmp_path, monkeypatch
 
     real = onnx_int4.quantize_int4
 
-    def corrupting(src, dst, opts):
-        real(src, dst, opts)
+    def corrupting(src, dst, opts, **kw):
+        real(src, dst, opts, **kw)
         model = onnx.load(str(dst))
         t = next(t for t in model.graph.initializer if t.name.endswith("_Q4"))
         packed = numpy_helper.to_array(t)
@@ -411,7 +416,7 @@ def test_cli_bench_onnx_folder(onnx_export, tiny_qwen2, tmp_path):
     m = r["metrics"]
     for key in ("pp_tok_s", "tg_tok_s", "ttft_s"):
         assert len(m[key]["samples"]) == 2 and all(v > 0 and np.isfinite(v) for v in m[key]["samples"])
-    assert m["peak_rss_bytes"] > (out / "model.onnx").stat().st_size
+    assert m["peak_rss_bytes"] > model_bytes(out)
     assert r["roofline"]["bytes_per_token"] > 0
     from edgekit.results import BenchResult
 
@@ -456,8 +461,9 @@ def test_cli_bench_onnx_bad_provider(onnx_export, tiny_qwen2):
 
 
 def test_external_data_is_world_readable_and_checked(tiny_qwen2, tmp_path, monkeypatch):
-    """Above 2 GB the weights go to model.onnx_data (forced here); onnx writes it 0600, the export
-    leaves it as the umask says, and a missing or truncated data file is one clear line."""
+    """The weights are in model.onnx_data (the traced export too: forced to external data here, as
+    above 2 GB); onnx writes it 0600, the export leaves it as the umask says, and a missing or
+    truncated data file is one clear line."""
     monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 0)
     old = os.umask(0o022)
     try:

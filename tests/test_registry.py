@@ -293,9 +293,10 @@ def test_runner_options_match_the_runners_tables():
 
 
 def test_export_options_match_the_converters_tables():
-    from edgekit.converters.onnx import LOGITS_MODES, PRECISIONS
+    from edgekit.converters.onnx import LOGITS_MODES, METHODS, PRECISIONS
 
     assert options.ONNX_PRECISIONS == tuple(PRECISIONS) and options.ONNX_LOGITS == tuple(LOGITS_MODES)
+    assert options.ONNX_METHODS == tuple(METHODS)
     pytest.importorskip("gguf")
     from edgekit.converters.gguf import ALL_TYPES
 
@@ -334,6 +335,7 @@ def test_the_cli_choice_lists_are_the_options():
     assert choices(bench, "fmt") == options.RESULT_FORMATS
     onnx = export.commands["onnx"]
     assert choices(onnx, "precision") == options.ONNX_PRECISIONS and choices(onnx, "logits") == options.ONNX_LOGITS
+    assert choices(onnx, "method") == options.ONNX_METHODS
     r = CliRunner().invoke(cli, ["export", "gguf", "--help"], terminal_width=400)
     assert all(q in r.output for q in options.GGUF_QUANTS)
 

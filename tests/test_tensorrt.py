@@ -208,7 +208,9 @@ def test_rtx_builds_fp16_and_int4_engines_with_their_manifest(rtx_builds):
         assert engine.read_bytes()[:4] == b"vtrt"  # TensorRT-RTX's plan magic
         assert plan_accelerators(engine.read_bytes()) == m.engine.accelerators == ["sm86"]
         assert m.engine.precision == precision and m.engine.max_context == 128
-        assert m.engine.source_onnx_sha256 == sha256_of(fp16_onnx / "model.onnx")
+        # the graph and its weights (model.onnx_data), as built from
+        assert m.engine.source_onnx_sha256 == sha256_of(fp16_onnx / "model.onnx", 8 << 20,
+                                                        fp16_onnx / "model.onnx_data")
         assert [p["name"] for p in m.engine.profiles] == ["prefill", "decode"]
         assert m.engine.tensorrt_version == trt_rtx.__version__ and "never on a Jetson" in m.engine.runs_only_on
         assert (folder / "tokenizer.json").is_file() and (folder / "genai_config.json").is_file()

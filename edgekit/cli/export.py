@@ -53,8 +53,8 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
 @export.command("onnx")
 @click.argument("checkpoint")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder: model.onnx (+ model.onnx_data above 2 GB), genai_config.json, tokenizer "
-                   "files, manifest.json. It loads in onnxruntime-genai unchanged.")
+              help="Output folder: model.onnx (the graph), model.onnx_data (the weights), genai_config.json, "
+                   "tokenizer files, manifest.json. It loads in onnxruntime-genai unchanged.")
 @click.option("--precision", type=click.Choice(options.ONNX_PRECISIONS), default="int4", show_default=True,
               help="fp32: exact, 4 bytes/weight. fp16: half the size, for GPU providers (CPU runs it slowly). "
                    "int4: MatMul weights packed to 4 bits (MatMulNBits), ~1/7 of fp32, activations fp32.")
@@ -85,20 +85,25 @@ def gguf(checkpoint, out_dir, quant, verify, threads, force, as_json):
                    "cos/sin tables for the whole context in the file; the speed-up measured: docs/benchmarks.md). "
                    "The file then needs ONNX Runtime (CPU, CUDA), not TensorRT's parser; the checks run on the "
                    "fused graph.")
+@click.option("--method", type=click.Choice(options.ONNX_METHODS), default="stream", show_default=True,
+              help="stream: trace one block on a small template of the model, assemble every layer and stream "
+                   "the weights one tensor at a time (peak RAM: about 2-3x the largest tensor, 7B/8B fit in 8 GB). "
+                   "trace: optimum-onnx's trace of the whole model (about 2.1x the FP32 weights). Both write the "
+                   "same graph, name for name.")
 @click.option("--memory-check/--no-memory-check", default=True, show_default=True,
-              help="Refuse up front when the export's estimated peak RAM (2.1x the FP32 weights; 2.3x the "
-                   "FP16 weights for --precision fp16) is more than is available (where those factors come "
-                   "from: docs/benchmarks.md).")
+              help="Refuse up front when the export's estimated peak RAM is more than is available (stream: "
+                   "1.5 GB + 2-3 copies of the largest tensor; trace: 2.1x the FP32 weights, 2.3x the FP16 ones; "
+                   "where those come from: docs/benchmarks.md).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def onnx_cmd(checkpoint, out_dir, precision, block_size, symmetric, accuracy_level, quantize_embedding, verify,
-             threads, logits, fuse, memory_check, force, as_json):
+             threads, logits, fuse, method, memory_check, force, as_json):
     """Export CHECKPOINT (a local folder or a hub id) to an ONNX decoder with KV cache."""
     opts = Int4Options(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                        quantize_embedding=quantize_embedding)
     with progress_bars(not as_json) as report:
         manifest = export_onnx(checkpoint, out_dir, precision, opts, verify=verify, threads=threads, force=force,
-                               memory_check=memory_check, logits=logits, fuse=fuse, progress=report)
+                               memory_check=memory_check, logits=logits, fuse=fuse, progress=report, method=method)
     if as_json:
         click.echo(json.dumps(manifest.model_dump(), indent=2))
         return
