@@ -91,7 +91,7 @@ def _is_checkpoint(src: Path) -> bool:
 
 def onnx_sha256(onnx_path: Path) -> str:
     """sha256 of an ONNX model and its external data file(s), in name order: what its engine is
-    built from (above 2 GB the weights live in model.onnx_data, not in the graph)."""
+    built from (edgekit's exports keep the weights in model.onnx_data, not in the graph)."""
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     graph = load_graph(onnx_path)
