@@ -10,6 +10,7 @@ from pathlib import Path
 from edgekit import native
 from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
+from edgekit.formats.gguf_header import header_of
 from edgekit.runners.llamacpp import LlamaCppRunner
 from edgekit.runtimes import LLAMA_CPP
 
@@ -80,16 +81,6 @@ def file_type_name(ftype: int) -> str:
         return f"ftype-{ftype}"
 
 
-def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return f.contents()
-    except Exception:
-        return default
-
-
 class GGUFFormat:
     name = "gguf"
     runtime = LLAMA_CPP.name
@@ -122,72 +113,18 @@ class GGUFFormat:
             raise EdgekitError(f"{path} is truncated: its tensors end at byte {end}, the file has "
                                f"{path.stat().st_size}", "re-create it with edgekit export, or download it again")
 
-    def _reader(self, path: Path):
-        import gguf
-
+    def _header(self, path: Path):
+        """The header's facts (formats/gguf_header.py: no vocabulary materialised), after check()."""
         self.check(path)
         try:
-            return gguf.GGUFReader(path)
-        except Exception as e:  # ggml accepted the header; gguf-py may still choke on a damaged value
+            return header_of(path)
+        except Exception as e:  # ggml accepted the header; a damaged value may still not decode
             raise EdgekitError(f"{path} cannot be read ({' '.join(str(e).split())[:160]})",
                                "re-create it with edgekit export, or download it again") from None
 
     def inspect(self, path: Path) -> dict:
         path = Path(path)
-        reader = self._reader(path)
-        arch = _field(reader, "general.architecture", "unknown")
-        a = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        n_tokens = len(tokens.data) if tokens is not None else 0
-        bos, eos = _field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")
-        token_text = (lambda i: _field(reader, "tokenizer.ggml.tokens", [])[i] if i is not None and i < n_tokens  # noqa: E731
-                      else None)
-        ftype = _field(reader, "general.file_type")
-        types = Counter(t.tensor_type.name for t in reader.tensors)
-        names = {t.name for t in reader.tensors}
-        n_layer, n_embd = int(a("block_count") or 0), int(a("embedding_length") or 0)
-        n_head = int(a("attention.head_count") or 1)
-        n_kv = int(a("attention.head_count_kv", n_head))
-        k_len = int(a("attention.key_length", n_embd // n_head))
-        v_len = int(a("attention.value_length", n_embd // n_head))
-        return {
-            "kind": "gguf",
-            "path": str(path),
-            "size_bytes": path.stat().st_size,
-            "architecture": arch,
-            "name": _field(reader, "general.name"),
-            "quant": file_type_name(ftype) if ftype is not None else None,
-            # rope_freqs holds precomputed rope scaling factors, not parameters
-            "n_params": int(sum(int(t.n_elements) for t in reader.tensors if not t.name.startswith("rope_freqs"))),
-            "n_tensors": len(reader.tensors),
-            "tensor_types": dict(types.most_common()),
-            # what one generated token reads: every weight but the embedding table (one row is looked
-            # up) unless it doubles as the output layer, and not the rope factors
-            "weight_bytes_per_token": int(sum(int(t.n_bytes) for t in reader.tensors
-                                              if not (t.name == "token_embd.weight" and "output.weight" in names)
-                                              and not t.name.startswith("rope_freqs"))),
-            # llama.cpp's cache is F16 unless told otherwise
-            "kv_bytes_per_position": int(n_layer * n_kv * (k_len + v_len) * 2),
-            "context_length": a("context_length"),
-            "embedding_length": a("embedding_length"),
-            "block_count": a("block_count"),
-            "feed_forward_length": a("feed_forward_length"),
-            "head_count": a("attention.head_count"),
-            "head_count_kv": a("attention.head_count_kv"),
-            "rope_freq_base": a("rope.freq_base"),
-            "tokenizer": {
-                "model": _field(reader, "tokenizer.ggml.model"),
-                "pre": _field(reader, "tokenizer.ggml.pre"),
-                "n_tokens": n_tokens,
-                "bos_token_id": bos,
-                "bos_token": token_text(bos),
-                "eos_token_id": eos,
-                "eos_token": token_text(eos),
-                "add_bos": _field(reader, "tokenizer.ggml.add_bos_token"),
-                "chat_template": "tokenizer.chat_template" in reader.fields,
-            },
-            "gguf_version": _field(reader, "GGUF.version"),
-        }
+        return inspect_header(path, self._header(path))
 
     def facts(self, path: Path) -> ModelFacts:
         d = self.inspect(path)
@@ -209,6 +146,62 @@ class GGUFFormat:
 
     def runtime_version(self) -> str:
         return LLAMA_CPP.version_text()
+
+
+def inspect_header(path: Path, reader) -> dict:
+    """inspect's dict from a header (GGUFHeader, or gguf-py's reader as a PyHeader)."""
+    arch = reader.get("general.architecture", "unknown")
+    a = lambda key, default=None: reader.get(f"{arch}.{key}", default)  # noqa: E731
+    n_tokens = reader.array_len("tokenizer.ggml.tokens")
+    bos, eos = reader.get("tokenizer.ggml.bos_token_id"), reader.get("tokenizer.ggml.eos_token_id")
+    token_text = (lambda i: reader.array_item("tokenizer.ggml.tokens", i)  # noqa: E731
+                  if i is not None and i < n_tokens else None)
+    ftype = reader.get("general.file_type")
+    types = Counter(t.type_name for t in reader.tensors)
+    names = {t.name for t in reader.tensors}
+    n_layer, n_embd = int(a("block_count") or 0), int(a("embedding_length") or 0)
+    n_head = int(a("attention.head_count") or 1)
+    n_kv = int(a("attention.head_count_kv", n_head))
+    k_len = int(a("attention.key_length", n_embd // n_head))
+    v_len = int(a("attention.value_length", n_embd // n_head))
+    return {
+        "kind": "gguf",
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "architecture": arch,
+        "name": reader.get("general.name"),
+        "quant": file_type_name(ftype) if ftype is not None else None,
+        # rope_freqs holds precomputed rope scaling factors, not parameters
+        "n_params": int(sum(int(t.n_elements) for t in reader.tensors if not t.name.startswith("rope_freqs"))),
+        "n_tensors": len(reader.tensors),
+        "tensor_types": dict(types.most_common()),
+        # what one generated token reads: every weight but the embedding table (one row is looked
+        # up) unless it doubles as the output layer, and not the rope factors
+        "weight_bytes_per_token": int(sum(int(t.n_bytes) for t in reader.tensors
+                                          if not (t.name == "token_embd.weight" and "output.weight" in names)
+                                          and not t.name.startswith("rope_freqs"))),
+        # llama.cpp's cache is F16 unless told otherwise
+        "kv_bytes_per_position": int(n_layer * n_kv * (k_len + v_len) * 2),
+        "context_length": a("context_length"),
+        "embedding_length": a("embedding_length"),
+        "block_count": a("block_count"),
+        "feed_forward_length": a("feed_forward_length"),
+        "head_count": a("attention.head_count"),
+        "head_count_kv": a("attention.head_count_kv"),
+        "rope_freq_base": a("rope.freq_base"),
+        "tokenizer": {
+            "model": reader.get("tokenizer.ggml.model"),
+            "pre": reader.get("tokenizer.ggml.pre"),
+            "n_tokens": n_tokens,
+            "bos_token_id": bos,
+            "bos_token": token_text(bos),
+            "eos_token_id": eos,
+            "eos_token": token_text(eos),
+            "add_bos": reader.get("tokenizer.ggml.add_bos_token"),
+            "chat_template": reader.has("tokenizer.chat_template"),
+        },
+        "gguf_version": reader.get("GGUF.version"),
+    }
 
 
 FORMAT = GGUFFormat()
