@@ -7,7 +7,6 @@ import importlib.util
 from collections import Counter
 from pathlib import Path
 
-from edgekit import native
 from edgekit.errors import EdgekitError
 from edgekit.formats import ModelFacts
 from edgekit.formats.gguf_header import header_of
@@ -44,34 +43,6 @@ def _ggml_gguf():
     return lib
 
 
-def gguf_data_end(path: Path) -> int | None:
-    """Byte offset where the last tensor's data ends, per the file's own header; None if unreadable.
-    ggml's C parser reads the (possibly hostile) file in a child process: a crash there is one line."""
-    return native.call("edgekit.formats.gguf:gguf_data_end_here", str(path), library="ggml's GGUF reader",
-                       what=f"reading the header of {Path(path).name}")
-
-
-def gguf_data_end_here(path: str) -> int | None:
-    lib = _ggml_gguf()
-    if lib is None:  # no ggml library next to llama_cpp: fall back to gguf-py (slow on big vocabularies)
-        import gguf
-
-        try:
-            reader = gguf.GGUFReader(path)
-        except Exception:
-            return None
-        return max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    ctx = lib.gguf_init_from_file(str(path).encode(), _InitParams(True, None))
-    if not ctx:
-        return None
-    try:
-        base = lib.gguf_get_data_offset(ctx)
-        return max((base + lib.gguf_get_tensor_offset(ctx, i) + lib.gguf_get_tensor_size(ctx, i)
-                    for i in range(lib.gguf_get_n_tensors(ctx))), default=base)
-    finally:
-        lib.gguf_free(ctx)
-
-
 def file_type_name(ftype: int) -> str:
     import gguf
 
@@ -100,27 +71,26 @@ class GGUFFormat:
 
     def check(self, path: Path) -> None:
         """A GGUF whose header parses and whose every tensor lies inside the file."""
-        path = Path(path)
+        self._header(Path(path))
+
+    def _header(self, path: Path):
+        """The header (formats/gguf_header.py: bounds-checked Python, no vocabulary built, no native
+        code on a possibly hostile file), once it is known to parse and every tensor lies inside the file."""
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic != MAGIC:
             raise EdgekitError(f"{path} is not a GGUF file (starts with {magic!r})", "pass a .gguf file")
-        end = gguf_data_end(path)
-        if end is None:
-            raise EdgekitError(f"{path} is truncated or corrupt (its header does not parse)",
-                               "re-create it with edgekit export, or download it again")
+        try:
+            header = header_of(path)
+        except Exception as e:  # a lying length, an unknown type, a cut file
+            raise EdgekitError(f"{path} is truncated or corrupt (its header does not parse: "
+                               f"{' '.join(str(e).split())[:120]})",
+                               "re-create it with edgekit export, or download it again") from None
+        end = max((t.data_offset + t.n_bytes for t in header.tensors), default=0)
         if end > path.stat().st_size:
             raise EdgekitError(f"{path} is truncated: its tensors end at byte {end}, the file has "
                                f"{path.stat().st_size}", "re-create it with edgekit export, or download it again")
-
-    def _header(self, path: Path):
-        """The header's facts (formats/gguf_header.py: no vocabulary materialised), after check()."""
-        self.check(path)
-        try:
-            return header_of(path)
-        except Exception as e:  # ggml accepted the header; a damaged value may still not decode
-            raise EdgekitError(f"{path} cannot be read ({' '.join(str(e).split())[:160]})",
-                               "re-create it with edgekit export, or download it again") from None
+        return header
 
     def inspect(self, path: Path) -> dict:
         path = Path(path)
