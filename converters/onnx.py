@@ -60,6 +60,7 @@ from edgekit.converters.onnx_stream import (
     Streamed,
     assemble,
     check_sources,
+    layer_index,
     name_graph,
     streamable_problem,
     streamed_checkpoint,
@@ -203,12 +204,6 @@ def from_template(template, weight_map: dict, ckpt, dtype: str) -> tuple[Streame
     return streamed_checkpoint(header, assembly, ckpt, dtype), grouped
 
 
-def stream_graph(ckpt, work: Path, dtype: str) -> tuple[Streamed, int]:
-    """trace_template, then from_template: the checkpoint's streamed graph."""
-    template, weight_map = trace_template(ckpt, work, dtype)
-    return from_template(template, weight_map, ckpt, dtype)
-
-
 # ---------------------------------------------------------------- checks
 
 
@@ -236,7 +231,7 @@ def write_slice(ckpt, out: Path, layers: int, vocab: int) -> Path:
     out.mkdir(parents=True)
     tensors = {}
     for name in ckpt.tensor_info:
-        layer = _layer_of_tensor(name)
+        layer = layer_index(name)
         if layer is not None and layer >= layers:
             continue
         t = ckpt.read_tensor(name)
@@ -260,17 +255,12 @@ def slice_params(ckpt) -> int:
     vocab = min(SLICE_VOCAB, int(ckpt.config["vocab_size"]))
     total = 0
     for name, (shape, _) in ckpt.tensor_info.items():
-        layer = _layer_of_tensor(name)
+        layer = layer_index(name)
         if layer is not None and layer >= layers:
             continue
         n = math.prod(shape)
         total += n * vocab // shape[0] if name in ("model.embed_tokens.weight", "lm_head.weight") else n
     return total
-
-
-def _layer_of_tensor(name: str) -> int | None:
-    parts = name.split(".")
-    return int(parts[2]) if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit() else None
 
 
 # A model too big for transformers' FP32 reference is checked on a slice: its first SLICE_LAYERS layers

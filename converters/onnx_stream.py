@@ -235,7 +235,8 @@ _NODE_LAYER = re.compile(r"^/model/layers\.(\d+)/")
 _TAG = re.compile(r"(layers\.|past_key_values\.|present\.)(\d+)(?=[./])")
 
 
-def _tag_layer(name: str) -> int | None:
+def layer_index(name: str) -> int | None:
+    """The layer a name belongs to (`model.layers.3.mlp...`, `/model/layers.3/...`, `present.3.key`), or None."""
     m = _TAG.search(name)
     return int(m.group(2)) if m else None
 
@@ -318,7 +319,7 @@ def assemble(template_model, weight_map: dict[str, dict], n_layers: int, vocab_s
         if name in producer_layer:
             return producer_layer[name]
         if name in init_names or name.startswith(("past_key_values.", "present.")):
-            return _tag_layer(name)
+            return layer_index(name)
         return None
 
     pre, layers, post = _segments(graph, n_t)
@@ -351,7 +352,7 @@ def assemble(template_model, weight_map: dict[str, dict], n_layers: int, vocab_s
         """Graph inputs/outputs: the per-layer ones for every target layer, in layer order."""
         result, done = [], False
         for v in values:
-            layer = _tag_layer(v.name) if v.name.startswith(("past_key_values.", "present.")) else None
+            layer = layer_index(v.name) if v.name.startswith(("past_key_values.", "present.")) else None
             if layer is None:
                 result.append(v)
                 continue
@@ -361,7 +362,7 @@ def assemble(template_model, weight_map: dict[str, dict], n_layers: int, vocab_s
             per_layer = [x for x in values if x.name.startswith(("past_key_values.", "present."))]
             for i, (t_layer, moves) in enumerate(plan):
                 for x in per_layer:
-                    if _tag_layer(x.name) == t_layer:
+                    if layer_index(x.name) == t_layer:
                         y = onnx.ValueInfoProto()
                         y.CopyFrom(x)
                         y.name = _retag(x.name, {t_layer: i})
@@ -380,7 +381,7 @@ def assemble(template_model, weight_map: dict[str, dict], n_layers: int, vocab_s
     sources: dict[str, tuple[str, bool]] = {}
     inits: list = []
     for t in graph.initializer:
-        layer = _tag_layer(t.name)
+        layer = layer_index(t.name)
         targets = [(t.name, {})] if layer is None else \
             [(_retag(t.name, {layer: i}), {layer: i}) for i, (t_layer, _) in enumerate(plan) if t_layer == layer]
         hit = weight_map.get(t.name)
